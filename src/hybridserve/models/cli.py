@@ -1,0 +1,40 @@
+"""``hybridserve zoo train FAMILY``: retrain a bundled family's weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hybridserve.errors import HybridServeError
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``zoo`` command group."""
+    zoo = typer.Typer(help="The bundled model families.", no_args_is_help=True)
+
+    @zoo.command("train")
+    def train(
+        family: Annotated[str, typer.Argument(help="bundled family to train")] = "fashion-mnist",
+        out: Annotated[
+            Path | None, typer.Option(help="where to write weights (default: the package's)")
+        ] = None,
+        data_dir: Annotated[
+            Path | None, typer.Option(help="directory with the Fashion-MNIST train-*.gz files")
+        ] = None,
+        seed: Annotated[int, typer.Option(help="seed of model i is seed + i")] = 0,
+        threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+        only: Annotated[list[str] | None, typer.Option(help="train only these models")] = None,
+        epochs: Annotated[int | None, typer.Option(help="override every recipe's epochs")] = None,
+    ) -> None:
+        """Train the family with its seeded recipe and write safetensors + manifest.json."""
+        from hybridserve.models.family import bundled_config_path
+        from hybridserve.models.zoo.train import train_family
+
+        if family != "fashion-mnist":
+            raise HybridServeError(f"unknown bundled family {family!r}; bundled: ['fashion-mnist']")
+        target = out or bundled_config_path(family).parent
+        train_family(target, data_dir=data_dir, seed=seed, threads=threads, only=only, epochs=epochs)
+
+    app.add_typer(zoo, name="zoo")

@@ -1,0 +1,117 @@
+"""Adapter for a ``torch.nn.Module``; supports cutting ``nn.Sequential`` into pipeline stages."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from hybridserve.errors import HybridServeError
+from hybridserve.models.base import Model, ModelInfo
+from hybridserve.models.macs import count_macs, count_params
+from hybridserve.models.preprocessing import Preprocessing
+
+
+def load_weights(module: nn.Module, path: Path) -> str:
+    """Load a ``.safetensors`` (or torch ``.pt`` state dict) file; return its sha256."""
+    path = Path(path)
+    if not path.is_file():
+        raise HybridServeError(f"weights file not found: {path}")
+    raw = path.read_bytes()
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load as load_safetensors
+
+            state = load_safetensors(raw)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        module.load_state_dict(state)
+    except (RuntimeError, ValueError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise HybridServeError(f"weights file {path} does not fit the model: {first}") from err
+    return hashlib.sha256(raw).hexdigest()
+
+
+class TorchModel(Model):
+    """Runs an ``nn.Module`` in eval mode under ``torch.inference_mode``."""
+
+    def __init__(
+        self,
+        name: str,
+        module: nn.Module,
+        preprocessing: Preprocessing | None = None,
+        *,
+        device: str = "cpu",
+        input_shape: tuple[int, ...] = (28, 28),
+        weights_sha256: str | None = None,
+    ) -> None:
+        self.name = name
+        self.preprocessing = preprocessing or Preprocessing()
+        self._device = device
+        self.module = module.eval().to(device)
+        if self.preprocessing.channels_last:
+            self.module = self.module.to(memory_format=torch.channels_last)
+        self._input_shape = input_shape
+        self._weights_sha256 = weights_sha256
+        self._info: ModelInfo | None = None
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    @property
+    def info(self) -> ModelInfo:
+        if self._info is None:
+            shape = self.preprocessing.shape or self._input_shape
+            macs = count_macs(self.module.to("cpu"), tuple(shape))
+            self.module.to(self._device)
+            params = count_params(self.module)
+            nbytes = sum(int(p.numel()) * p.element_size() for p in self.module.parameters())
+            nbytes += sum(int(b.numel()) * b.element_size() for b in self.module.buffers())
+            self._info = ModelInfo(params=params, macs=macs, weight_bytes=nbytes)
+        return self._info
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.name}:{self._weights_sha256 or 'unhashed'}"
+
+    def to_tensor(self, batch: npt.NDArray[np.generic]) -> torch.Tensor:
+        """Preprocess raw inputs into the module's input tensor on this model's device."""
+        return self.preprocessing.to_tensor(batch, self._device)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Logits tensor for a preprocessed input tensor."""
+        with torch.inference_mode():
+            out: torch.Tensor = self.module(inputs)
+        return out
+
+    def predict_logits(self, batch: npt.NDArray[np.generic]) -> npt.NDArray[np.float32]:
+        logits = self.forward(self.to_tensor(batch)).float().cpu().numpy()
+        return np.ascontiguousarray(logits, dtype=np.float32)
+
+    def split(self, num_stages: int) -> list[nn.Module]:
+        """Cut an ``nn.Sequential`` into ``num_stages`` contiguous parts of similar parameter count."""
+        if num_stages == 1:
+            return [self.module]
+        if not isinstance(self.module, nn.Sequential):
+            raise HybridServeError(
+                f"model {self.name!r} is not an nn.Sequential, so it cannot be cut into stages"
+            )
+        layers = list(self.module.children())
+        if num_stages > len(layers):
+            raise HybridServeError(
+                f"model {self.name!r} has {len(layers)} layers, cannot cut into {num_stages} stages"
+            )
+        weights = np.array([max(count_params(m), 1) for m in layers], dtype=np.float64)
+        bounds = np.searchsorted(np.cumsum(weights), weights.sum() * np.arange(1, num_stages) / num_stages)
+        cuts = [0]
+        for b in bounds:
+            # every stage keeps at least one layer, and the cuts stay increasing
+            cut = int(min(max(int(b) + 1, cuts[-1] + 1), len(layers) - (num_stages - len(cuts))))
+            cuts.append(cut)
+        cuts.append(len(layers))
+        return [nn.Sequential(*layers[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]

@@ -1,0 +1,1 @@
+"""Bundled model families: architectures, training recipes and committed weights."""

@@ -1,0 +1,180 @@
+"""Training recipe of the bundled ``fashion-mnist`` family (``hybridserve zoo train fashion-mnist``).
+
+AdamW with a one-cycle learning rate, seeded; the conv nets train in ``channels_last`` (about
+1.8× faster on CPU) and the two largest with random horizontal flips and 2-pixel random crops.
+Only the 60,000-image training file is used; validation/test figures come from the bundled t10k.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from safetensors.torch import save_file
+from torch import nn
+
+from hybridserve.data.fashion_mnist import load_eval_split, load_train
+from hybridserve.models.macs import count_macs, count_params
+from hybridserve.models.zoo.fashion_mnist import ARCHITECTURES, FAMILY, MEAN, STD
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one model of the family is trained."""
+
+    epochs: int
+    lr: float
+    batch_size: int = 128
+    weight_decay: float = 5e-4
+    augment: bool = False
+
+
+RECIPES: dict[str, Recipe] = {
+    "linear": Recipe(epochs=4, lr=2e-3),
+    "mlp": Recipe(epochs=8, lr=2e-3),
+    "cnn-small": Recipe(epochs=8, lr=4e-3),
+    "cnn": Recipe(epochs=8, lr=2e-3, augment=True),
+    "vgg": Recipe(epochs=9, lr=3e-3, augment=True),
+}
+
+
+def normalise(x: np.ndarray) -> torch.Tensor:
+    """uint8 N×28×28 → float N×1×28×28, scaled to [0, 1] and standardised."""
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).div_(255.0)
+    return t.sub_(MEAN).div_(STD).unsqueeze(1)
+
+
+def _augment(batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip and a random crop after 2-pixel zero padding (in normalised units)."""
+    n = batch.shape[0]
+    flip = torch.rand(n, generator=gen) < 0.5
+    batch = torch.where(flip[:, None, None, None], batch.flip(3), batch)
+    padded = F.pad(batch, (2, 2, 2, 2), value=-MEAN / STD)
+    dx, dy = (int(v) for v in torch.randint(0, 5, (2,), generator=gen))
+    return padded[:, :, dy : dy + 28, dx : dx + 28]
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, conv: bool) -> float:
+    model.eval()
+    correct = 0
+    with torch.inference_mode():
+        for i in range(0, x.shape[0], 1000):
+            xb = x[i : i + 1000]
+            if conv:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            correct += int((model(xb).argmax(1) == y[i : i + 1000]).sum())
+    return correct / x.shape[0]
+
+
+def train_model(
+    name: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    seed: int,
+    on_step: Callable[[], None],
+    epochs: int | None = None,
+) -> nn.Module:
+    """Train one architecture of the family and return it in eval mode."""
+    recipe = RECIPES[name]
+    n_epochs = epochs or recipe.epochs
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = ARCHITECTURES[name]()
+    conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    if conv:
+        model = model.to(memory_format=torch.channels_last)
+    steps_per_epoch = (x.shape[0] + recipe.batch_size - 1) // recipe.batch_size
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=recipe.lr, total_steps=n_epochs * steps_per_epoch
+    )
+    for _ in range(n_epochs):
+        model.train()
+        order = torch.randperm(x.shape[0], generator=gen)
+        for i in range(steps_per_epoch):
+            idx = order[i * recipe.batch_size : (i + 1) * recipe.batch_size]
+            xb, yb = x[idx], y[idx]
+            if recipe.augment:
+                xb = _augment(xb, gen)
+            if conv:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            loss = F.cross_entropy(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            on_step()
+    model.eval()
+    return model
+
+
+def train_family(
+    out_dir: Path,
+    *,
+    data_dir: Path | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    only: list[str] | None = None,
+    epochs: int | None = None,
+) -> dict[str, dict[str, float | int | str]]:
+    """Train the family, write ``{name}.safetensors`` and ``manifest.json`` into ``out_dir``."""
+    if threads:
+        torch.set_num_threads(threads)
+    names = only or list(ARCHITECTURES)
+    unknown = [n for n in names if n not in ARCHITECTURES]
+    if unknown:
+        from hybridserve.errors import HybridServeError
+
+        raise HybridServeError(f"unknown model(s) {unknown}; the family has {list(ARCHITECTURES)}")
+    train = load_train(data_dir)
+    x, y = normalise(train.x), torch.from_numpy(train.y)
+    test = load_eval_split("test")
+    xt, yt = normalise(test.x), torch.from_numpy(test.y)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = out_dir / "manifest.json"
+    manifest: dict[str, dict[str, float | int | str]] = (
+        json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    )
+    total = sum(
+        (epochs or RECIPES[n].epochs) * -(-x.shape[0] // RECIPES[n].batch_size) for n in names
+    )
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns) as progress:
+        task = progress.add_task("training", total=total)
+        for i, name in enumerate(names):
+            progress.update(task, description=f"training {name}")
+            started = time.perf_counter()
+            model = train_model(
+                name, x, y, seed=seed + i, epochs=epochs, on_step=lambda: progress.advance(task)
+            )
+            conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
+            model = model.to(memory_format=torch.contiguous_format)
+            state = {k: v.contiguous() for k, v in model.state_dict().items()}
+            save_file(state, str(out_dir / f"{name}.safetensors"), metadata={"family": FAMILY})
+            manifest[name] = {
+                "params": count_params(model),
+                "macs": count_macs(model, (1, 28, 28)),
+                "accuracy_test": round(_accuracy(model, xt, yt, conv), 4),
+                "epochs": epochs or RECIPES[name].epochs,
+                "seed": seed + i,
+                "train_seconds": round(time.perf_counter() - started, 1),
+                "torch": torch.__version__,
+            }
+            ordered = {n: manifest[n] for n in ARCHITECTURES if n in manifest}
+            manifest_path.write_text(json.dumps(ordered, indent=2) + "\n")
+            progress.console.print(f"{name}: test accuracy {manifest[name]['accuracy_test']:.4f}")
+    return manifest
