@@ -1,0 +1,5 @@
+"""Dataflow planner: place model stages on devices for throughput (or energy)."""
+
+from hybridserve.planning.plan import DeviceAssignment, Placement, Plan
+
+__all__ = ["DeviceAssignment", "Placement", "Plan"]

@@ -1,0 +1,298 @@
+"""The frozen placement plan (``plan.json``): which model stage runs on which device, how batched.
+
+The planner writes it; the runtime only reads it. A model may run as several *replicas*, and a
+replica may be cut into ``num_stages`` pipeline *stages* (stage ``0 .. num_stages-1``), each on
+one device. ``Plan.default`` is the no-planner fallback: one replica of every model on one device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hybridserve.errors import HybridServeError
+from hybridserve.workdir import read_json, write_json
+
+KIND = "plan"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One pipeline stage of one replica of one model, placed on a device."""
+
+    model: str
+    stage: int
+    num_stages: int
+    replica: int
+    batch_size: int
+    max_wait_ms: float
+    memory_bytes: int
+    utilisation: float
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.stage < self.num_stages:
+            raise HybridServeError(
+                f"plan: {self.model} replica {self.replica}: stage {self.stage} is outside "
+                f"0..{self.num_stages - 1}"
+            )
+        if self.batch_size < 1:
+            raise HybridServeError(f"plan: {self.model}: batch_size must be >= 1")
+        if self.max_wait_ms < 0:
+            raise HybridServeError(f"plan: {self.model}: max_wait_ms must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "stage": self.stage,
+            "num_stages": self.num_stages,
+            "replica": self.replica,
+            "batch_size": self.batch_size,
+            "max_wait_ms": self.max_wait_ms,
+            "memory_bytes": self.memory_bytes,
+            "utilisation": self.utilisation,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Placement:
+        return cls(
+            model=str(d["model"]),
+            stage=int(d["stage"]),
+            num_stages=int(d["num_stages"]),
+            replica=int(d["replica"]),
+            batch_size=int(d["batch_size"]),
+            max_wait_ms=float(d["max_wait_ms"]),
+            memory_bytes=int(d["memory_bytes"]),
+            utilisation=float(d["utilisation"]),
+        )
+
+
+@dataclass(frozen=True)
+class DeviceAssignment:
+    """One device of the cluster and the stages placed on it.
+
+    ``id`` is unique in the cluster (``"node0/cuda:0"``); ``device`` is the torch device string on
+    its node (``"cpu"``, ``"cuda:0"``); ``type`` names the profile the planner used for it.
+    """
+
+    id: str
+    node: str
+    device: str
+    type: str
+    memory_bytes: int
+    placements: tuple[Placement, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "node": self.node,
+            "device": self.device,
+            "type": self.type,
+            "memory_bytes": self.memory_bytes,
+            "placements": [p.to_dict() for p in self.placements],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DeviceAssignment:
+        return cls(
+            id=str(d["id"]),
+            node=str(d["node"]),
+            device=str(d["device"]),
+            type=str(d["type"]),
+            memory_bytes=int(d["memory_bytes"]),
+            placements=tuple(Placement.from_dict(p) for p in d.get("placements", [])),
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Per device, the placed model stages; and what the planner predicts for them.
+
+    ``lambda_rps`` is the predicted sustainable request rate at the cascade's entry;
+    ``capacity_rps[m]`` the requests/s model ``m``'s replicas can serve together;
+    ``reach_fraction[m]`` the fraction of requests that reach ``m`` (from the policy).
+    ``optimality_gap`` is the MILP's relative gap (``None`` for heuristics and defaults).
+    """
+
+    family: str
+    objective: str
+    solver: str
+    optimality_gap: float | None
+    lambda_rps: float
+    capacity_rps: Mapping[str, float]
+    reach_fraction: Mapping[str, float]
+    energy_j_per_request: float | None
+    devices: tuple[DeviceAssignment, ...]
+    chain: tuple[str, ...] = ()
+    cluster: str = ""
+    solve_time_s: float = 0.0
+    notes: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        # Plain dict copies: immutable from the caller's side, still picklable (Ray ships plans).
+        object.__setattr__(self, "capacity_rps", dict(self.capacity_rps))
+        object.__setattr__(self, "reach_fraction", dict(self.reach_fraction))
+        object.__setattr__(self, "devices", tuple(self.devices))
+        object.__setattr__(self, "chain", tuple(self.chain))
+        object.__setattr__(self, "notes", tuple(self.notes))
+        ids = [d.id for d in self.devices]
+        if len(set(ids)) != len(ids):
+            raise HybridServeError(f"plan: device ids must be unique, got {ids}")
+        for model in self.models:
+            self.replicas(model)  # raises on a replica with a missing or duplicated stage
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Models with at least one placement: chain order first, then any others by name."""
+        placed = {p.model for d in self.devices for p in d.placements}
+        ordered = [m for m in self.chain if m in placed]
+        return tuple(ordered + sorted(placed - set(ordered)))
+
+    def replicas(self, model: str) -> list[list[tuple[DeviceAssignment, Placement]]]:
+        """Each replica of ``model`` (by replica number) as its stages in pipeline order."""
+        by_replica: dict[int, list[tuple[DeviceAssignment, Placement]]] = {}
+        for dev in self.devices:
+            for p in dev.placements:
+                if p.model == model:
+                    by_replica.setdefault(p.replica, []).append((dev, p))
+        out: list[list[tuple[DeviceAssignment, Placement]]] = []
+        for replica in sorted(by_replica):
+            stages = sorted(by_replica[replica], key=lambda dp: dp[1].stage)
+            n = stages[0][1].num_stages
+            got = [p.stage for _, p in stages]
+            if got != list(range(n)) or any(p.num_stages != n for _, p in stages):
+                raise HybridServeError(
+                    f"plan: {model} replica {replica} has stages {got}, expected 0..{n - 1}"
+                )
+            out.append(stages)
+        return out
+
+    def device(self, device_id: str) -> DeviceAssignment:
+        for d in self.devices:
+            if d.id == device_id:
+                return d
+        raise HybridServeError(f"plan has no device {device_id!r}")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def default(
+        cls,
+        family: str,
+        chain: Sequence[str],
+        device: str = "cpu",
+        batch_size: int = 64,
+        max_wait_ms: float = 5.0,
+        memory_bytes: int | None = None,
+    ) -> Plan:
+        """One replica of each chain model, unsplit, on one local device; no predictions."""
+        if not chain:
+            raise HybridServeError("plan: the chain is empty")
+        if memory_bytes is None:
+            memory_bytes = _local_memory_bytes(device)
+        placements = tuple(
+            Placement(
+                model=m,
+                stage=0,
+                num_stages=1,
+                replica=0,
+                batch_size=batch_size,
+                max_wait_ms=max_wait_ms,
+                memory_bytes=0,
+                utilisation=0.0,
+            )
+            for m in chain
+        )
+        dev = DeviceAssignment(
+            id=f"local/{device}",
+            node="local",
+            device=device,
+            type=device.split(":")[0],
+            memory_bytes=memory_bytes,
+            placements=placements,
+        )
+        return cls(
+            family=family,
+            objective="none",
+            solver="default",
+            optimality_gap=None,
+            lambda_rps=0.0,
+            capacity_rps={},
+            reach_fraction={},
+            energy_j_per_request=None,
+            devices=(dev,),
+            chain=tuple(chain),
+            cluster="local",
+            notes=("default plan: one replica of every model on one device, not planned",),
+        )
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "objective": self.objective,
+            "solver": self.solver,
+            "optimality_gap": self.optimality_gap,
+            "lambda_rps": self.lambda_rps,
+            "capacity_rps": dict(self.capacity_rps),
+            "reach_fraction": dict(self.reach_fraction),
+            "energy_j_per_request": self.energy_j_per_request,
+            "chain": list(self.chain),
+            "cluster": self.cluster,
+            "solve_time_s": self.solve_time_s,
+            "notes": list(self.notes),
+            "devices": [d.to_dict() for d in self.devices],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Plan:
+        try:
+            gap = d.get("optimality_gap")
+            energy = d.get("energy_j_per_request")
+            return cls(
+                family=str(d["family"]),
+                objective=str(d["objective"]),
+                solver=str(d["solver"]),
+                optimality_gap=None if gap is None else float(gap),
+                lambda_rps=float(d["lambda_rps"]),
+                capacity_rps={str(k): float(v) for k, v in d["capacity_rps"].items()},
+                reach_fraction={str(k): float(v) for k, v in d["reach_fraction"].items()},
+                energy_j_per_request=None if energy is None else float(energy),
+                devices=tuple(DeviceAssignment.from_dict(x) for x in d["devices"]),
+                chain=tuple(str(m) for m in d.get("chain", [])),
+                cluster=str(d.get("cluster", "")),
+                solve_time_s=float(d.get("solve_time_s", 0.0)),
+                notes=tuple(str(n) for n in d.get("notes", [])),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise HybridServeError(f"plan: malformed plan ({type(err).__name__}: {err})") from err
+
+    def save(self, path: Path) -> None:
+        write_json(Path(path), KIND, VERSION, self.to_dict())
+
+    @classmethod
+    def load(cls, path: Path) -> Plan:
+        body = read_json(Path(path), KIND)
+        try:
+            return cls.from_dict(body)
+        except HybridServeError as err:
+            raise HybridServeError(f"{path}: {err}") from err
+
+
+def _local_memory_bytes(device: str) -> int:
+    """Memory of a local device: host RAM for ``cpu``, the GPU's for ``cuda:N`` (0 if unknown)."""
+    if device == "cpu":
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    if device.startswith("cuda"):
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                return int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
+        except (RuntimeError, AssertionError):
+            pass
+    return 0
