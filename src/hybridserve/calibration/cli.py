@@ -1,0 +1,81 @@
+"""``hybridserve calibrate``: fit per-model calibrators on val and report them on test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hybridserve.calibration.fit import DEFAULT_BINS, run_calibration
+from hybridserve.calibration.registry import CALIBRATORS
+from hybridserve.calibration.report import CalibrationReport
+from hybridserve.errors import HybridServeError
+from hybridserve.workdir import DEFAULT_WORKDIR, Workdir
+
+__all__ = ["register", "report_table", "run_calibration"]
+
+
+def _si(value: int) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.3g}{unit}"
+    return str(value)
+
+
+def report_table(report: CalibrationReport) -> Table:
+    """The calibration report as a rich table, one row per model in chain order."""
+    table = Table(
+        title=f"{report.family}: {report.calibrator} calibration (fit on val, scored on test)"
+    )
+    for header in ("model", "params", "MACs", "acc val", "acc test", "T", "ECE", "NLL"):
+        table.add_column(header, justify="left" if header == "model" else "right")
+    for m in report.models:
+        table.add_row(
+            m.name,
+            _si(m.params),
+            _si(m.macs),
+            f"{m.accuracy_val:.4f}",
+            f"{m.accuracy_test:.4f}",
+            f"{m.temperature:.3f}",
+            f"{m.ece_before:.4f} → {m.ece_after:.4f}",
+            f"{m.nll_before:.4f} → {m.nll_after:.4f}",
+        )
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``calibrate`` command."""
+
+    @app.command("calibrate")
+    def calibrate(
+        family: Annotated[
+            str | None, typer.Option(help="bundled family (default fashion-mnist)")
+        ] = None,
+        config: Annotated[
+            Path | None, typer.Option(help="family YAML file, instead of a bundled family")
+        ] = None,
+        workdir: Annotated[Path, typer.Option(help="pipeline working directory")] = DEFAULT_WORKDIR,
+        calibrator: Annotated[
+            str, typer.Option(help=f"calibration method: {'|'.join(CALIBRATORS)}")
+        ] = "temperature",
+        bins: Annotated[int, typer.Option(min=1, help="ECE / reliability bins")] = DEFAULT_BINS,
+        device: Annotated[str, typer.Option(help="torch device to compute logits on")] = "cpu",
+    ) -> None:
+        """Fit a calibrator per model on the val split; write calibration.json, reliability.png."""
+        from hybridserve.models.family import load_family
+
+        if family is not None and config is not None:
+            raise HybridServeError("give either --family or --config, not both")
+        if calibrator not in CALIBRATORS:
+            raise HybridServeError(
+                f"unknown calibrator {calibrator!r}; known: {sorted(CALIBRATORS)}"
+            )
+        fam = load_family(family or "fashion-mnist", config=config, device=device)
+        wd = Workdir(workdir)
+        report = run_calibration(fam, wd, calibrator, n_bins=bins)
+        console = Console()
+        console.print(report_table(report))
+        console.print(f"wrote {wd.calibration} and {wd.reliability_png}")
