@@ -1,0 +1,1 @@
+"""Load generation and the comparison of serving systems (``hybridserve bench``)."""

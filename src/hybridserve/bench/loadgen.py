@@ -1,0 +1,183 @@
+"""Open-loop (Poisson or Gamma arrivals) and closed-loop load against a prediction target.
+
+A target is anything with ``async predict(batch) -> answers`` (the in-process ``Engine``, or
+``HttpTarget`` for a running server). Every request carries one test image and its label; the
+generator records when it was sent, when it finished, what answered and whether it was right.
+Loops are bounded in count and time and stop by themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+
+class Target(Protocol):
+    """Something that answers batches of raw inputs."""
+
+    async def predict(self, batch: npt.NDArray[Any]) -> Sequence[Any]:
+        """One answer per input, each with ``label`` and ``model`` attributes or keys."""
+        ...
+
+
+@dataclass
+class Record:
+    """What happened to one request."""
+
+    sent_s: float
+    done_s: float = float("nan")
+    ok: bool = False
+    correct: bool = False
+    model: str = ""
+    path: tuple[str, ...] = ()
+    error: str = ""
+
+
+@dataclass
+class RunResult:
+    """All records of one run plus its wall time."""
+
+    records: list[Record] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    @property
+    def completed(self) -> list[Record]:
+        return [r for r in self.records if r.ok]
+
+
+def arrival_gaps(
+    rate_rps: float, n: int, *, process: str = "poisson", cv: float = 1.0, seed: int = 0
+) -> npt.NDArray[np.float64]:
+    """Inter-arrival gaps (s) of ``n`` requests at mean ``rate_rps``.
+
+    ``poisson``: exponential gaps. ``gamma``: Gamma gaps with coefficient of variation ``cv``
+    (shape 1/cv², as AlpaServe models bursty traffic); cv = 1 is Poisson.
+    """
+    if rate_rps <= 0:
+        raise ValueError("rate_rps must be positive")
+    rng = np.random.default_rng(seed)
+    if process == "poisson":
+        return rng.exponential(1.0 / rate_rps, size=n)
+    if process == "gamma":
+        shape = 1.0 / (cv * cv)
+        return rng.gamma(shape, 1.0 / (rate_rps * shape), size=n)
+    raise ValueError(f"unknown arrival process {process!r}: expected 'poisson' or 'gamma'")
+
+
+def _field(answer: Any, name: str) -> Any:
+    return answer[name] if isinstance(answer, dict) else getattr(answer, name)
+
+
+async def _one(target: Target, x: npt.NDArray[Any], label: int, record: Record) -> None:
+    try:
+        answers = await target.predict(x[None])
+        answer = answers[0]
+        record.model = str(_field(answer, "model"))
+        record.path = tuple(_field(answer, "path"))
+        record.correct = int(_field(answer, "label")) == int(label)
+        record.ok = True
+    except Exception as err:  # every failure is counted, none stops the run
+        record.error = type(err).__name__ + (f": {err}" if str(err) else "")
+    finally:
+        record.done_s = time.perf_counter()
+
+
+async def open_loop(
+    target: Target,
+    x: npt.NDArray[Any],
+    y: npt.NDArray[np.int64],
+    *,
+    rate_rps: float,
+    duration_s: float,
+    max_requests: int | None = None,
+    process: str = "poisson",
+    cv: float = 1.0,
+    seed: int = 0,
+    on_progress: Callable[[int], None] | None = None,
+) -> RunResult:
+    """Send requests at the given arrival process regardless of answers (open loop)."""
+    n = int(max_requests or max(1, round(rate_rps * duration_s)))
+    gaps = arrival_gaps(rate_rps, n, process=process, cv=cv, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    picks = rng.integers(0, len(y), size=n)
+    result = RunResult()
+    tasks: list[asyncio.Task[None]] = []
+    start = time.perf_counter()
+    due = start
+    for i in range(n):
+        due += float(gaps[i])
+        if due - start > duration_s:
+            break
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        record = Record(sent_s=time.perf_counter())
+        result.records.append(record)
+        tasks.append(asyncio.create_task(_one(target, x[picks[i]], int(y[picks[i]]), record)))
+        if on_progress:
+            on_progress(1)
+    await asyncio.gather(*tasks)
+    result.wall_s = time.perf_counter() - start
+    return result
+
+
+async def closed_loop(
+    target: Target,
+    x: npt.NDArray[Any],
+    y: npt.NDArray[np.int64],
+    *,
+    concurrency: int,
+    duration_s: float,
+    max_requests: int | None = None,
+    seed: int = 0,
+    on_progress: Callable[[int], None] | None = None,
+) -> RunResult:
+    """``concurrency`` clients each send a request as soon as their last one finished (saturation)."""
+    rng = np.random.default_rng(seed)
+    result = RunResult()
+    budget = [int(max_requests) if max_requests else 1 << 62]
+    start = time.perf_counter()
+    deadline = start + duration_s
+
+    async def client() -> None:
+        while time.perf_counter() < deadline and budget[0] > 0:
+            budget[0] -= 1
+            i = int(rng.integers(0, len(y)))
+            record = Record(sent_s=time.perf_counter())
+            result.records.append(record)
+            await _one(target, x[i], int(y[i]), record)
+            if on_progress:
+                on_progress(1)
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    result.wall_s = time.perf_counter() - start
+    return result
+
+
+class HttpTarget:
+    """A running hybridserve server, reached through its ``/v1/predict`` route."""
+
+    def __init__(self, url: str, *, api_key: str | None = None, timeout_s: float = 30.0) -> None:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+        self._client = httpx.AsyncClient(
+            base_url=url.rstrip("/"), headers=headers, timeout=timeout_s, limits=limits
+        )
+
+    async def predict(self, batch: npt.NDArray[Any]) -> Sequence[Any]:
+        response = await self._client.post("/v1/predict", json={"inputs": batch.tolist()})
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
+        answers: list[Any] = response.json()["answers"]
+        return answers
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

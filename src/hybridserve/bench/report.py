@@ -1,0 +1,143 @@
+"""Summaries of load runs and the ``report.json`` / ``report.md`` they are written to.
+
+``report.json`` (format kind ``report``)::
+
+    {"machine": {...}, "energy_source": "nvml|rapl|modelled", "mode": "saturate|open-loop",
+     "systems": {NAME: {"accuracy", "energy_j_per_request", "throughput_rps",
+                        "latency_ms": {"p50", "p90", "p99"}, "requests", "errors",
+                        "reach_fraction": {model: fraction}, ...}}}
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hybridserve.bench.loadgen import RunResult
+from hybridserve.workdir import read_json, write_json
+
+REPORT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SystemResult:
+    """One served system's measured figures."""
+
+    accuracy: float
+    energy_j_per_request: float
+    throughput_rps: float
+    latency_ms: Mapping[str, float]
+    requests: int
+    errors: int
+    reach_fraction: Mapping[str, float]
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "accuracy": self.accuracy,
+            "energy_j_per_request": self.energy_j_per_request,
+            "throughput_rps": self.throughput_rps,
+            "latency_ms": dict(self.latency_ms),
+            "requests": self.requests,
+            "errors": self.errors,
+            "reach_fraction": dict(self.reach_fraction),
+            **dict(self.extra),
+        }
+
+
+def summarise(
+    run: RunResult,
+    chain: Sequence[str],
+    energy_j: float,
+    *,
+    extra: Mapping[str, Any] | None = None,
+) -> SystemResult:
+    """Accuracy, energy per answered request, throughput, latency percentiles and reach."""
+    done = run.completed
+    n = len(done)
+    lat = np.array([(r.done_s - r.sent_s) * 1e3 for r in done]) if n else np.array([np.nan])
+    reach = {m: (sum(1 for r in done if m in r.path) / n if n else 0.0) for m in chain}
+    if n:
+        first, last = min(r.sent_s for r in done), max(r.done_s for r in done)
+        span = max(last - first, 1e-9)
+    else:
+        span = run.wall_s or 1.0
+    return SystemResult(
+        accuracy=float(np.mean([r.correct for r in done])) if n else float("nan"),
+        energy_j_per_request=energy_j / n if n else float("nan"),
+        throughput_rps=n / span,
+        latency_ms={
+            "p50": float(np.percentile(lat, 50)),
+            "p90": float(np.percentile(lat, 90)),
+            "p99": float(np.percentile(lat, 99)),
+        },
+        requests=len(run.records),
+        errors=len(run.records) - n,
+        reach_fraction=reach,
+        extra=dict(extra or {}),
+    )
+
+
+def machine_description() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def write_report(path: Path, report: Mapping[str, Any]) -> None:
+    write_json(path, "report", REPORT_VERSION, dict(report))
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    return read_json(path, "report", (REPORT_VERSION,))
+
+
+def markdown_table(systems: Mapping[str, Mapping[str, Any]], baseline: str = "giant-only") -> str:
+    """The comparison table, with energy and throughput relative to ``baseline``."""
+    base = systems.get(baseline)
+    rows = [
+        "| system | accuracy | energy J/req | energy ÷ giant | throughput req/s | × giant "
+        "| p50 ms | p90 ms | p99 ms | requests | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in systems.items():
+        e_ratio = t_ratio = "—"
+        if base and s.get("energy_j_per_request"):
+            e_ratio = f"{s['energy_j_per_request'] / base['energy_j_per_request']:.3f}"
+        if base and s.get("throughput_rps") and base.get("throughput_rps"):
+            t_ratio = f"{s['throughput_rps'] / base['throughput_rps']:.2f}"
+        lat = s.get("latency_ms") or {}
+
+        def ms(key: str, lat: Mapping[str, float] = lat) -> str:
+            v = lat.get(key)
+            return "—" if v is None or v != v else f"{v:.1f}"
+
+        thr = s.get("throughput_rps")
+        rows.append(
+            f"| {name} | {100 * s['accuracy']:.2f} % | {s['energy_j_per_request']:.5f} | {e_ratio} "
+            f"| {'—' if thr is None else f'{thr:.0f}'} | {t_ratio} | {ms('p50')} | {ms('p90')} "
+            f"| {ms('p99')} | {s.get('requests', '—')} | {s.get('errors', '—')} |"
+        )
+    return "\n".join(rows)

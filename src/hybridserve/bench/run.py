@@ -1,0 +1,195 @@
+"""Run the bench: serve each system in turn on the same runtime and cores, measure, report.
+
+Energy per request is read from one meter (``select_meter("cpu")``: RAPL where readable, else
+the CPU-time model) around each system's whole run, so it covers everything the serving process
+spends per answered request: model compute, batching, routing and the load generator's share,
+which is the same for every system. ``energy_j_per_request_profile`` is the profile's
+prediction (Σ reach × per-model energy at the serving batch size), the basis on which the
+``oracle`` (computed from logits, never served) is stated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from rich.console import Console
+from rich.progress import Progress
+
+from hybridserve.bench.loadgen import HttpTarget, RunResult, Target, closed_loop, open_loop
+from hybridserve.bench.report import SystemResult, machine_description, summarise
+from hybridserve.bench.systems import oracle
+from hybridserve.energy import select_meter
+from hybridserve.models.family import Family
+from hybridserve.models.logits import LogitSet
+from hybridserve.tuning.policy import CascadePolicy
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """How each system is loaded."""
+
+    mode: Literal["saturate", "open-loop"] = "saturate"
+    rate_rps: float = 200.0
+    duration_s: float = 10.0
+    concurrency: int = 256
+    max_requests: int | None = None
+    process: str = "poisson"
+    cv: float = 1.0
+    seed: int = 0
+
+
+def _drive(
+    target: Target,
+    x: np.ndarray,
+    y: np.ndarray,
+    load: LoadSettings,
+    progress: Callable[[int], None],
+) -> Any:
+    if load.mode == "saturate":
+        return closed_loop(
+            target,
+            x,
+            y,
+            concurrency=load.concurrency,
+            duration_s=load.duration_s,
+            max_requests=load.max_requests,
+            seed=load.seed,
+            on_progress=progress,
+        )
+    return open_loop(
+        target,
+        x,
+        y,
+        rate_rps=load.rate_rps,
+        duration_s=load.duration_s,
+        max_requests=load.max_requests,
+        process=load.process,
+        cv=load.cv,
+        seed=load.seed,
+        on_progress=progress,
+    )
+
+
+def predicted_energy(reach: Mapping[str, float], energy_j: Mapping[str, float]) -> float:
+    """Σ over models of reach fraction × energy per request (the profile's prediction)."""
+    return float(sum(frac * energy_j[m] for m, frac in reach.items()))
+
+
+async def _serve_and_load(
+    make_engine: Callable[[CascadePolicy], Any],
+    policy: CascadePolicy,
+    x: np.ndarray,
+    y: np.ndarray,
+    load: LoadSettings,
+    progress: Callable[[int], None],
+    source_out: list[str],
+) -> tuple[RunResult, float]:
+    async with make_engine(policy) as engine:
+        meter = select_meter("cpu")
+        source_out.append(meter.source)
+        meter.start()
+        run = await _drive(engine, x, y, load, progress)
+        joules = meter.stop()
+    return run, joules
+
+
+def bench_systems(
+    systems: Mapping[str, CascadePolicy],
+    make_engine: Callable[[CascadePolicy], Any],
+    family: Family,
+    test_logits: LogitSet,
+    energy_j: Mapping[str, float],
+    load: LoadSettings,
+    *,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Serve and load every system one after another; return the report body."""
+    test = family.split("test")
+    results: dict[str, dict[str, Any]] = {}
+    latencies: dict[str, np.ndarray] = {}
+    sources: list[str] = []
+    with Progress(console=console, transient=True) as bar:
+        for name, policy in systems.items():
+            expected = (
+                int(load.max_requests)
+                if load.max_requests
+                else int(load.rate_rps * load.duration_s)
+                if load.mode == "open-loop"
+                else None
+            )
+            task = bar.add_task(f"bench {name}", total=expected)
+            run, joules = asyncio.run(
+                _serve_and_load(
+                    make_engine,
+                    policy,
+                    test.x,
+                    test.y,
+                    load,
+                    lambda k, task=task: bar.advance(task, k),
+                    sources,
+                )
+            )
+            bar.remove_task(task)
+            summary = summarise(run, policy.chain, joules)
+            extra = {
+                "chain": list(policy.chain),
+                "energy_j_per_request_profile": predicted_energy(summary.reach_fraction, energy_j),
+                "wall_s": run.wall_s,
+            }
+            results[name] = {**summary.to_dict(), **extra}
+            latencies[name] = np.array([(r.done_s - r.sent_s) * 1e3 for r in run.completed])
+    acc, e_oracle, shares = oracle(test_logits, energy_j)
+    results["oracle"] = {
+        "accuracy": acc,
+        "energy_j_per_request": e_oracle,
+        "energy_j_per_request_profile": e_oracle,
+        "energy_basis": "profile (computed from test logits; never served)",
+        "throughput_rps": None,
+        "latency_ms": None,
+        "requests": len(test_logits.labels),
+        "errors": 0,
+        "reach_fraction": shares,
+    }
+    return {
+        "machine": machine_description(),
+        "energy_source": sources[0] if sources else "unavailable",
+        "load": {
+            "mode": load.mode,
+            "rate_rps": load.rate_rps if load.mode == "open-loop" else None,
+            "concurrency": load.concurrency if load.mode == "saturate" else None,
+            "duration_s": load.duration_s,
+            "process": load.process if load.mode == "open-loop" else None,
+            "cv": load.cv if load.mode == "open-loop" else None,
+        },
+        "systems": results,
+        "_latencies": latencies,
+    }
+
+
+def bench_url(
+    url: str,
+    family: Family,
+    load: LoadSettings,
+    *,
+    api_key: str | None = None,
+) -> tuple[SystemResult, np.ndarray]:
+    """Load a running server (local or Ray backend) through HTTP; energy is not metered here."""
+    test = family.split("test")
+
+    async def go() -> RunResult:
+        target = HttpTarget(url, api_key=api_key)
+        try:
+            with Progress(transient=True) as bar:
+                task = bar.add_task(f"bench {url}", total=None)
+                return await _drive(target, test.x, test.y, load, lambda k: bar.advance(task, k))
+        finally:
+            await target.aclose()
+
+    run = asyncio.run(go())
+    result = summarise(run, family.names, float("nan"))
+    lat = np.array([(r.done_s - r.sent_s) * 1e3 for r in run.completed])
+    return result, lat

@@ -1,0 +1,77 @@
+"""The systems a bench compares, each a policy served by the same runtime on the same cores.
+
+``giant-only`` and every single model are one-model chains; ``cascade-ap``, ``cascade-eo`` and
+``cascade-ap-noskip`` are the tuned policies; ``oracle`` is computed from test logits (each
+request answered by the cheapest model that is right, else the giant) and bounds any router.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from hybridserve.errors import HybridServeError
+from hybridserve.models.logits import LogitSet
+from hybridserve.tuning.policy import CascadePolicy
+from hybridserve.workdir import Workdir
+
+CASCADES = {"cascade-ap": "ap", "cascade-eo": "eo", "cascade-ap-noskip": "ap-noskip"}
+
+
+def single_model_policy(
+    template: CascadePolicy, model: str, calibrator: Mapping[str, Any]
+) -> CascadePolicy:
+    """A chain of one model: every request is answered by ``model``."""
+    return CascadePolicy(
+        family=template.family,
+        chain=(model,),
+        thresholds=(),
+        calibrators=(dict(calibrator),),
+        confidence=template.confidence,
+        mode="manual",
+        cost_source=template.cost_source,
+    )
+
+
+def system_policies(
+    workdir: Workdir, family_names: tuple[str, ...], calibrators: Mapping[str, Mapping[str, Any]]
+) -> dict[str, CascadePolicy]:
+    """Policies of every served system, giant-only first, cascades last."""
+    ap_path = workdir.policy("ap")
+    if not ap_path.is_file():
+        raise HybridServeError(f"{ap_path} not found: run `hybridserve tune --mode ap` first")
+    cascades = {
+        name: CascadePolicy.load(workdir.policy(mode))
+        for name, mode in CASCADES.items()
+        if workdir.policy(mode).is_file()
+    }
+    template = cascades["cascade-ap"]
+    giant = family_names[-1]
+    systems = {"giant-only": single_model_policy(template, giant, calibrators[giant])}
+    for name in family_names[:-1]:
+        systems[name] = single_model_policy(template, name, calibrators[name])
+    systems.update(cascades)
+    return systems
+
+
+def oracle(
+    logits: LogitSet, energy_j: Mapping[str, float]
+) -> tuple[float, float, dict[str, float]]:
+    """Accuracy, energy per request and answer shares of the oracle router on ``logits``."""
+    names = logits.names
+    correct = np.stack([logits.logits[n].argmax(1) == logits.labels for n in names])  # M×N
+    costs = np.array([energy_j[n] for n in names])
+    order = np.argsort(costs, kind="stable")
+    chosen: npt.NDArray[np.int64] = np.full(correct.shape[1], len(names) - 1, dtype=np.int64)
+    undecided = np.ones(correct.shape[1], dtype=bool)
+    for m in order:
+        take = undecided & correct[m]
+        chosen[take] = m
+        undecided &= ~take
+    accuracy = float(correct.any(axis=0).mean())
+    energy = float(costs[chosen].mean())
+    shares = {n: float((chosen == i).mean()) for i, n in enumerate(names)}
+    return accuracy, energy, shares

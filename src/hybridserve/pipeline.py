@@ -1,0 +1,80 @@
+"""``hybridserve quickstart``: calibrate → profile → tune (AP, EO) → plan → serve → bench.
+
+Every stage writes into the one workdir and is skipped where its output is already there for the
+same inputs (logits and profile are cached; ``--fresh`` recomputes everything), so a second run
+only re-serves and re-measures.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from hybridserve.workdir import DEFAULT_WORKDIR, Workdir
+
+console = Console()
+
+
+def quickstart(
+    workdir: Workdir,
+    *,
+    family_name: str = "fashion-mnist",
+    config: Path | None = None,
+    duration_s: float = 8.0,
+    fresh: bool = False,
+) -> dict[str, object]:
+    """Run the whole pipeline into ``workdir`` and return the bench report body."""
+    from hybridserve.bench.cli import comparison_table, run_bench
+    from hybridserve.bench.run import LoadSettings
+    from hybridserve.calibration.cli import report_table
+    from hybridserve.calibration.fit import run_calibration
+    from hybridserve.models import load_family
+    from hybridserve.planning.cli import run_plan
+    from hybridserve.profiling.cli import run_profile
+    from hybridserve.tuning.cli import run_tune
+
+    wd = workdir.ensure()
+    started = time.perf_counter()
+
+    def step(title: str) -> None:
+        console.rule(f"[bold]{title}[/bold]  (+{time.perf_counter() - started:.0f} s)")
+
+    family = load_family(family_name, config)
+    step("1/6 calibrate")
+    console.print(report_table(run_calibration(family, wd)))
+    step("2/6 profile")
+    run_profile(family, wd, force=fresh)
+    step("3/6 tune (AP, EO, AP without skips)")
+    run_tune(wd, "ap")
+    run_tune(wd, "eo")
+    run_tune(wd, "ap", use_skips=False)
+    step("4/6 plan (this machine)")
+    run_plan(wd)
+    step("5/6 serve and 6/6 bench")
+    body = run_bench(wd, LoadSettings(mode="saturate", duration_s=duration_s), console=console)
+    console.print(comparison_table(body))
+    console.print(
+        f"done in {time.perf_counter() - started:.0f} s; report: {wd.report}, {wd.report_md}"
+    )
+    return body
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``hybridserve quickstart``."""
+
+    @app.command("quickstart")
+    def quickstart_command(
+        workdir: Annotated[Path, typer.Option(help="pipeline workdir")] = DEFAULT_WORKDIR,
+        family: Annotated[str, typer.Option(help="bundled family")] = "fashion-mnist",
+        config: Annotated[Path | None, typer.Option(help="your family's YAML instead")] = None,
+        duration_s: Annotated[float, typer.Option(help="seconds of load per system")] = 8.0,
+        fresh: Annotated[bool, typer.Option(help="re-profile even if profile.json exists")] = False,
+    ) -> None:
+        """Run every stage on the bundled family and print the comparison with giant-only."""
+        quickstart(
+            Workdir(workdir), family_name=family, config=config, duration_s=duration_s, fresh=fresh
+        )
