@@ -1,0 +1,29 @@
+"""Settings of the serving engine (batch sizes and waits are the plan's, not set here)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EngineConfig(BaseModel):
+    """Limits and knobs of one ``Engine``; every field has a unit in its name or is a count."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    queue_size: int = Field(
+        1024,
+        ge=1,
+        description="inputs (rows) each stage may hold waiting; a full entry stage refuses work",
+    )
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="deadline of one predict() call, queueing included"
+    )
+    max_batch_size: int = Field(256, ge=1, description="most inputs one predict() call may carry")
+    warmup: bool = Field(True, description="run one batch per replica before reporting ready")
+    drain_timeout_s: float = Field(
+        30.0, ge=0, description="how long stop() waits for accepted requests to finish"
+    )
+    energy_interval_s: float = Field(
+        1.0, gt=0, description="period of the background energy sampler (off the hot path)"
+    )
+    energy: bool = Field(True, description="account joules per device when a meter is available")

@@ -1,0 +1,48 @@
+"""Checks on a batch of raw inputs before it enters the cascade; each failure names the problem."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from hybridserve.runtime.errors import BatchTooLargeError, InvalidInputError
+
+
+def check_batch(
+    x: Any,
+    input_shape: tuple[int, ...],
+    input_range: tuple[float, float] | None,
+    max_batch_size: int,
+) -> npt.NDArray[np.float32]:
+    """The batch as float32 ``N × input_shape``, or ``InvalidInputError`` saying what is wrong."""
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise InvalidInputError(f"inputs: expected numbers, got values of type {arr.dtype}")
+    if arr.ndim == 0 or arr.shape[0] == 0:
+        raise InvalidInputError("inputs: empty batch; send at least one input")
+    expected = tuple(int(d) for d in input_shape)
+    if tuple(arr.shape[1:]) != expected:
+        want = ", ".join(["N", *map(str, expected)])
+        raise InvalidInputError(
+            f"inputs: expected shape ({want}) with the batch first, got {tuple(arr.shape)}"
+        )
+    n = arr.shape[0]
+    if n > max_batch_size:
+        raise BatchTooLargeError(
+            f"inputs: batch of {n} inputs is larger than the limit of {max_batch_size}"
+        )
+    out = np.ascontiguousarray(arr, dtype=np.float32)
+    if arr.dtype.kind == "f" and not np.isfinite(out).all():
+        bad = int(np.flatnonzero(~np.isfinite(out).reshape(n, -1).all(axis=1))[0])
+        raise InvalidInputError(f"inputs: input {bad} holds NaN or infinite values")
+    if input_range is not None:
+        lo, hi = input_range
+        if out.min() < lo or out.max() > hi:
+            per_row = out.reshape(n, -1)
+            bad = int(np.flatnonzero((per_row.min(axis=1) < lo) | (per_row.max(axis=1) > hi))[0])
+            raise InvalidInputError(
+                f"inputs: input {bad} has values outside the family's range [{lo:g}, {hi:g}]"
+            )
+    return out

@@ -1,0 +1,191 @@
+"""Replicas: one copy of a model bound to its device(s), each pipeline stage in its own thread.
+
+A replica's pipeline stage runs in a dedicated single-thread executor, so torch (which releases
+the GIL) computes while the event loop keeps batching and routing. A replica cut into ``k``
+pipeline stages takes ``k`` batches at once: batch b+1 enters stage 0 while batch b is in stage 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from hybridserve.errors import HybridServeError
+from hybridserve.models.base import Model
+from hybridserve.models.torch_model import TorchModel
+
+T = TypeVar("T")
+Arrays = Sequence[npt.NDArray[Any]]
+
+
+class _DeviceLike(Protocol):
+    device: str
+
+
+class _PlacementLike(Protocol):
+    batch_size: int
+    max_wait_ms: float
+    stage: int
+    num_stages: int
+
+
+def concat(xs: Arrays) -> npt.NDArray[Any]:
+    """One array from a batch's chunks (no copy when there is only one)."""
+    return xs[0] if len(xs) == 1 else np.concatenate(xs)
+
+
+@dataclass
+class _Part:
+    """One pipeline stage of a replica: a function on its device and the thread that runs it."""
+
+    device: str
+    fn: Callable[[Any], Any]
+    executor: ThreadPoolExecutor
+
+
+class Replica:
+    """One copy of a chain model; ``run`` gives a batch's logits (and post-processes them)."""
+
+    def __init__(
+        self,
+        name: str,
+        parts: list[_Part],
+        batch_size: int,
+        max_wait_ms: float,
+    ) -> None:
+        self.name = name
+        self.parts = parts
+        self.batch_size = batch_size
+        self.max_wait_s = max_wait_ms / 1000.0
+
+    @property
+    def devices(self) -> list[str]:
+        return [p.device for p in self.parts]
+
+    @property
+    def slots(self) -> int:
+        """Batches the replica can hold at once (one per pipeline stage)."""
+        return len(self.parts)
+
+    async def run(self, xs: Arrays, post: Callable[[npt.NDArray[np.float32]], T]) -> T:
+        """Logits of the concatenated chunks ``xs``, passed through ``post`` in the last thread."""
+        loop = asyncio.get_running_loop()
+        if len(self.parts) == 1:
+            only = self.parts[0].fn
+            return await loop.run_in_executor(self.parts[0].executor, _whole, only, xs, post)
+        h: Any = await loop.run_in_executor(self.parts[0].executor, self.parts[0].fn, xs)
+        for part in self.parts[1:-1]:
+            h = await loop.run_in_executor(part.executor, part.fn, h)
+        last = self.parts[-1]
+        return await loop.run_in_executor(last.executor, _tail, last.fn, h, post)
+
+    def close(self) -> None:
+        for p in self.parts:
+            p.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _whole(fn: Callable[[Any], Any], xs: Arrays, post: Callable[[npt.NDArray[np.float32]], T]) -> T:
+    return post(_as_logits(fn(xs)))
+
+
+def _tail(fn: Callable[[Any], Any], h: Any, post: Callable[[npt.NDArray[np.float32]], T]) -> T:
+    return post(_as_logits(fn(h)))
+
+
+def _as_logits(out: Any) -> npt.NDArray[np.float32]:
+    if isinstance(out, torch.Tensor):
+        out = out.detach().float().cpu().numpy()
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _torch_copy(model: TorchModel, device: str, fresh: bool) -> TorchModel:
+    """The model on ``device``: itself when it is already there and not yet used, else a copy."""
+    if not fresh and model.device == device:
+        return model
+    module = copy.deepcopy(model.module).to("cpu")
+    return TorchModel(model.name, module, model.preprocessing, device=device)
+
+
+def _torch_parts(model: TorchModel, devices: list[str], reuse: bool) -> list[Callable[[Any], Any]]:
+    if len(devices) == 1:
+        m = _torch_copy(model, devices[0], fresh=not reuse)
+
+        def whole(xs: Arrays) -> npt.NDArray[np.float32]:
+            return m.predict_logits(concat(xs))
+
+        return [whole]
+    # split a private copy: split() shares layers with the module it cuts
+    work = _torch_copy(model, "cpu", fresh=True)
+    cut = work.split(len(devices))
+    modules = [mod.to(dev).eval() for mod, dev in zip(cut, devices, strict=True)]
+    if work.preprocessing.channels_last:
+        modules = [
+            mod.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            for mod in modules
+        ]
+    fns: list[Callable[[Any], Any]] = []
+    prep = work.preprocessing
+
+    def first(xs: Arrays, mod: nn.Module = modules[0], dev: str = devices[0]) -> torch.Tensor:
+        with torch.inference_mode():
+            out: torch.Tensor = mod(prep.to_tensor(concat(xs), dev))
+        return out
+
+    fns.append(first)
+    for mod, dev in zip(modules[1:], devices[1:], strict=True):
+
+        def later(h: torch.Tensor, mod: nn.Module = mod, dev: str = dev) -> torch.Tensor:
+            with torch.inference_mode():
+                out: torch.Tensor = mod(h.to(dev))
+            return out
+
+        fns.append(later)
+    return fns
+
+
+def build_replicas(
+    model: Model,
+    placements: list[list[tuple[_DeviceLike, _PlacementLike]]],
+    thread_prefix: str,
+) -> list[Replica]:
+    """One ``Replica`` per planned replica of ``model`` (``plan.replicas(model.name)``)."""
+    if not placements:
+        raise HybridServeError(f"plan places no replica of model {model.name!r}")
+    replicas: list[Replica] = []
+    for r, stages in enumerate(placements):
+        devices = [dev.device for dev, _ in stages]
+        head = stages[0][1]
+        name = f"{model.name}/{r}"
+        fns: list[Callable[[Any], Any]]
+        if isinstance(model, TorchModel):
+            # the first replica may reuse the family's module; later ones get their own copy
+            fns = _torch_parts(model, devices, reuse=r == 0)
+        else:
+            if len(devices) > 1:
+                raise HybridServeError(
+                    f"plan cuts {model.name!r} into {len(devices)} stages, but only torch "
+                    "models can be cut"
+                )
+            fns = [_generic(model)]
+        parts = [
+            _Part(dev, fn, ThreadPoolExecutor(1, thread_name_prefix=f"{thread_prefix}{name}.{k}"))
+            for k, (fn, dev) in enumerate(zip(fns, devices, strict=True))
+        ]
+        replicas.append(Replica(name, parts, head.batch_size, head.max_wait_ms))
+    return replicas
+
+
+def _generic(model: Model) -> Callable[[Any], Any]:
+    def whole(xs: Arrays) -> npt.NDArray[np.float32]:
+        return model.predict_logits(concat(xs))
+
+    return whole

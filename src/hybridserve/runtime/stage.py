@@ -1,0 +1,149 @@
+"""One cascade stage: a chain model's queue, dynamic batcher, replicas and router.
+
+The batcher loop takes a free replica, then forms a batch for it (up to the replica's planned
+``batch_size``, waiting at most its ``max_wait_ms`` for the batch to fill) and starts it. The
+replica's worker thread computes the logits and, still off the event loop, the policy's
+calibrated confidences and next hops for the whole batch. Back on the loop, ``dispatch``
+records the answers that stand and hands the other inputs to their next stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from hybridserve.runtime.batcher import RowQueue
+from hybridserve.runtime.errors import BatchFailedError
+from hybridserve.runtime.job import Chunk, fail_all
+from hybridserve.runtime.observer import EngineObserver
+from hybridserve.runtime.replica import Replica
+
+log = logging.getLogger(__name__)
+
+#: Labels, confidences and next hops of one batch (one entry per input).
+Routed = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.int64]]
+Dispatch = Callable[[int, list[Chunk], Routed], Awaitable[int]]
+
+
+class RoutingPolicy(Protocol):
+    """What the runtime needs of a policy (``hybridserve.tuning.CascadePolicy`` has it)."""
+
+    family: str
+    chain: tuple[str, ...]
+
+    def confidence_of(self, index: int, logits: npt.NDArray[Any]) -> tuple[Any, Any]: ...
+
+    def next_hop(self, index: int, conf: npt.NDArray[Any]) -> npt.NDArray[np.int64]: ...
+
+
+class Stage:
+    """Serves chain position ``position`` with ``replicas``; routes each batch by ``policy``."""
+
+    def __init__(
+        self,
+        position: int,
+        name: str,
+        replicas: list[Replica],
+        policy: RoutingPolicy,
+        queue_rows: int,
+        dispatch: Dispatch,
+        observer: EngineObserver,
+    ) -> None:
+        self.position = position
+        self.name = name
+        self.replicas = replicas
+        self.policy = policy
+        self.queue = RowQueue(queue_rows, name=f"stage {name!r}")
+        self._dispatch = dispatch
+        self._observer = observer
+        self._idle: asyncio.Queue[Replica] = asyncio.Queue()
+        self._running: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.failures = 0
+
+    def route(self, logits: npt.NDArray[np.float32]) -> Routed:
+        """Labels, calibrated confidences and next hops of a batch (runs in the worker thread)."""
+        conf, _ = self.policy.confidence_of(self.position, logits)
+        conf = np.asarray(conf, dtype=np.float64)
+        hops = np.asarray(self.policy.next_hop(self.position, conf), dtype=np.int64)
+        labels = np.argmax(logits, axis=1).astype(np.int64, copy=False)
+        if hops.shape != labels.shape or conf.shape != labels.shape:
+            raise ValueError(
+                f"policy returned {conf.shape} confidences and {hops.shape} hops "
+                f"for {labels.shape[0]} inputs"
+            )
+        return labels, conf, hops
+
+    async def warmup(self, example: npt.NDArray[Any]) -> None:
+        """Run one batch through every replica (and every pipeline slot) before serving."""
+        for replica in self.replicas:
+            batch = np.repeat(example[None], replica.batch_size, axis=0)
+            await replica.run([batch], self.route)
+
+    def start(self) -> None:
+        for replica in self.replicas:
+            for _ in range(replica.slots):
+                self._idle.put_nowait(replica)
+        self._loop_task = asyncio.get_running_loop().create_task(
+            self._batch_loop(), name=f"hybridserve-stage-{self.name}"
+        )
+
+    async def _batch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            replica = await self._idle.get()
+            chunks = await self.queue.get_batch(replica.batch_size, replica.max_wait_s)
+            task = loop.create_task(self._serve(replica, chunks))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _serve(self, replica: Replica, chunks: list[Chunk]) -> None:
+        size = sum(c.n for c in chunks)
+        waiting = self.queue.rows
+        t0 = time.perf_counter()
+        try:
+            routed = await replica.run([c.x for c in chunks], self.route)
+        except Exception as err:  # the stage keeps serving; only this batch's requests fail
+            self.failures += 1
+            log.warning("stage %s: batch of %d failed: %s", self.name, size, err)
+            failure = BatchFailedError(f"model {self.name!r} failed on a batch: {err}")
+            fail_all(chunks, failure)
+            self._observer.on_batch_error(self.name, size, err)
+            self._idle.put_nowait(replica)
+            return
+        service_s = time.perf_counter() - t0
+        self.batches += 1
+        try:
+            answered = await self._dispatch(self.position, chunks, routed)
+            self._observer.on_batch(self.name, size, waiting, service_s, answered)
+        except Exception as err:  # e.g. a policy that routes backwards: fail, keep serving
+            self.failures += 1
+            log.warning("stage %s: routing a batch of %d failed: %s", self.name, size, err)
+            failure = BatchFailedError(f"routing after model {self.name!r} failed: {err}")
+            fail_all(chunks, failure)
+            self._observer.on_batch_error(self.name, size, err)
+        finally:
+            # the replica is free only once its outputs are handed on: back-pressure
+            self._idle.put_nowait(replica)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._running) or self.queue.rows > 0
+
+    async def stop(self) -> None:
+        """Cancel the batcher loop and any batch in flight; shut the replicas' threads."""
+        tasks = list(self._running)
+        if self._loop_task is not None:
+            tasks.append(self._loop_task)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for replica in self.replicas:
+            replica.close()
