@@ -200,17 +200,18 @@ def _bench_url(
 
     family = load_family(family_name or "fashion-mnist", config)
     result, lat = bench_url(url, family, load, api_key=api_key)
+    served = {"served": result.to_dict()}
     body = {
         "machine": machine_description(),
         "energy_source": "unavailable",
         "url": url,
         "load": {"mode": load.mode, "duration_s": load.duration_s},
-        "systems": {"served": result.to_dict()},
+        "systems": served,
         "family": family.name,
     }
     write_report(wd.report, body)
     latency_cdf({"served": lat}, wd.root / "latency-cdf.png")
     wd.report_md.write_text(
-        f"# hybridserve bench of {url}\n\n" + markdown_table(body["systems"], "served") + "\n"
+        f"# hybridserve bench of {url}\n\n" + markdown_table(served, "served") + "\n"
     )
     console.print(comparison_table(body))

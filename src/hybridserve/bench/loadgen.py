@@ -138,7 +138,7 @@ async def closed_loop(
     seed: int = 0,
     on_progress: Callable[[int], None] | None = None,
 ) -> RunResult:
-    """``concurrency`` clients each send a request as soon as their last one finished (saturation)."""
+    """Saturation: ``concurrency`` clients, each sending again as soon as its answer came."""
     rng = np.random.default_rng(seed)
     result = RunResult()
     budget = [int(max_requests) if max_requests else 1 << 62]

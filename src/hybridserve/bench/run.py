@@ -11,13 +11,13 @@ prediction (Σ reach × per-model energy at the serving batch size), the basis o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 from rich.console import Console
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 
 from hybridserve.bench.loadgen import HttpTarget, RunResult, Target, closed_loop, open_loop
 from hybridserve.bench.report import SystemResult, machine_description, summarise
@@ -48,7 +48,7 @@ def _drive(
     y: np.ndarray,
     load: LoadSettings,
     progress: Callable[[int], None],
-) -> Any:
+) -> Coroutine[Any, Any, RunResult]:
     if load.mode == "saturate":
         return closed_loop(
             target,
@@ -122,16 +122,12 @@ def bench_systems(
                 else None
             )
             task = bar.add_task(f"bench {name}", total=expected)
+
+            def advance(k: int, task: TaskID = task) -> None:
+                bar.advance(task, k)
+
             run, joules = asyncio.run(
-                _serve_and_load(
-                    make_engine,
-                    policy,
-                    test.x,
-                    test.y,
-                    load,
-                    lambda k, task=task: bar.advance(task, k),
-                    sources,
-                )
+                _serve_and_load(make_engine, policy, test.x, test.y, load, advance, sources)
             )
             bar.remove_task(task)
             summary = summarise(run, policy.chain, joules)

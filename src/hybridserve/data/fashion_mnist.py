@@ -45,7 +45,7 @@ SplitName = Literal["val", "test"]
 
 @dataclass(frozen=True)
 class Split:
-    """Inputs ``x`` (N×…; uint8 N×28×28 for Fashion-MNIST), labels ``y`` (int64, N) and the source indices."""
+    """Inputs ``x`` (N×…; uint8 N×28×28 here), labels ``y`` (int64, N), source indices."""
 
     name: str
     x: npt.NDArray[Any]
@@ -60,7 +60,9 @@ def _read_idx(raw: bytes, header: int) -> npt.NDArray[np.uint8]:
     return np.frombuffer(raw, dtype=np.uint8, offset=header)
 
 
-def _read_pair(images_gz: bytes, labels_gz: bytes) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+def _read_pair(
+    images_gz: bytes, labels_gz: bytes
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
     images = _read_idx(gzip.decompress(images_gz), 16).reshape(-1, 28, 28)
     labels = _read_idx(gzip.decompress(labels_gz), 8).astype(np.int64)
     if images.shape[0] != labels.shape[0]:
@@ -89,7 +91,7 @@ def load_eval_split(name: SplitName) -> Split:
 
 
 def _fetch(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - fixed https/http host
+    with urllib.request.urlopen(url, timeout=30) as response:
         data: bytes = response.read()
     return data
 

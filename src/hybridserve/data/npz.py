@@ -1,4 +1,4 @@
-"""Users' own labelled data: an ``.npz`` file with arrays ``x`` (N×…) and ``y`` (N integer labels)."""
+"""Users' own labelled data: an ``.npz`` file with arrays ``x`` (N×…) and ``y`` (N labels)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from hybridserve.errors import HybridServeError
 
 
 def load_npz_split(
-    path: Path, name: str, input_shape: tuple[int, ...] | None = None, num_classes: int | None = None
+    path: Path,
+    name: str,
+    input_shape: tuple[int, ...] | None = None,
+    num_classes: int | None = None,
 ) -> Split:
     """Load and validate a labelled split; every problem is reported naming the file and array."""
     path = Path(path)
@@ -32,12 +35,11 @@ def load_npz_split(
     if y.ndim != 1:
         raise HybridServeError(f"{path}: 'y' must be 1-D labels, got shape {y.shape}")
     if x.shape[0] != y.shape[0]:
-        raise HybridServeError(
-            f"{path}: 'x' has {x.shape[0]} rows but 'y' has {y.shape[0]} labels"
-        )
+        raise HybridServeError(f"{path}: 'x' has {x.shape[0]} rows but 'y' has {y.shape[0]} labels")
     if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
         raise HybridServeError(
-            f"{path}: 'x' rows have shape {tuple(x.shape[1:])}, the family expects {tuple(input_shape)}"
+            f"{path}: 'x' rows have shape {tuple(x.shape[1:])}, "
+            f"the family expects {tuple(input_shape)}"
         )
     if not np.issubdtype(y.dtype, np.integer):
         raise HybridServeError(f"{path}: 'y' must hold integer labels, got dtype {y.dtype}")

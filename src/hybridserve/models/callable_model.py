@@ -12,7 +12,7 @@ from hybridserve.models.base import Model, ModelInfo
 
 
 class CallableModel(Model):
-    """Wraps ``fn(batch) -> logits`` (numpy in, array-like N×K out), e.g. a remote model's client."""
+    """Wraps ``fn(batch) -> logits`` (numpy in, N×K out), e.g. a remote model's client."""
 
     def __init__(
         self,

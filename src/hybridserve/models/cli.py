@@ -35,6 +35,8 @@ def register(app: typer.Typer) -> None:
         if family != "fashion-mnist":
             raise HybridServeError(f"unknown bundled family {family!r}; bundled: ['fashion-mnist']")
         target = out or bundled_config_path(family).parent
-        train_family(target, data_dir=data_dir, seed=seed, threads=threads, only=only, epochs=epochs)
+        train_family(
+            target, data_dir=data_dir, seed=seed, threads=threads, only=only, epochs=epochs
+        )
 
     app.add_typer(zoo, name="zoo")

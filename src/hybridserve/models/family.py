@@ -158,7 +158,9 @@ def _import_loader(spec: str) -> Callable[[], nn.Module]:
     return fn  # type: ignore[no-any-return]
 
 
-def _data_loader(spec: str, split: Literal["val", "test"], base: Path, cfg: FamilyConfig) -> Callable[[], Split]:
+def _data_loader(
+    spec: str, split: Literal["val", "test"], base: Path, cfg: FamilyConfig
+) -> Callable[[], Split]:
     if spec == "builtin":
         return lambda: load_eval_split(split)
     path = (base / spec).resolve()
@@ -172,7 +174,9 @@ def build_family(cfg: FamilyConfig, base: Path, device: str = "cpu") -> Family:
     for entry in cfg.models:
         module = _import_loader(entry.loader)()
         if not isinstance(module, nn.Module):
-            raise HybridServeError(f"loader {entry.loader!r} returned {type(module).__name__}, not an nn.Module")
+            raise HybridServeError(
+                f"loader {entry.loader!r} returned {type(module).__name__}, not an nn.Module"
+            )
         sha = load_weights(module, base / entry.weights) if entry.weights else None
         models.append(
             TorchModel(
@@ -211,7 +215,9 @@ def bundled_config_path(name: str) -> Path:
     return Path(str(resources.files("hybridserve.models") / "weights" / name / "family.yaml"))
 
 
-def load_family(family: str = "fashion-mnist", config: Path | None = None, device: str = "cpu") -> Family:
+def load_family(
+    family: str = "fashion-mnist", config: Path | None = None, device: str = "cpu"
+) -> Family:
     """Load a bundled family by name, or a user's family from its YAML ``config``."""
     path = Path(config) if config is not None else bundled_config_path(family)
     cfg = read_config(path)

@@ -1,4 +1,4 @@
-"""Every model's logits on a split, cached in the workdir and reused while weights and data match."""
+"""Every model's logits on a split, cached in the workdir while weights and data match."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def _fingerprint(family: Family, split: str, x: npt.NDArray[np.generic]) -> str:
 def family_logits(
     family: Family, split: str, workdir: Workdir | None = None, *, progress: bool = True
 ) -> LogitSet:
-    """Logits of every model of ``family`` on its ``split`` (``val``/``test``), cached in ``workdir``."""
+    """Logits of every model of ``family`` on ``split`` (val/test), cached in ``workdir``."""
     data = family.split(split)  # type: ignore[arg-type]
     key = _fingerprint(family, split, data.x)
     path = workdir.logits_dir / f"{family.name}-{split}.npz" if workdir else None

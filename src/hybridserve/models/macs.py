@@ -32,7 +32,9 @@ def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
             total += int(output.numel()) * layer.in_features
 
     handles = [
-        m.register_forward_hook(hook) for m in module.modules() if isinstance(m, nn.Conv2d | nn.Linear)
+        m.register_forward_hook(hook)
+        for m in module.modules()
+        if isinstance(m, nn.Conv2d | nn.Linear)
     ]
     was_training = module.training
     module.eval()

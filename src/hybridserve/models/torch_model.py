@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,7 @@ class TorchModel(Model):
         self._device = device
         self.module = module.eval().to(device)
         if self.preprocessing.channels_last:
-            self.module = self.module.to(memory_format=torch.channels_last)
+            self.module = self.module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self._input_shape = input_shape
         self._weights_sha256 = weights_sha256
         self._info: ModelInfo | None = None
@@ -94,7 +95,7 @@ class TorchModel(Model):
         return np.ascontiguousarray(logits, dtype=np.float32)
 
     def split(self, num_stages: int) -> list[nn.Module]:
-        """Cut an ``nn.Sequential`` into ``num_stages`` contiguous parts of similar parameter count."""
+        """Cut an ``nn.Sequential`` into ``num_stages`` contiguous parts of similar size."""
         if num_stages == 1:
             return [self.module]
         if not isinstance(self.module, nn.Sequential):
@@ -107,11 +108,13 @@ class TorchModel(Model):
                 f"model {self.name!r} has {len(layers)} layers, cannot cut into {num_stages} stages"
             )
         weights = np.array([max(count_params(m), 1) for m in layers], dtype=np.float64)
-        bounds = np.searchsorted(np.cumsum(weights), weights.sum() * np.arange(1, num_stages) / num_stages)
+        bounds = np.searchsorted(
+            np.cumsum(weights), weights.sum() * np.arange(1, num_stages) / num_stages
+        )
         cuts = [0]
         for b in bounds:
             # every stage keeps at least one layer, and the cuts stay increasing
             cut = int(min(max(int(b) + 1, cuts[-1] + 1), len(layers) - (num_stages - len(cuts))))
             cuts.append(cut)
         cuts.append(len(layers))
-        return [nn.Sequential(*layers[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+        return [nn.Sequential(*layers[a:b]) for a, b in itertools.pairwise(cuts)]
