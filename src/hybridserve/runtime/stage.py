@@ -70,10 +70,12 @@ class Stage:
 
     def route(self, logits: npt.NDArray[np.float32]) -> Routed:
         """Labels, calibrated confidences and next hops of a batch (runs in the worker thread)."""
-        conf, _ = self.policy.confidence_of(self.position, logits)
+        conf, probs = self.policy.confidence_of(self.position, logits)
         conf = np.asarray(conf, dtype=np.float64)
         hops = np.asarray(self.policy.next_hop(self.position, conf), dtype=np.int64)
-        labels = np.argmax(logits, axis=1).astype(np.int64, copy=False)
+        # the label is the calibrated argmax, as in the tuning simulator (vector scaling may
+        # move it away from the raw logits' argmax)
+        labels = np.argmax(probs, axis=1).astype(np.int64, copy=False)
         if hops.shape != labels.shape or conf.shape != labels.shape:
             raise ValueError(
                 f"policy returned {conf.shape} confidences and {hops.shape} hops "
