@@ -1,0 +1,274 @@
+"""``hybridserve profile``: measure the family's cost curves into ``profile.json``.
+
+A ``profile.json`` already in the workdir is reused when it was taken for the same family,
+device, batch sizes and serving batch size (``--force`` measures again), because profiling takes
+minutes and the figures do not change between pipeline runs on one machine.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from hybridserve.errors import HybridServeError
+from hybridserve.models import Family
+from hybridserve.profiling.devices import parse_device
+from hybridserve.profiling.profile import Profile
+from hybridserve.profiling.profiler import (
+    DEFAULT_BATCH_SIZES,
+    DEFAULT_SERVING_BATCH_SIZE,
+    ProfilerSettings,
+    ProgressFn,
+    profile_family,
+)
+from hybridserve.workdir import DEFAULT_WORKDIR, Workdir
+
+__all__ = ["parse_batch_sizes", "profile_table", "register", "run_profile"]
+
+log = logging.getLogger(__name__)
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    """``"1,2,4"`` → ``(1, 2, 4)``; anything else is a user error naming the option."""
+    try:
+        sizes = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError as err:
+        raise HybridServeError(
+            f"--batch-sizes {text!r}: expected comma-separated integers"
+        ) from err
+    if not sizes or sizes[0] < 1:
+        raise HybridServeError(f"--batch-sizes {text!r}: expected positive integers")
+    return sizes
+
+
+def _family_name(family: str | Family, config: Path | None) -> str:
+    if isinstance(family, Family):
+        return family.name
+    if config is not None:
+        from hybridserve.models import read_config
+
+        return read_config(config).family
+    return family
+
+
+def _reusable(
+    path: Path, family: str, device: str, batch_sizes: Sequence[int], serving_batch_size: int
+) -> Profile | None:
+    """The existing profile if it answers the same question, else ``None`` (with the reason)."""
+    if not path.is_file():
+        return None
+    try:
+        old = Profile.load(path)
+    except HybridServeError as err:
+        log.warning("not reusing %s: %s", path, err)
+        return None
+    same = (
+        old.family == family
+        and str(old.settings.get("device")) == device
+        and list(old.settings.get("batch_sizes", [])) == sorted(set(batch_sizes))
+        and old.serving_batch_size == serving_batch_size
+    )
+    return old if same else None
+
+
+def run_profile(
+    family: str | Family,
+    workdir: Workdir | Path = DEFAULT_WORKDIR,
+    device: str = "cpu",
+    *,
+    config: Path | None = None,
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+    serving_batch_size: int = DEFAULT_SERVING_BATCH_SIZE,
+    settings: ProfilerSettings | None = None,
+    meter_source: str | None = None,
+    force: bool = False,
+    console: Console | None = None,
+    progress: ProgressFn | None = None,
+) -> Profile:
+    """Profile ``family`` into ``workdir/profile.json`` (reused unless ``force``) and return it."""
+    wd = workdir if isinstance(workdir, Workdir) else Workdir(Path(workdir))
+    spec = parse_device(device)
+    console = console or Console()
+    name = _family_name(family, config)
+    if not force:
+        old = _reusable(wd.profile, name, spec.torch_device, batch_sizes, serving_batch_size)
+        if old is not None:
+            console.print(f"reusing {wd.profile} (--force to measure again)")
+            return old
+    if progress is None:
+        with Progress(
+            TextColumn("[bold]profiling[/bold] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("", total=None)
+
+            def advance(model: str, batch_size: int, done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total, description=f"{model} b={batch_size}")
+
+            profile = _profile(
+                family,
+                spec.torch_device,
+                config,
+                batch_sizes,
+                serving_batch_size,
+                settings,
+                meter_source,
+                advance,
+            )
+    else:
+        profile = _profile(
+            family,
+            spec.torch_device,
+            config,
+            batch_sizes,
+            serving_batch_size,
+            settings,
+            meter_source,
+            progress,
+        )
+    wd.ensure()
+    profile.save(wd.profile)
+    return profile
+
+
+def _profile(
+    family: str | Family,
+    device: str,
+    config: Path | None,
+    batch_sizes: Sequence[int],
+    serving_batch_size: int,
+    settings: ProfilerSettings | None,
+    meter_source: str | None,
+    progress: ProgressFn,
+) -> Profile:
+    return profile_family(
+        family,
+        device,
+        batch_sizes,
+        config=config,
+        serving_batch_size=serving_batch_size,
+        settings=settings,
+        meter_source=meter_source,
+        progress=progress,
+    )
+
+
+def _si(value: float, unit: str = "") -> str:
+    for prefix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {prefix}{unit}".rstrip()
+    return f"{value:.3g} {unit}".rstrip()
+
+
+def _energy(joules: float) -> str:
+    if joules != joules:  # NaN: the meter could not measure
+        return "n/a"
+    for prefix, scale in (("", 1.0), ("m", 1e-3), ("µ", 1e-6)):
+        if joules >= scale:
+            return f"{joules / scale:.3g} {prefix}J"
+    return f"{joules / 1e-9:.3g} nJ"
+
+
+def profile_table(profile: Profile) -> Table:
+    """Per model: size, latency at batch 1 and at the serving batch, throughput, memory, energy."""
+    b = profile.serving_batch_size
+    src = profile.energy_source
+    table = Table(
+        title=(
+            f"{profile.family} on {profile.device.type} ({profile.device.name}); "
+            f"serving batch {b}; energy: {src}"
+        )
+    )
+    headers = (
+        "model", "params", "MACs", "lat b=1", f"lat b={b}", f"rps b={b}",
+        f"mem b={b}", f"util b={b}", f"J/req b={b} ({src})", "lat fit rmse",
+    )  # fmt: skip
+    for header in headers:
+        table.add_column(header, justify="left" if header == "model" else "right")
+    for m in profile.models:
+        table.add_row(
+            m.name,
+            _si(m.params),
+            _si(m.macs),
+            f"{_row_or_fit(m, 1, 'latency_ms_median', m.latency_ms):.3g} ms",
+            f"{_row_or_fit(m, b, 'latency_ms_median', m.latency_ms):.3g} ms",
+            _si(_row_or_fit(m, b, "throughput_rps", m.throughput_rps)),
+            _si(_row_or_fit(m, b, "memory_bytes", m.memory_bytes), "B"),
+            f"{_row_or_fit(m, b, 'utilisation', m.utilisation):.2f}",
+            _energy(m.energy_j_per_request()),
+            f"{m.fits.latency_ms.rmse:.3g} ms",
+        )
+    return table
+
+
+def _row_or_fit(m: Any, b: int, field: str, fit: Any) -> float:
+    """The measured figure where there is a row at ``b``, else the fitted one."""
+    if b in m.batch_sizes:
+        return float(getattr(m.row(b), field))
+    return float(fit(b))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``profile`` command."""
+
+    @app.command("profile")
+    def profile(
+        family: Annotated[
+            str | None, typer.Option(help="bundled family (default fashion-mnist)")
+        ] = None,
+        config: Annotated[
+            Path | None, typer.Option(help="family YAML file, instead of a bundled family")
+        ] = None,
+        device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
+        batch_sizes: Annotated[
+            str, typer.Option(help="comma-separated batch sizes to measure")
+        ] = ",".join(str(b) for b in DEFAULT_BATCH_SIZES),
+        serving_batch_size: Annotated[
+            int, typer.Option(min=1, help="batch size the energy-per-request figure is quoted at")
+        ] = DEFAULT_SERVING_BATCH_SIZE,
+        time_budget_s: Annotated[
+            float, typer.Option(min=0.01, help="seconds of timed runs per model and batch size")
+        ] = ProfilerSettings.time_budget_s,
+        meter: Annotated[
+            str, typer.Option(help="energy meter: auto|nvml|rapl|modelled|unavailable")
+        ] = "auto",
+        workdir: Annotated[Path, typer.Option(help="pipeline working directory")] = DEFAULT_WORKDIR,
+        force: Annotated[bool, typer.Option(help="measure even if profile.json fits")] = False,
+    ) -> None:
+        """Measure latency, throughput, memory, utilisation and energy per model and batch size."""
+        if family is not None and config is not None:
+            raise HybridServeError("give either --family or --config, not both")
+        sizes = parse_batch_sizes(batch_sizes)
+        from hybridserve.profiling.devices import resolve_device
+
+        resolve_device(device)  # a bad or absent device fails before the family loads
+        console = Console()
+        result = run_profile(
+            family or "fashion-mnist",
+            Workdir(workdir),
+            device,
+            config=config,
+            batch_sizes=sizes,
+            serving_batch_size=serving_batch_size,
+            settings=ProfilerSettings(time_budget_s=time_budget_s),
+            meter_source=meter,
+            force=force,
+            console=console,
+        )
+        console.print(profile_table(result))
+        wall = result.settings.get("wall_s")
+        console.print(
+            f"{Workdir(workdir).profile}: energy source {result.energy_source}, memory: "
+            f"{result.memory_method}" + (f"; measured in {wall} s" if wall is not None else "")
+        )
