@@ -1,0 +1,97 @@
+"""``hybridserve tune``: search cascade thresholds on val, report them on test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hybridserve.tuning.confidence import CONFIDENCES
+from hybridserve.tuning.policy import CascadePolicy
+from hybridserve.tuning.tune import check_settings, policy_path, run_tune
+from hybridserve.workdir import DEFAULT_WORKDIR, Workdir
+
+__all__ = ["policy_table", "register", "run_tune"]
+
+
+def _row(label: str, s: dict[str, Any], giant_energy: float) -> list[str]:
+    energy = s["energy_j_per_request"]
+    saving = giant_energy / energy if energy > 0 else float("inf")
+    return [label, f"{100 * s['accuracy']:.2f}", f"{energy:.4g}", f"{saving:.2f}×"]
+
+
+def policy_table(policy: CascadePolicy) -> Table:
+    """The policy's val/test outcome next to the giant and the oracle, as a rich table."""
+    s = policy.summary
+    skips = ", ".join(f"{r.at}<{r.below:.3g}→{r.to}" for r in policy.skips) or "none"
+    chain = " → ".join(
+        f"{n} (θ={t:.3f})"
+        for n, t in zip(policy.chain, (*policy.thresholds, None), strict=True)
+        if t is not None
+    )
+    title = (
+        f"{policy.family}: {policy.mode.upper()} policy  {chain} → {policy.giant}\n"
+        f"skips: {skips}; costs: {policy.cost_source}"
+    )
+    table = Table(title=title)
+    for header in ("split / system", "accuracy %", "energy J/req", "vs giant"):
+        table.add_column(header, justify="left" if header.startswith("split") else "right")
+    for split in ("val", "test"):
+        if split not in s:
+            continue
+        d = s[split]
+        ge = d["giant_energy_j_per_request"]
+        giant = {"accuracy": d["giant_accuracy"], "energy_j_per_request": ge}
+        table.add_row(*_row(f"{split}: giant only", giant, ge))
+        table.add_row(*_row(f"{split}: cascade", d, ge))
+        if "oracle" in d:
+            table.add_row(*_row(f"{split}: oracle", d["oracle"], ge))
+    if "skips" in s and "test" in s["skips"]:
+        t = s["skips"]["test"]
+        table.caption = (
+            f"test energy with skips {t['energy_j_per_request']:.4g} J/req, "
+            f"without {t['no_skip_energy_j_per_request']:.4g}"
+        )
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``tune`` command."""
+
+    @app.command("tune")
+    def tune(
+        mode: Annotated[
+            str, typer.Option(help="ap: keep the giant's accuracy; eo: cheapest within a drop")
+        ] = "ap",
+        max_accuracy_drop: Annotated[
+            float, typer.Option(help="EO: accuracy points the cascade may lose vs the giant")
+        ] = 0.5,
+        no_skip: Annotated[
+            bool, typer.Option("--no-skip", help="search no skip rules (writes *-noskip.json)")
+        ] = False,
+        confidence: Annotated[
+            str, typer.Option(help=f"confidence score: {'|'.join(CONFIDENCES)}")
+        ] = "maxprob",
+        config: Annotated[
+            Path | None, typer.Option(help="family YAML (for a family that is not bundled)")
+        ] = None,
+        workdir: Annotated[Path, typer.Option(help="pipeline working directory")] = DEFAULT_WORKDIR,
+    ) -> None:
+        """Search thresholds on val; write policy-<mode>.json, threshold-graph.png, frontier.csv."""
+        check_settings(mode, max_accuracy_drop)
+        console = Console()
+        wd = Workdir(workdir)
+        with console.status(f"tuning the {mode.upper()} policy"):
+            policy = run_tune(
+                wd, mode, max_accuracy_drop, not no_skip, config=config, confidence=confidence
+            )
+        console.print(policy_table(policy))
+        for name, why in policy.summary.get("dropped", {}).items():
+            console.print(f"  {name}: not used ({why})", highlight=False)
+        console.print(
+            f"wrote {policy_path(wd, mode, not no_skip)}, {wd.threshold_graph_png}, "
+            f"{wd.frontier_csv}"
+        )

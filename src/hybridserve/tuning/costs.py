@@ -1,0 +1,189 @@
+"""What one request costs at each model: energy (J), latency (ms), and the figures' source.
+
+Two sources: a ``profile.json`` written by ``hybridserve profile`` (the measured energy per
+request at the serving batch size, and that batch's median latency), or ``quick_costs``, a
+built-in estimate for when no profile exists: process CPU seconds per request at one batch size
+times a stated power per busy core, labelled ``modelled-quick`` so nobody mistakes it for a
+measurement.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from hybridserve.errors import HybridServeError
+from hybridserve.workdir import read_json
+
+if TYPE_CHECKING:
+    from hybridserve.models import Family
+
+#: Power drawn by one fully busy CPU core, for ``quick_costs`` (a typical server core's share
+#: of package power under load; an assumption, hence the ``modelled-quick`` label).
+DEFAULT_WATTS_PER_CORE = 10.0
+QUICK_SOURCE = "modelled-quick"
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """Cost of one request at one model: energy in joules, latency of its batch in ms."""
+
+    energy_j: float
+    latency_ms: float
+
+    def __post_init__(self) -> None:
+        for name in ("energy_j", "latency_ms"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise HybridServeError(f"cost.{name}: expected a finite number ≥ 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class CostTable:
+    """Per-model costs (by model name) and their provenance."""
+
+    source: str
+    batch_size: int | None
+    costs: Mapping[str, ModelCost] = field(default_factory=dict)
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "costs", dict(self.costs))
+
+    @classmethod
+    def from_energy(
+        cls,
+        energy_j: Mapping[str, float],
+        latency_ms: Mapping[str, float] | None = None,
+        source: str = "given",
+    ) -> CostTable:
+        """A table from plain numbers (latency defaults to 0 ms)."""
+        lat = latency_ms or {}
+        return cls(
+            source,
+            None,
+            {n: ModelCost(float(e), float(lat.get(n, 0.0))) for n, e in energy_j.items()},
+        )
+
+    def __getitem__(self, name: str) -> ModelCost:
+        try:
+            return self.costs[name]
+        except KeyError:
+            raise HybridServeError(
+                f"costs ({self.source}): no figure for model {name!r}; have {sorted(self.costs)}"
+            ) from None
+
+    def energy(self, names: Iterable[str]) -> npt.NDArray[np.float64]:
+        """Energy per request (J) of each model in ``names``."""
+        return np.array([self[n].energy_j for n in names], dtype=np.float64)
+
+    def latency(self, names: Iterable[str]) -> npt.NDArray[np.float64]:
+        """Latency (ms) of each model in ``names``."""
+        return np.array([self[n].latency_ms for n in names], dtype=np.float64)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "batch_size": self.batch_size,
+            "note": self.note,
+            "costs": {
+                n: {"energy_j": c.energy_j, "latency_ms": c.latency_ms}
+                for n, c in self.costs.items()
+            },
+        }
+
+
+def _row_at(model: Mapping[str, Any], batch_size: int, where: str) -> Mapping[str, Any]:
+    rows = model.get("rows")
+    if not isinstance(rows, list):
+        raise HybridServeError(f"{where}.rows: expected a list")
+    for row in rows:
+        if isinstance(row, Mapping) and row.get("batch_size") == batch_size:
+            return row
+    have = [r.get("batch_size") for r in rows if isinstance(r, Mapping)]
+    raise HybridServeError(f"{where}.rows: no row at batch size {batch_size}; have {have}")
+
+
+def _finite(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise HybridServeError(
+            f"{where}: expected a number, got {value!r} (was the energy meter unavailable?)"
+        )
+    return float(value)
+
+
+def costs_from_profile(path: Path | str, batch_size: int | None = None) -> CostTable:
+    """Costs from ``profile.json``: energy per request and batch latency at ``batch_size``.
+
+    ``batch_size`` defaults to the profile's ``serving_batch_size``; there the model-level
+    ``energy_j_per_request`` is used, elsewhere the measured row's. Latency is the row's median
+    latency of one batch, i.e. the time a request spends at that model.
+    """
+    path = Path(path)
+    body = read_json(path, "profile")
+    serving = body.get("serving_batch_size")
+    if not isinstance(serving, int):
+        raise HybridServeError(f"{path}: serving_batch_size: expected an integer")
+    b = serving if batch_size is None else int(batch_size)
+    models = body.get("models")
+    if not isinstance(models, list) or not models:
+        raise HybridServeError(f"{path}: models: expected a non-empty list")
+    costs: dict[str, ModelCost] = {}
+    for i, model in enumerate(models):
+        where = f"{path}: models[{i}]"
+        if not isinstance(model, Mapping) or not isinstance(model.get("name"), str):
+            raise HybridServeError(f"{where}.name: expected a model name")
+        row = _row_at(model, b, where)
+        energy_raw = (
+            model.get("energy_j_per_request") if b == serving else row.get("energy_j_per_request")
+        )
+        energy = _finite(energy_raw, f"{where}.energy_j_per_request")
+        latency = _finite(row.get("latency_ms_median"), f"{where}.rows.latency_ms_median")
+        costs[model["name"]] = ModelCost(energy, latency)
+    meter = body.get("meter")
+    meter_source = meter.get("source") if isinstance(meter, Mapping) else None
+    return CostTable(f"profile:{meter_source or 'unknown'}", b, costs)
+
+
+def quick_costs(
+    family: Family | str,
+    batch_size: int = 64,
+    watts_per_core: float = DEFAULT_WATTS_PER_CORE,
+    min_time_s: float = 0.2,
+) -> CostTable:
+    """Estimate costs by running each model on one batch of zeros.
+
+    Energy per request = process CPU seconds per request (all threads) × ``watts_per_core``;
+    latency = wall-clock time of one batch. Repeats until ``min_time_s`` of wall time per model.
+    """
+    if batch_size < 1:
+        raise HybridServeError(f"batch_size: expected ≥ 1, got {batch_size}")
+    if not math.isfinite(watts_per_core) or watts_per_core <= 0:
+        raise HybridServeError(f"watts_per_core: expected a positive number, got {watts_per_core}")
+    if isinstance(family, str):
+        from hybridserve.models import load_family
+
+        family = load_family(family)
+    batch = np.zeros((batch_size, *family.input_shape), dtype=np.float32)
+    costs: dict[str, ModelCost] = {}
+    for model in family.models:
+        model.predict_logits(batch)  # warm-up: lazy init and allocator growth are not per-request
+        reps, cpu0, wall0 = 0, time.process_time(), time.perf_counter()
+        while reps < 3 or time.perf_counter() - wall0 < min_time_s:
+            model.predict_logits(batch)
+            reps += 1
+        cpu_s = time.process_time() - cpu0
+        wall_s = time.perf_counter() - wall0
+        costs[model.name] = ModelCost(
+            energy_j=cpu_s / (reps * batch_size) * watts_per_core,
+            latency_ms=1000.0 * wall_s / reps,
+        )
+    note = f"process CPU s/request at batch {batch_size} × {watts_per_core:g} W per busy core"
+    return CostTable(QUICK_SOURCE, batch_size, costs, note=note)

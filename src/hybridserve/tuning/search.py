@@ -1,0 +1,451 @@
+"""AP and EO threshold searches: the cheapest cascade whose validation accuracy passes a guard.
+
+Both searchers consider every sub-chain of the family that ends in the giant (models whose cost
+per request is not below the giant's are dropped first: visiting them never saves anything).
+Per chain they
+
+1. trace the accuracy/cost trade-off: for a ladder of prices λ (joules per correct answer)
+   they minimise ``cost − λ·correct`` by exact coordinate moves over the thresholds
+   (``chains.ChainProblem``), warm-starting each λ from the previous one;
+2. polish the cheapest few settings that pass the guard by coordinate moves that minimise cost
+   among the settings that still pass it;
+3. sample a cloud of settings from per-model confidence-quantile grids (for the graph).
+
+The cheapest passing setting over all chains wins. Skip rules are then added greedily (at a
+chain model, the least confident requests jump straight to a later model) and kept only when
+they cut cost without losing a single correct validation answer and the guard still passes.
+
+**Acceptance rules** (``guard.AccuracyGuard``; ``D`` = requests where exactly one of cascade
+and giant is right, ``W`` of them won by the cascade):
+
+* ``APSearch`` (accuracy-preserving): a one-sided 90 % Wilson lower bound on
+  ``acc(cascade) − acc(giant)``, computed over the ``D`` disagreements as
+  ``D/N·(2·p_lo − 1)``, must be ≥ −``margin_pt`` (default 0.1 point). Choosing among many
+  settings on one validation set favours lucky ones; the bound makes a setting that disagrees
+  with the giant often prove it wins those disagreements.
+* ``EOSearch`` (energy-optimal): validation accuracy ≥ giant − ``max_accuracy_drop`` points
+  (the point estimate; raise ``confidence_level`` above 0.5 to guard it the same way).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from hybridserve.errors import HybridServeError
+from hybridserve.tuning.chains import NEVER, ChainProblem, Options, Skip
+from hybridserve.tuning.costs import CostTable
+from hybridserve.tuning.evidence import Evidence, logits_by_name, oracle, prepare_evidence
+from hybridserve.tuning.frontier import Frontier
+from hybridserve.tuning.guard import AccuracyGuard
+from hybridserve.tuning.policy import CascadePolicy, SkipRule
+from hybridserve.tuning.simulate import LogitsLike, simulate
+
+Objective = Literal["energy", "latency"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A setting of one chain (positions in the family) and its validation outcome."""
+
+    chain: tuple[int, ...]
+    theta: tuple[float, ...]
+    skips: tuple[Skip, ...]
+    correct: int
+    wins: int
+    losses: int
+    cost: float  # total over the validation requests, in objective units
+
+
+class ThresholdSearch(ABC):
+    """Search thresholds (and skips) for the cheapest cascade its ``guard`` accepts."""
+
+    mode: ClassVar[str]
+
+    def __init__(
+        self,
+        *,
+        confidence: str = "maxprob",
+        objective: Objective = "energy",
+        use_skips: bool = True,
+        n_lambdas: int = 12,
+        max_sweeps: int = 4,
+        n_starts: int = 3,
+        grid_size: int = 16,
+        cloud_per_chain: int = 24,
+        random_state: int = 0,
+    ) -> None:
+        self.confidence = confidence
+        self.objective = objective
+        self.use_skips = use_skips
+        self.n_lambdas = n_lambdas
+        self.max_sweeps = max_sweeps
+        self.n_starts = n_starts
+        self.grid_size = grid_size
+        self.cloud_per_chain = cloud_per_chain
+        self.random_state = random_state
+
+    @abstractmethod
+    def guard(self) -> AccuracyGuard:
+        """The rule a setting's validation accuracy must pass."""
+
+    # ---- fit ------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        val_logits: LogitsLike,
+        labels: npt.ArrayLike,
+        costs: CostTable,
+        calibrators: Mapping[str, Any] | None = None,
+        family: str = "custom",
+    ) -> ThresholdSearch:
+        """Tune on validation logits (name → N×K, chain order, giant last) and labels."""
+        t0 = time.perf_counter()
+        if self.objective not in ("energy", "latency"):
+            raise HybridServeError(
+                f"objective: expected 'energy' or 'latency', got {self.objective!r}"
+            )
+        guard = self.guard()
+        ev = prepare_evidence(val_logits, labels, calibrators, self.confidence, family)
+        if ev.n == 0:
+            raise HybridServeError("labels: the validation set is empty")
+        cost = costs.energy(ev.names) if self.objective == "energy" else costs.latency(ev.names)
+        giant = len(ev.names) - 1
+        self.dropped_: dict[str, str] = {}
+        kept = []
+        for m in range(giant):
+            if cost[m] >= cost[giant]:
+                self.dropped_[ev.names[m]] = (
+                    f"costs {cost[m]:.4g} ≥ the giant's {cost[giant]:.4g} per request"
+                )
+            else:
+                kept.append(m)
+        order_desc = np.argsort(-ev.conf, axis=1, kind="stable")
+        rng = np.random.default_rng(self.random_state)
+        frontier = Frontier()
+        self._add_references(frontier, ev, costs, cost)
+        best: Candidate | None = None
+        best_with: dict[int, float] = {}
+        n_chains = 0
+        for r in range(len(kept) + 1):
+            for subset in itertools.combinations(kept, r):
+                chain = (*subset, giant)
+                n_chains += 1
+                found = self._search_chain(ev, chain, cost, order_desc, guard, frontier, rng)
+                for m in subset:
+                    if found is not None:
+                        best_with[m] = min(best_with.get(m, np.inf), found.cost)
+                if found is not None and (best is None or _better(found, best)):
+                    best = found
+        assert best is not None  # the giant alone always passes: it never disagrees with itself
+        no_skip = best
+        if self.use_skips and len(best.chain) > 2:
+            best = self._add_skips(ev, best, cost, order_desc, guard)
+        self._explain_dropped(ev, best, best_with)
+        self.policy_ = self._make_policy(ev, best, costs)
+        self.frontier_ = frontier
+        frontier.add(
+            self.mode,
+            self.policy_.chain,
+            self.policy_.thresholds,
+            best.correct / ev.n,
+            self._energy_of(ev, best, costs),
+        )
+        self.evidence_ = ev
+        self.report_ = self._report(
+            ev, logits_by_name(val_logits), best, no_skip, guard, costs, n_chains, t0
+        )
+        self.policy_ = replace(self.policy_, summary={"val": self.report_["val"]})
+        return self
+
+    # ---- per chain ------------------------------------------------------------------------
+
+    def _search_chain(
+        self,
+        ev: Evidence,
+        chain: tuple[int, ...],
+        cost: npt.NDArray[np.float64],
+        order_desc: npt.NDArray[np.int64],
+        guard: AccuracyGuard,
+        frontier: Frontier,
+        rng: np.random.Generator,
+    ) -> Candidate | None:
+        giant = chain[-1]
+        idx = list(chain)
+        names = [ev.names[m] for m in chain]
+        if len(chain) == 1:
+            c = int(ev.correct[giant].sum())
+            return Candidate(chain, (), (), c, 0, 0, float(cost[giant]) * ev.n)
+        prob = ChainProblem(
+            ev.conf[idx], ev.correct[idx], cost[idx], ev.correct[giant], order_desc[idx]
+        )
+        self._sample_cloud(ev, prob, names, frontier, rng)
+        e_scale = float(cost[giant])
+        lambdas = e_scale * np.geomspace(5000.0, 0.5, self.n_lambdas)
+        theta = np.full(len(chain) - 1, NEVER)
+        traced: list[Candidate] = []
+        for lam in lambdas:
+            theta = prob.coordinate_descent(theta, _lagrangian(lam), self.max_sweeps)
+            out = prob.outcome(theta)
+            traced.append(
+                Candidate(chain, tuple(theta), (), out.correct, out.wins, out.losses, out.cost)
+            )
+            frontier.add(
+                "search", names, theta, out.correct / ev.n, self._per_request(out.cost, ev)
+            )
+        passing = [c for c in traced if guard.feasible(c.wins, c.losses, ev.n)]
+        passing.sort(key=lambda c: c.cost)
+        starts = [c.theta for c in passing[: self.n_starts]] or [
+            tuple(np.full(len(chain) - 1, NEVER))
+        ]
+        best: Candidate | None = None
+        choose = _constrained(guard, ev.n)
+        for start in dict.fromkeys(starts):
+            theta = prob.coordinate_descent(start, choose, self.max_sweeps)
+            out = prob.outcome(theta)
+            if not guard.feasible(out.wins, out.losses, ev.n):
+                continue
+            cand = Candidate(chain, tuple(theta), (), out.correct, out.wins, out.losses, out.cost)
+            frontier.add(
+                "search", names, theta, out.correct / ev.n, self._per_request(out.cost, ev)
+            )
+            if best is None or _better(cand, best):
+                best = cand
+        return best
+
+    def _sample_cloud(
+        self,
+        ev: Evidence,
+        prob: ChainProblem,
+        names: list[str],
+        frontier: Frontier,
+        rng: np.random.Generator,
+    ) -> None:
+        if self.cloud_per_chain <= 0:
+            return
+        qs = np.linspace(0.0, 1.0, self.grid_size + 1)
+        grids = [np.append(np.quantile(prob.conf[j], qs), NEVER) for j in range(prob.depth - 1)]
+        thetas = np.stack([rng.choice(g, size=self.cloud_per_chain) for g in grids], axis=1)
+        costs, correct, _, _ = prob.evaluate_many(thetas)
+        for th, c, ok in zip(thetas, costs, correct, strict=True):
+            frontier.add("sample", names, th, ok / ev.n, self._per_request(float(c), ev))
+
+    # ---- skips ----------------------------------------------------------------------------
+
+    def _add_skips(
+        self,
+        ev: Evidence,
+        best: Candidate,
+        cost: npt.NDArray[np.float64],
+        order_desc: npt.NDArray[np.int64],
+        guard: AccuracyGuard,
+    ) -> Candidate:
+        idx = list(best.chain)
+        prob = ChainProblem(
+            ev.conf[idx], ev.correct[idx], cost[idx], ev.correct[idx[-1]], order_desc[idx]
+        )
+        skips: list[Skip] = []
+        current = best
+        while True:
+            pick: tuple[float, Skip, Candidate] | None = None
+            for i in range(prob.depth - 2):
+                for to in range(i + 2, prob.depth):
+                    opts = prob.skip_options(i, to, current.theta, skips)
+                    if opts is None:
+                        continue
+                    ok = (
+                        (opts.correct >= current.correct)
+                        & (opts.cost < current.cost - 1e-12 * abs(current.cost))
+                        & guard.feasible(opts.wins, opts.losses, ev.n)
+                    )
+                    if not ok.any():
+                        continue
+                    k = int(np.flatnonzero(ok)[np.argmin(opts.cost[ok])])
+                    if pick is None or opts.cost[k] < pick[0]:
+                        rule: Skip = (i, float(opts.values[k]), to)
+                        cand = Candidate(
+                            best.chain,
+                            current.theta,
+                            (*skips, rule),
+                            int(opts.correct[k]),
+                            int(opts.wins[k]),
+                            int(opts.losses[k]),
+                            float(opts.cost[k]),
+                        )
+                        pick = (float(opts.cost[k]), rule, cand)
+            if pick is None:
+                return current
+            skips.append(pick[1])
+            current = pick[2]
+
+    # ---- results --------------------------------------------------------------------------
+
+    def _per_request(self, total: float, ev: Evidence) -> float:
+        return total / ev.n
+
+    def _energy_of(self, ev: Evidence, cand: Candidate, costs: CostTable) -> float:
+        if self.objective == "energy":
+            return cand.cost / ev.n
+        idx = list(cand.chain)
+        prob = ChainProblem(
+            ev.conf[idx],
+            ev.correct[idx],
+            costs.energy([ev.names[m] for m in idx]),
+            ev.correct[idx[-1]],
+        )
+        return prob.outcome(cand.theta, cand.skips).cost / ev.n
+
+    def _add_references(
+        self, frontier: Frontier, ev: Evidence, costs: CostTable, cost: npt.NDArray[np.float64]
+    ) -> None:
+        acc = ev.correct.mean(axis=1)
+        for m, name in enumerate(ev.names):
+            kind = "giant" if m == len(ev.names) - 1 else "single"
+            frontier.add(kind, [name], [], float(acc[m]), float(cost[m]))
+        o_acc, o_cost = oracle(ev.correct, cost)
+        frontier.add("oracle", list(ev.names), [], o_acc, o_cost)
+
+    def _make_policy(self, ev: Evidence, cand: Candidate, costs: CostTable) -> CascadePolicy:
+        names = tuple(ev.names[m] for m in cand.chain)
+        return CascadePolicy(
+            family=ev.family,
+            chain=names,
+            thresholds=cand.theta,
+            calibrators=tuple(ev.calibrators[m] for m in cand.chain),
+            skips=tuple(SkipRule(names[a], b, names[t]) for a, b, t in cand.skips),
+            confidence=ev.confidence,
+            mode=self.mode,
+            cost_source=costs.source,
+        )
+
+    def _explain_dropped(self, ev: Evidence, best: Candidate, best_with: dict[int, float]) -> None:
+        on_chain = set(best.chain)
+        for m, name in enumerate(ev.names[:-1]):
+            if m in on_chain or name in self.dropped_:
+                continue
+            if m in best_with:
+                self.dropped_[name] = (
+                    f"the cheapest accepted chain with it costs "
+                    f"{best_with[m] / ev.n:.4g} per request vs {best.cost / ev.n:.4g} without"
+                )
+            else:
+                self.dropped_[name] = "no chain with it passed the accuracy guard"
+
+    def _report(
+        self,
+        ev: Evidence,
+        logits: Mapping[str, npt.NDArray[Any]],
+        best: Candidate,
+        no_skip: Candidate,
+        guard: AccuracyGuard,
+        costs: CostTable,
+        n_chains: int,
+        t0: float,
+    ) -> dict[str, Any]:
+        # Replaying through the policy's own router double-checks the search's bookkeeping.
+        val = simulate(self.policy_, logits, ev.labels, costs)
+        if int(val.correct.sum()) != best.correct:
+            raise RuntimeError(
+                f"search bookkeeping disagrees with the router: {best.correct} vs "
+                f"{int(val.correct.sum())} correct"
+            )
+        giant = ev.names[-1]
+        giant_energy = costs[giant].energy_j
+        no_skip_policy = self._make_policy(ev, no_skip, costs)
+        val_no_skip = simulate(no_skip_policy, logits, ev.labels, costs)
+        lcb = float(guard.lower_bound(best.wins, best.losses, ev.n))
+        return {
+            "mode": self.mode,
+            "objective": self.objective,
+            "cost_source": costs.source,
+            "guard": {
+                "tolerance_pt": 100 * guard.tolerance,
+                "confidence_level": guard.confidence_level,
+                "wins": best.wins,
+                "losses": best.losses,
+                "lower_bound_pt": 100 * lcb,
+            },
+            "val": {
+                "requests": ev.n,
+                "accuracy": val.accuracy,
+                "giant_accuracy": float(ev.correct[-1].mean()),
+                "energy_j_per_request": val.energy_j_per_request,
+                "giant_energy_j_per_request": giant_energy,
+                "latency_ms_per_request": val.latency_ms_per_request,
+                "giant_latency_ms_per_request": costs[giant].latency_ms,
+                "reach_fraction": val.reach_fraction,
+                "no_skip_energy_j_per_request": val_no_skip.energy_j_per_request,
+                "no_skip_accuracy": val_no_skip.accuracy,
+            },
+            "chains_searched": n_chains,
+            "dropped": dict(self.dropped_),
+            "search_s": time.perf_counter() - t0,
+        }
+
+
+class APSearch(ThresholdSearch):
+    """Accuracy-preserving: cheapest cascade not measurably below the giant on validation."""
+
+    mode = "ap"
+
+    def __init__(self, margin_pt: float = 0.1, confidence_level: float = 0.9, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.margin_pt = margin_pt
+        self.confidence_level = confidence_level
+
+    def guard(self) -> AccuracyGuard:
+        _check_points("margin_pt", self.margin_pt)
+        return AccuracyGuard(self.margin_pt / 100, self.confidence_level)
+
+
+class EOSearch(ThresholdSearch):
+    """Energy-optimal: cheapest cascade within ``max_accuracy_drop`` points of the giant."""
+
+    mode = "eo"
+
+    def __init__(
+        self, max_accuracy_drop: float = 0.5, confidence_level: float = 0.5, **kw: Any
+    ) -> None:
+        super().__init__(**kw)
+        self.max_accuracy_drop = max_accuracy_drop
+        self.confidence_level = confidence_level
+
+    def guard(self) -> AccuracyGuard:
+        _check_points("max_accuracy_drop", self.max_accuracy_drop)
+        return AccuracyGuard(self.max_accuracy_drop / 100, self.confidence_level)
+
+
+def _check_points(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 100.0:
+        raise HybridServeError(f"{name}: expected accuracy points in [0, 100], got {value!r}")
+
+
+def _better(a: Candidate, b: Candidate) -> bool:
+    return (a.cost, -a.correct) < (b.cost, -b.correct)
+
+
+def _lagrangian(lam: float) -> Any:
+    def choose(o: Options) -> int:
+        return int(np.argmin(o.cost - lam * o.correct))
+
+    return choose
+
+
+def _constrained(guard: AccuracyGuard, n: int) -> Any:
+    def choose(o: Options) -> int:
+        ok = guard.feasible(o.wins, o.losses, n)
+        if not ok[o.current]:
+            return o.current
+        cand = np.flatnonzero(ok)
+        # Cheapest passing option; among equals the most accurate.
+        best = cand[np.lexsort((-o.correct[cand], o.cost[cand]))[0]]
+        return int(best)
+
+    return choose
