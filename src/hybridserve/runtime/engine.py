@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 class ServingPlan(Protocol):
     """What the runtime needs of a plan (``hybridserve.planning.Plan`` has it)."""
 
-    family: str
+    @property
+    def family(self) -> str: ...
 
     def replicas(self, model: str) -> Any: ...
 
@@ -190,6 +191,12 @@ class Engine:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    def set_observer(self, observer: EngineObserver) -> None:
+        """Report batches to ``observer`` from now on (the server's metrics)."""
+        self.observer = observer
+        for stage in self.stages:
+            stage.observer = observer
+
     # ------------------------------------------------------------------ requests
     def check(self, batch: Any) -> npt.NDArray[np.float32]:
         """Validate a raw batch for this family (raises ``InvalidInputError``)."""
@@ -227,7 +234,7 @@ class Engine:
         """One ``Answer`` per input of a ``Result``."""
         names = self.family.label_names
         chain = self.chain
-        path = self._path
+        path = self.path_of
         return [
             Answer(lab, names[lab], conf, chain[m], path(v), lat)
             for lab, conf, m, v, lat in zip(
@@ -240,7 +247,8 @@ class Engine:
             )
         ]
 
-    def _path(self, visited: int) -> tuple[str, ...]:
+    def path_of(self, visited: int) -> tuple[str, ...]:
+        """Chain models named by a visited bit mask, in chain order."""
         path = self._paths.get(visited)
         if path is None:
             path = tuple(n for i, n in enumerate(self.chain) if visited >> i & 1)

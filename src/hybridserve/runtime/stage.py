@@ -34,8 +34,11 @@ Dispatch = Callable[[int, list[Chunk], Routed], Awaitable[int]]
 class RoutingPolicy(Protocol):
     """What the runtime needs of a policy (``hybridserve.tuning.CascadePolicy`` has it)."""
 
-    family: str
-    chain: tuple[str, ...]
+    @property
+    def family(self) -> str: ...
+
+    @property
+    def chain(self) -> tuple[str, ...]: ...
 
     def confidence_of(self, index: int, logits: npt.NDArray[Any]) -> tuple[Any, Any]: ...
 
@@ -61,7 +64,7 @@ class Stage:
         self.policy = policy
         self.queue = RowQueue(queue_rows, name=f"stage {name!r}")
         self._dispatch = dispatch
-        self._observer = observer
+        self.observer = observer
         self._idle: asyncio.Queue[Replica] = asyncio.Queue()
         self._running: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -117,20 +120,20 @@ class Stage:
             log.warning("stage %s: batch of %d failed: %s", self.name, size, err)
             failure = BatchFailedError(f"model {self.name!r} failed on a batch: {err}")
             fail_all(chunks, failure)
-            self._observer.on_batch_error(self.name, size, err)
+            self.observer.on_batch_error(self.name, size, err)
             self._idle.put_nowait(replica)
             return
         service_s = time.perf_counter() - t0
         self.batches += 1
         try:
             answered = await self._dispatch(self.position, chunks, routed)
-            self._observer.on_batch(self.name, size, waiting, service_s, answered)
+            self.observer.on_batch(self.name, size, waiting, service_s, answered)
         except Exception as err:  # e.g. a policy that routes backwards: fail, keep serving
             self.failures += 1
             log.warning("stage %s: routing a batch of %d failed: %s", self.name, size, err)
             failure = BatchFailedError(f"routing after model {self.name!r} failed: {err}")
             fail_all(chunks, failure)
-            self._observer.on_batch_error(self.name, size, err)
+            self.observer.on_batch_error(self.name, size, err)
         finally:
             # the replica is free only once its outputs are handed on: back-pressure
             self._idle.put_nowait(replica)

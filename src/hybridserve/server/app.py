@@ -1,0 +1,324 @@
+"""``create_app``: the engine behind a FastAPI app (KServe v2, ``/v1/predict``, health, metrics).
+
+Errors are JSON ``{"error": ...}``: 400 malformed JSON, 422 inputs that do not fit the family,
+401 missing token, 404 unknown model or route, 413 body too large, 503 overloaded or not ready
+(with Retry-After), 504 deadline passed, 500 a model failed on the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import hybridserve
+from hybridserve.errors import HybridServeError
+from hybridserve.runtime.engine import Engine
+from hybridserve.runtime.errors import (
+    BatchFailedError,
+    DeadlineExceededError,
+    EngineClosedError,
+    InvalidInputError,
+    QueueFullError,
+    ServingError,
+)
+from hybridserve.runtime.job import Result
+from hybridserve.server.decode import simple_inputs, v2_tensor
+from hybridserve.server.frontdoor import FrontDoor
+from hybridserve.server.metrics import ServerMetrics
+from hybridserve.server.schemas import (
+    ErrorResponse,
+    InferRequest,
+    InferResponse,
+    Liveness,
+    ModelMetadata,
+    PolicyResponse,
+    PredictRequest,
+    PredictResponse,
+    Readiness,
+    TensorMetadata,
+)
+from hybridserve.server.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+EngineSource = Engine | Callable[[], Engine]
+_bearer_doc = HTTPBearer(auto_error=False)  # documents the scheme; FrontDoor enforces it
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in (
+        (400, "malformed JSON"),
+        (401, "missing or wrong bearer token"),
+        (404, "unknown model"),
+        (413, "request body too large"),
+        (422, "inputs do not fit the family (shape, datatype, range, NaN, batch size)"),
+        (500, "a model failed on the batch holding these inputs"),
+        (503, "overloaded or not ready; see Retry-After"),
+        (504, "the request's deadline passed"),
+    )
+}
+
+
+class _Holder:
+    """The app's engine and its start-up state."""
+
+    def __init__(self, source: EngineSource) -> None:
+        self.engine: Engine | None = source if isinstance(source, Engine) else None
+        self.factory: Callable[[], Engine] | None = None if self.engine else source  # type: ignore[assignment]
+        self.error: str | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        assert self.engine is not None
+        try:
+            if not self.engine.ready:
+                await self.engine.start()
+        except Exception as err:  # reported by readiness; the process stays up to say why
+            self.error = f"engine failed to start: {err}"
+            log.error("%s", self.error, exc_info=not isinstance(err, HybridServeError))
+
+    def serving(self) -> Engine:
+        engine = self.engine
+        if engine is None or not engine.ready:
+            raise EngineClosedError(self.error or "the engine is warming up")
+        return engine
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _validation_message(err: RequestValidationError) -> tuple[int, str]:
+    problems = []
+    for e in err.errors():
+        if e.get("type") == "json_invalid":
+            ctx = e.get("ctx", {}).get("error", "")
+            return 400, f"malformed JSON: {ctx}".rstrip(": ")
+        loc = [str(p) for p in e.get("loc", ()) if p != "body"]
+        where = ".".join(loc) or "body"
+        msg = "unknown field" if e.get("type") == "extra_forbidden" else e.get("msg", "invalid")
+        problems.append(f"{where}: {msg}")
+    if not problems:
+        return 400, "malformed request body"
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return 422, "; ".join(problems[:3]) + more
+
+
+def _answers(engine: Engine, result: Result) -> list[dict[str, Any]]:
+    names = engine.family.label_names
+    chain = engine.chain
+    path = engine.path_of
+    return [
+        {
+            "label": lab,
+            "label_name": names[lab],
+            "confidence": conf,
+            "model": chain[m],
+            "path": list(path(v)),
+            "latency_ms": lat,
+        }
+        for lab, conf, m, v, lat in zip(
+            result.labels,
+            result.confidence,
+            result.model_index,
+            result.visited,
+            result.latency_ms,
+            strict=True,
+        )
+    ]
+
+
+def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> FastAPI:
+    """The HTTP API around ``engine`` (or a factory building it at start-up)."""
+    settings = settings or ServerSettings()
+    metrics = ServerMetrics()
+    holder = _Holder(engine)
+    retry = {"Retry-After": str(settings.retry_after_s)}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if holder.engine is None:
+            assert holder.factory is not None
+            # building loads weights: off the loop
+            holder.engine = await asyncio.to_thread(holder.factory)
+        eng = holder.engine
+        eng.set_observer(metrics)
+        metrics.attach(eng.energy_snapshot, lambda: {s.name: s.queue.rows for s in eng.stages})
+        if settings.start_in_background:
+            holder.task = asyncio.create_task(holder.start())
+        else:
+            await holder.start()
+        try:
+            yield
+        finally:
+            if holder.task is not None and not holder.task.done():
+                holder.task.cancel()
+            await eng.stop(drain=True)
+
+    app = FastAPI(
+        title="hybridserve",
+        version=hybridserve.__version__,
+        description="A family of model sizes served as one confidence-based cascade.",
+        lifespan=lifespan,
+    )
+    app.state.metrics = metrics
+    app.state.holder = holder
+    auth = [Depends(_bearer_doc)]
+
+    # ------------------------------------------------------------------ errors
+    @app.exception_handler(RequestValidationError)
+    async def _on_validation(_: Request, err: RequestValidationError) -> JSONResponse:
+        status, message = _validation_message(err)
+        return _error(status, message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _on_http(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        return _error(err.status_code, str(err.detail), getattr(err, "headers", None))
+
+    @app.exception_handler(HybridServeError)
+    async def _on_user_error(_: Request, err: HybridServeError) -> JSONResponse:
+        return _error(422 if isinstance(err, InvalidInputError) else 400, str(err))
+
+    @app.exception_handler(ServingError)
+    async def _on_serving(_: Request, err: ServingError) -> JSONResponse:
+        if isinstance(err, (QueueFullError, EngineClosedError)):
+            return _error(503, str(err), retry)
+        if isinstance(err, DeadlineExceededError):
+            return _error(504, str(err))
+        if isinstance(err, BatchFailedError):
+            return _error(500, str(err))
+        return _error(500, f"serving failed: {err}")
+
+    @app.exception_handler(Exception)
+    async def _on_bug(_: Request, err: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return _error(500, f"internal error ({type(err).__name__})")
+
+    def _model(name: str) -> Engine:
+        eng = holder.engine
+        family = eng.family.name if eng is not None else None
+        if name != family:
+            raise StarletteHTTPException(
+                404, f"unknown model {name!r}; this server serves {family!r}"
+            )
+        return holder.serving()
+
+    # ------------------------------------------------------------------ inference
+    @app.post(
+        "/v1/predict",
+        response_model=PredictResponse,
+        responses=ERRORS,
+        dependencies=auth,
+        summary="Answer a batch of inputs (nested lists or base64 PNGs)",
+    )
+    async def predict(body: PredictRequest) -> Response:
+        eng = holder.serving()
+        x = simple_inputs(body.inputs, eng.family.input_shape)
+        result = await eng.predict_result(x)
+        return JSONResponse({"model": eng.family.name, "answers": _answers(eng, result)})
+
+    @app.post(
+        "/v2/models/{model_name}/infer",
+        response_model=InferResponse,
+        responses=ERRORS,
+        dependencies=auth,
+        summary="KServe v2 inference (JSON tensors, batch dimension first)",
+    )
+    async def infer(model_name: str, body: InferRequest) -> Response:
+        eng = _model(model_name)
+        if len(body.inputs) != 1:
+            raise InvalidInputError(
+                f"inputs: expected exactly one input tensor, got {len(body.inputs)}"
+            )
+        x = v2_tensor(body.inputs[0])
+        result = await eng.predict_result(x)
+        answers = _answers(eng, result)
+        n = [len(answers)]
+        outputs = [
+            {"name": "label", "datatype": "INT64", "shape": n, "data": result.labels},
+            {
+                "name": "label_name",
+                "datatype": "BYTES",
+                "shape": n,
+                "data": [a["label_name"] for a in answers],
+            },
+            {"name": "confidence", "datatype": "FP64", "shape": n, "data": result.confidence},
+            {
+                "name": "model",
+                "datatype": "BYTES",
+                "shape": n,
+                "data": [a["model"] for a in answers],
+            },
+        ]
+        return JSONResponse(
+            {"model_name": eng.family.name, "id": body.id, "outputs": outputs, "answers": answers}
+        )
+
+    @app.get(
+        "/v2/models/{model_name}",
+        response_model=ModelMetadata,
+        responses=ERRORS,
+        dependencies=auth,
+        summary="KServe v2 model metadata",
+    )
+    async def metadata(model_name: str) -> ModelMetadata:
+        eng = _model(model_name)
+        shape = [-1, *eng.family.input_shape]
+        return ModelMetadata(
+            name=eng.family.name,
+            versions=[],
+            platform="hybridserve-cascade",
+            inputs=[TensorMetadata(name="input", datatype="FP32", shape=shape)],
+            outputs=[
+                TensorMetadata(name="label", datatype="INT64", shape=[-1]),
+                TensorMetadata(name="label_name", datatype="BYTES", shape=[-1]),
+                TensorMetadata(name="confidence", datatype="FP64", shape=[-1]),
+                TensorMetadata(name="model", datatype="BYTES", shape=[-1]),
+            ],
+        )
+
+    @app.get("/v1/policy", response_model=PolicyResponse, responses=ERRORS, dependencies=auth)
+    async def policy() -> PolicyResponse:
+        eng = holder.engine
+        if eng is None:
+            raise EngineClosedError("the engine is not built yet")
+        to_dict = getattr(eng.policy, "to_dict", None)
+        body = to_dict() if callable(to_dict) else {"chain": list(eng.chain)}
+        return PolicyResponse(family=eng.family.name, policy=body, engine=eng.describe())
+
+    # ------------------------------------------------------------------ health
+    @app.get("/v2/health/live", response_model=Liveness)
+    async def live() -> Liveness:
+        return Liveness(live=True)
+
+    @app.get("/v2/health/ready", response_model=Readiness, responses={503: {"model": Readiness}})
+    async def ready() -> Response:
+        eng = holder.engine
+        if eng is not None and eng.ready:
+            return JSONResponse({"ready": True, "detail": None})
+        detail = holder.error or ("warming up" if eng is not None else "building the engine")
+        return JSONResponse({"ready": False, "detail": detail}, status_code=503, headers=retry)
+
+    @app.get("/v2/models/{model_name}/ready", response_model=Readiness)
+    async def model_ready(model_name: str) -> Response:
+        _model_known = holder.engine is not None and holder.engine.family.name == model_name
+        if not _model_known:
+            return _error(404, f"unknown model {model_name!r}")
+        return await ready()
+
+    @app.get("/metrics", response_class=Response, summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(FrontDoor, settings=settings, metrics=metrics)
+    return app

@@ -1,0 +1,143 @@
+"""Request and response bodies of the HTTP API (they are also what the OpenAPI page shows)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: KServe v2 numeric datatypes this server accepts (BYTES tensors are not inputs here).
+Datatype = Literal[
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+]
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx body: one line saying what went wrong."""
+
+    error: str = Field(examples=["inputs: expected shape (N, 28, 28) with the batch first"])
+
+
+class AnswerModel(BaseModel):
+    """The cascade's answer for one input."""
+
+    label: int = Field(description="class index")
+    label_name: str = Field(description="class name from the family's labels")
+    confidence: float = Field(description="calibrated confidence of the answering model")
+    model: str = Field(description="the model whose answer stood")
+    path: list[str] = Field(description="models the input visited, in order")
+    latency_ms: float = Field(description="time from acceptance to this input's answer")
+
+
+class PredictRequest(BaseModel):
+    """Simple form: a batch of inputs, each a nested list of numbers or a base64 PNG."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[list[Any] | str] = Field(
+        description=(
+            "one entry per input: a nested list with the family's input shape (pixel values "
+            "0-255 for image families) or a base64-encoded PNG string"
+        ),
+        examples=[[[[0, 12, 255], [3, 4, 5]]]],
+    )
+
+
+class PredictResponse(BaseModel):
+    """One answer per input, in input order."""
+
+    model: str = Field(description="the family served")
+    answers: list[AnswerModel]
+
+
+class TensorInput(BaseModel):
+    """A KServe v2 input tensor; ``data`` is row-major, flat or nested; batch dimension first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="tensor name (any; the family has one input)")
+    shape: list[int] = Field(description="[N, *family input shape]", examples=[[1, 28, 28]])
+    datatype: Datatype
+    data: list[Any] = Field(description="the values, flat or nested, row-major")
+    parameters: dict[str, Any] | None = None
+
+
+class RequestedOutput(BaseModel):
+    """A KServe v2 requested output (all outputs are always returned)."""
+
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class InferRequest(BaseModel):
+    """KServe v2 / Triton inference request (JSON tensor form)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[TensorInput] = Field(description="exactly one tensor: the batch of inputs")
+    outputs: list[RequestedOutput] | None = None
+
+
+class TensorOutput(BaseModel):
+    """A KServe v2 output tensor."""
+
+    name: str
+    shape: list[int]
+    datatype: Literal["INT64", "FP64", "BYTES"]
+    data: list[Any]
+
+
+class InferResponse(BaseModel):
+    """KServe v2 response: outputs ``label``, ``label_name``, ``confidence``, ``model``; answers."""
+
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    outputs: list[TensorOutput]
+    answers: list[AnswerModel] = Field(description="the same answers, one object per input")
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadata(BaseModel):
+    """KServe v2 model metadata (``-1`` marks the batch dimension)."""
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class Liveness(BaseModel):
+    live: bool
+
+
+class Readiness(BaseModel):
+    ready: bool
+    detail: str | None = None
+
+
+class PolicyResponse(BaseModel):
+    """The served policy (as in ``policy-*.json``) and the engine's stages and replicas."""
+
+    family: str
+    policy: dict[str, Any]
+    engine: dict[str, Any]
