@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -28,9 +29,12 @@ def _si(value: int) -> str:
 def report_table(report: CalibrationReport) -> Table:
     """The calibration report as a rich table, one row per model in chain order."""
     table = Table(
-        title=f"{report.family}: {report.calibrator} calibration (fit on val, scored on test)"
+        title=f"{report.family}: {report.calibrator} calibration (fit on val, scored on test)",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
-    for header in ("model", "params", "MACs", "acc val", "acc test", "T", "ECE", "NLL"):
+    headers = ("model", "params", "MACs", "acc val", "acc test", "T", "ECE", "NLL")
+    for header in headers:
         table.add_column(header, justify="left" if header == "model" else "right")
     for m in report.models:
         table.add_row(
@@ -77,5 +81,7 @@ def register(app: typer.Typer) -> None:
         wd = Workdir(workdir)
         report = run_calibration(fam, wd, calibrator, n_bins=bins)
         console = Console()
+        if not console.is_terminal:  # logs and pipes: don't wrap the table at 80 columns
+            console = Console(width=max(console.width, 120))
         console.print(report_table(report))
         console.print(f"wrote {wd.calibration} and {wd.reliability_png}")
