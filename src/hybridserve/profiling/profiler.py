@@ -19,6 +19,7 @@ when the meter is NVML, else the share of wall time the CUDA stream was busy (CU
 from __future__ import annotations
 
 import math
+import os
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
@@ -165,6 +166,9 @@ def _cpu_activation_bytes(model: Model, x: npt.NDArray[Any]) -> int:
 
     global _PROFILER_WARM
     if not _PROFILER_WARM:
+        # kineto logs two lines to stderr per trace (through the progress bar) unless told not
+        # to before its lazy start; a user's own KINETO_LOG_LEVEL wins
+        os.environ.setdefault("KINETO_LOG_LEVEL", "6")
         # the first trace imports torch._dynamo (seconds, tens of MB): keep that out of the figure
         import torch
 
@@ -251,7 +255,8 @@ def fit_model(
         serving_energy_j_per_request=math.nan,
         serving_batch_size=serving_batch_size,
     )
-    energy = partial.energy_j_per_request(serving_batch_size)
+    measured = [r.energy_j_per_request for r in rows if r.batch_size == serving_batch_size]
+    energy = measured[0] if measured else partial.energy_j_per_request(serving_batch_size)
     return replace(partial, serving_energy_j_per_request=energy)
 
 
