@@ -183,12 +183,22 @@ def test_identity_is_plain_softmax() -> None:
     np.testing.assert_allclose(cal.transform(z), softmax(z))
 
 
+def test_identity_without_class_count_takes_any_k() -> None:
+    """``{"kind": "identity", "state": {}}`` is what routing-only policies write."""
+    cal = calibrator_from_dict({"kind": "identity", "state": {}})
+    assert cal.get_state() == {}
+    for k in (2, 7):
+        z = np.random.default_rng(k).normal(size=(3, k))
+        np.testing.assert_allclose(cal.transform(z), softmax(z))
+
+
 @pytest.mark.parametrize(
     "blob, match",
     [
         ({"kind": "platt", "state": {}}, "unknown calibrator 'platt'"),
         ({"state": {}}, "'kind' and 'state'"),
         ({"kind": "temperature", "state": {"n_classes": 3}}, "invalid temperature"),
+        ({"kind": "temperature", "state": {"temperature": 2.0}}, "KeyError.*n_classes"),
         ({"kind": "temperature", "state": {"n_classes": 3, "temperature": -1}}, "positive"),
         ({"kind": "temperature", "state": [1, 2]}, "must be a mapping"),
         ({"kind": "identity", "state": {"n_classes": 1}}, "n_classes=1"),

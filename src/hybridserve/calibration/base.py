@@ -74,8 +74,11 @@ class Calibrator(ABC):
 
     #: Registry key, also written as ``{"kind": ...}`` next to the state.
     kind: ClassVar[str]
+    #: Whether a state without ``n_classes`` is valid (the calibrator then takes any K).
+    any_classes: ClassVar[bool] = False
 
-    n_classes_: int
+    #: Number of classes seen by ``fit``; None only for ``any_classes`` calibrators from a state.
+    n_classes_: int | None
 
     def fit(self, logits: npt.ArrayLike, labels: npt.ArrayLike) -> Self:
         """Learn the calibration map on held-out logits (N×K) and labels (N); return ``self``."""
@@ -105,7 +108,8 @@ class Calibrator(ABC):
     def get_state(self) -> dict[str, Any]:
         """Settings and learned state as a JSON-able dict (``from_state`` reads it back)."""
         self._check_fitted()
-        return {"n_classes": self.n_classes_, **self._get_state()}
+        head = {} if self.n_classes_ is None else {"n_classes": self.n_classes_}
+        return {**head, **self._get_state()}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Self:
@@ -113,12 +117,14 @@ class Calibrator(ABC):
         if not isinstance(state, dict):
             raise HybridServeError(f"{cls.kind} calibrator state must be a mapping, got {state!r}")
         try:
-            n_classes = int(state["n_classes"])
+            n_classes = None if cls.any_classes else int(state["n_classes"])
+            if "n_classes" in state:
+                n_classes = int(state["n_classes"])
+                if n_classes < 2:
+                    raise ValueError(f"n_classes={n_classes}")
             obj = cls._from_state(state, n_classes)
         except (KeyError, TypeError, ValueError) as err:
             raise HybridServeError(f"invalid {cls.kind} calibrator state: {err!r}") from err
-        if n_classes < 2:
-            raise HybridServeError(f"invalid {cls.kind} calibrator state: n_classes={n_classes}")
         obj.n_classes_ = n_classes
         return obj
 
@@ -142,7 +148,7 @@ class Calibrator(ABC):
 
     @classmethod
     @abstractmethod
-    def _from_state(cls, state: dict[str, Any], n_classes: int) -> Self:
+    def _from_state(cls, state: dict[str, Any], n_classes: int | None) -> Self:
         """An instance with the learned state of ``state`` set (``n_classes_`` is set after)."""
 
     def __repr__(self) -> str:

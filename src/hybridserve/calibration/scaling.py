@@ -49,6 +49,7 @@ class Identity(Calibrator):
     """No calibration: plain softmax of the logits (a baseline, and a stand-in for tests)."""
 
     kind: ClassVar[str] = "identity"
+    any_classes: ClassVar[bool] = True
 
     def _fit(self, logits: FloatArray, labels: npt.NDArray[np.int64]) -> None:
         pass
@@ -60,7 +61,7 @@ class Identity(Calibrator):
         return {}
 
     @classmethod
-    def _from_state(cls, state: dict[str, Any], n_classes: int) -> Self:
+    def _from_state(cls, state: dict[str, Any], n_classes: int | None) -> Self:
         return cls()
 
 
@@ -81,7 +82,7 @@ class TemperatureScaling(Calibrator):
         return {"temperature": self.temperature_}
 
     @classmethod
-    def _from_state(cls, state: dict[str, Any], n_classes: int) -> Self:
+    def _from_state(cls, state: dict[str, Any], n_classes: int | None) -> Self:
         temperature = float(state["temperature"])
         if not (math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be a positive number, got {temperature}")
@@ -146,7 +147,7 @@ class VectorScaling(Calibrator):
         }
 
     @classmethod
-    def _from_state(cls, state: dict[str, Any], n_classes: int) -> Self:
+    def _from_state(cls, state: dict[str, Any], n_classes: int | None) -> Self:
         obj = cls(l2=float(state.get("l2", 1e-3)), max_iter=int(state.get("max_iter", 500)))
         scale = np.asarray(state["scale"], dtype=np.float64)
         bias = np.asarray(state["bias"], dtype=np.float64)
