@@ -129,6 +129,9 @@ class Plan:
     cluster: str = ""
     solve_time_s: float = 0.0
     notes: tuple[str, ...] = field(default=())
+    #: Rate the energy objective planned for (``energy_j_per_request`` is predicted there);
+    #: ``None`` for the throughput objective, whose energy is predicted at ``lambda_rps``.
+    target_rps: float | None = None
 
     def __post_init__(self) -> None:
         # Plain dict copies: immutable from the caller's side, still picklable (Ray ships plans).
@@ -243,6 +246,7 @@ class Plan:
             "cluster": self.cluster,
             "solve_time_s": self.solve_time_s,
             "notes": list(self.notes),
+            "target_rps": self.target_rps,
             "devices": [d.to_dict() for d in self.devices],
         }
 
@@ -251,6 +255,7 @@ class Plan:
         try:
             gap = d.get("optimality_gap")
             energy = d.get("energy_j_per_request")
+            target = d.get("target_rps")
             return cls(
                 family=str(d["family"]),
                 objective=str(d["objective"]),
@@ -265,6 +270,7 @@ class Plan:
                 cluster=str(d.get("cluster", "")),
                 solve_time_s=float(d.get("solve_time_s", 0.0)),
                 notes=tuple(str(n) for n in d.get("notes", [])),
+                target_rps=None if target is None else float(target),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise HybridServeError(f"plan: malformed plan ({type(err).__name__}: {err})") from err

@@ -1,0 +1,225 @@
+"""A planning instance: the candidate replica configurations of every model, and device groups.
+
+The cost model (documented here, used by the MILP, the heuristic and the brute force alike):
+
+* A *configuration* is (model, device type, batch size ``b``, stages ``S``). A replica of it runs
+  batches of ``b`` on ``S`` distinct devices of that type, one pipeline stage each.
+* Partitioning divides work evenly: every stage holds ``memory(b)/S`` bytes and takes
+  ``latency(b)/S`` ms per batch; for ``S > 1`` each stage also pays the hand-off of one batch of
+  activations over the node's link (``b·activation_bytes / same_node_gbps`` plus ``hop_ms``).
+  A pipelined replica's throughput is ``b / (stage latency)``; an unsplit one's is ``b/latency(b)``.
+* A stage keeps its device ``u(b)`` busy (occupancy depends on the batch, not on the depth), so
+  a device holds any mix of stages with Σ memory ≤ its memory and Σ utilisation ≤ 1, and at most
+  ``max_replicas_per_device`` stages of one model (the runtime's worker threads).
+* A model is only split as far as needed: ``S`` runs from the fewest stages that fit the type's
+  largest device up to the fewest that fit its smallest one (capped by ``max_stages`` and the
+  number of devices), because extra stages only add hand-offs in this model.
+* Cross-node hand-offs are slower; the planner counts them and minimises them second.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from hybridserve.errors import HybridServeError
+from hybridserve.planning.costs import TypeCosts
+from hybridserve.planning.inputs import Cluster, Device, PlanOptions, Reach
+
+#: Utilisation below this is treated as this, so replica counts stay bounded.
+MIN_UTILISATION = 1e-6
+
+
+@dataclass(frozen=True)
+class Config:
+    """One way to run a replica of a model (see the module docstring)."""
+
+    index: int
+    model: str
+    device_type: str
+    batch_size: int
+    num_stages: int
+    stage_memory_bytes: int
+    stage_utilisation: float
+    throughput_rps: float
+    latency_ms: float
+    p90_ms: float
+    energy_j_per_request: float
+
+
+@dataclass(frozen=True)
+class Group:
+    """Identical devices planned together (one device in the exact formulation)."""
+
+    index: int
+    node: str
+    device_type: str
+    memory_bytes: int
+    devices: tuple[int, ...]
+    power_w: float | None = None
+    idle_power_w: float | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.devices)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """Everything the solvers need, with devices and configurations indexed."""
+
+    family: str
+    chain: tuple[str, ...]
+    reach: Mapping[str, float]
+    cluster: Cluster
+    options: PlanOptions
+    configs: tuple[Config, ...]
+    sources: Mapping[str, str]
+
+    @property
+    def devices(self) -> tuple[Device, ...]:
+        return self.cluster.devices
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Models that receive traffic (reach > 0), in chain order."""
+        return tuple(m for m in self.chain if self.reach[m] > 0)
+
+    def configs_of(self, model: str) -> tuple[Config, ...]:
+        return tuple(c for c in self.configs if c.model == model)
+
+    def groups(self, exact: bool) -> tuple[Group, ...]:
+        """One group per device (``exact``) or per (node, type, memory, power)."""
+        keyed: dict[tuple[object, ...], list[int]] = {}
+        for i, d in enumerate(self.devices):
+            key = (d.node, d.type, d.memory_bytes, d.power_w, d.idle_power_w)
+            keyed.setdefault((i, *key) if exact else key, []).append(i)
+        out = []
+        for k, idx in enumerate(keyed.values()):
+            d = self.devices[idx[0]]
+            out.append(
+                Group(k, d.node, d.type, d.memory_bytes, tuple(idx), d.power_w, d.idle_power_w)
+            )
+        return tuple(out)
+
+
+def _min_stages(need: float, memory: int) -> int:
+    return max(1, math.ceil(need / memory - 1e-12))
+
+
+def _configs_for(
+    model: str,
+    t: str,
+    devices: list[Device],
+    costs: TypeCosts,
+    cluster: Cluster,
+    options: PlanOptions,
+    start: int,
+) -> list[Config]:
+    cost = costs.model(model)
+    mems = [d.memory_bytes for d in devices]
+    cap_stages = min(options.max_stages, len(devices))
+    link = cluster.interconnect
+    out: list[Config] = []
+    for b in options.batch_sizes:
+        need = cost.memory_bytes(b)
+        lo = _min_stages(need, max(mems))
+        hi = min(_min_stages(need, min(mems)), cap_stages)
+        for s in range(lo, hi + 1):
+            handoff = 0.0
+            if s > 1:
+                handoff = b * cost.activation_bytes / (link.same_node_gbps * 1e9) * 1e3
+                handoff += link.hop_ms
+            total = cost.latency_ms(b) + (s - 1) * handoff
+            stage_ms = cost.latency_ms(b) / s + handoff
+            p90 = options.max_wait_ms + cost.p90_ratio * total
+            if options.slo_p90_ms is not None and p90 > options.slo_p90_ms:
+                continue
+            out.append(
+                Config(
+                    index=start + len(out),
+                    model=model,
+                    device_type=t,
+                    batch_size=b,
+                    num_stages=s,
+                    stage_memory_bytes=math.ceil(need / s),
+                    stage_utilisation=max(cost.utilisation(b), MIN_UTILISATION),
+                    throughput_rps=1000.0 * b / stage_ms,
+                    latency_ms=total,
+                    p90_ms=p90,
+                    energy_j_per_request=cost.energy_j_per_request(b),
+                )
+            )
+    return out
+
+
+def _shortfall(
+    model: str, cluster: Cluster, costs: Mapping[str, TypeCosts], options: PlanOptions
+) -> str:
+    """Why ``model`` fits nowhere, in bytes, for the best device type."""
+    b0 = options.batch_sizes[0]
+    best: tuple[float, str] | None = None
+    for t, tc in costs.items():
+        mems = sorted((d.memory_bytes for d in cluster.devices if d.type == t), reverse=True)
+        need = tc.model(model).memory_bytes(b0)
+        s = min(options.max_stages, len(mems))
+        per_stage = math.ceil(need / s)
+        short = per_stage - mems[s - 1]
+        text = (
+            f"model {model!r} needs {int(need)} bytes at batch size {b0}; split over {s} "
+            f"stage(s) that is {per_stage} bytes per {t} device, but the {s} largest hold "
+            f"{mems[s - 1]} bytes each: short by {short} bytes per device "
+            f"({short * s} bytes in total)"
+        )
+        if best is None or short < best[0]:
+            best = (short, text)
+    assert best is not None
+    return f"cluster {cluster.name!r} cannot hold {best[1]}"
+
+
+def build_instance(
+    cluster: Cluster, costs: Mapping[str, TypeCosts], reach: Reach, options: PlanOptions
+) -> Instance:
+    """Enumerate configurations; a model that fits nowhere raises, naming the shortfall."""
+    if not cluster.devices:
+        raise HybridServeError(f"cluster {cluster.name!r} has no devices")
+    configs: list[Config] = []
+    for m in reach.chain:
+        if reach.fraction[m] <= 0:
+            continue
+        found: list[Config] = []
+        for t in cluster.types:
+            devs = [d for d in cluster.devices if d.type == t]
+            found += _configs_for(m, t, devs, costs[t], cluster, options, len(configs) + len(found))
+        if not found:
+            if options.slo_p90_ms is not None:
+                relaxed = options.model_copy(update={"slo_p90_ms": None})
+                if any(
+                    _configs_for(
+                        m,
+                        t,
+                        [d for d in cluster.devices if d.type == t],
+                        costs[t],
+                        cluster,
+                        relaxed,
+                        0,
+                    )
+                    for t in cluster.types
+                ):
+                    raise HybridServeError(
+                        f"slo_p90_ms={options.slo_p90_ms}: no batch size of model {m!r} meets "
+                        "the latency SLO on this cluster (raise it or allow smaller batches)"
+                    )
+            raise HybridServeError(_shortfall(m, cluster, costs, options))
+        configs += found
+    sources = {t: c.source for t, c in costs.items()}
+    return Instance(
+        family=reach.family,
+        chain=reach.chain,
+        reach=dict(reach.fraction),
+        cluster=cluster,
+        options=options,
+        configs=tuple(configs),
+        sources=sources,
+    )

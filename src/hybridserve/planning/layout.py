@@ -1,0 +1,214 @@
+"""A mutable placement under construction, its predicted capacity and energy, and its ``Plan``.
+
+Every solver ends in a ``Layout`` (the MILP after disaggregation, the heuristic directly), so
+capacity, λ, energy and the plan's JSON are computed one way for all of them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from hybridserve.planning.instance import Config, Instance
+from hybridserve.planning.plan import DeviceAssignment, Placement, Plan
+
+#: Slack on Σ utilisation ≤ 1, so sums of floats that are exactly full still fit.
+UTIL_TOL = 1e-9
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One replica: a configuration and its stages' devices, in stage order."""
+
+    config: int
+    devices: tuple[int, ...]
+
+
+class Layout:
+    """Devices' free memory/utilisation and the replicas placed so far."""
+
+    def __init__(self, inst: Instance) -> None:
+        self.inst = inst
+        n = len(inst.devices)
+        self.free_mem: npt.NDArray[np.float64] = np.array(
+            [d.memory_bytes for d in inst.devices], dtype=np.float64
+        )
+        self.free_util: npt.NDArray[np.float64] = np.ones(n)
+        self.model_index = {m: i for i, m in enumerate(inst.chain)}
+        self.stage_count = np.zeros((len(inst.chain), n), dtype=np.int64)
+        self.replicas: list[Replica] = []
+        self.type_mask = {
+            t: np.array([d.type == t for d in inst.devices]) for t in inst.cluster.types
+        }
+        self.node_of = np.array([inst.cluster.nodes.index(d.node) for d in inst.devices])
+
+    # ------------------------------------------------------------------ placement
+    def fits_mask(self, c: Config) -> npt.NDArray[np.bool_]:
+        """Devices that can take one more stage of ``c``."""
+        mi = self.model_index[c.model]
+        mask: npt.NDArray[np.bool_] = (
+            self.type_mask[c.device_type]
+            & (self.free_mem >= c.stage_memory_bytes)
+            & (self.free_util >= c.stage_utilisation - UTIL_TOL)
+            & (self.stage_count[mi] < self.inst.options.max_replicas_per_device)
+        )
+        return mask
+
+    def add(self, config: int, devices: tuple[int, ...]) -> None:
+        c = self.inst.configs[config]
+        assert len(devices) == c.num_stages and len(set(devices)) == len(devices)
+        mi = self.model_index[c.model]
+        for d in devices:
+            self.free_mem[d] -= c.stage_memory_bytes
+            self.free_util[d] -= c.stage_utilisation
+            self.stage_count[mi, d] += 1
+        self.replicas.append(Replica(config, devices))
+
+    def remove(self, replica: Replica) -> None:
+        """Take ``replica`` out and free its devices."""
+        c = self.inst.configs[replica.config]
+        mi = self.model_index[c.model]
+        self.replicas.remove(replica)
+        for d in replica.devices:
+            self.free_mem[d] += c.stage_memory_bytes
+            self.free_util[d] += c.stage_utilisation
+            self.stage_count[mi, d] -= 1
+
+    def feasible(self) -> bool:
+        return bool(
+            (self.free_mem >= -1e-6).all()
+            and (self.free_util >= -UTIL_TOL * 10).all()
+            and (self.stage_count <= self.inst.options.max_replicas_per_device).all()
+        )
+
+    # ------------------------------------------------------------------ predictions
+    def capacity(self) -> dict[str, float]:
+        cap = dict.fromkeys(self.inst.models, 0.0)
+        for r in self.replicas:
+            c = self.inst.configs[r.config]
+            cap[c.model] += c.throughput_rps
+        return cap
+
+    def lam(self) -> float:
+        cap = self.capacity()
+        return min(cap[m] / self.inst.reach[m] for m in self.inst.models)
+
+    def cross_node_handoffs(self) -> int:
+        return sum(
+            int(self.node_of[a] != self.node_of[b])
+            for r in self.replicas
+            for a, b in zip(r.devices, r.devices[1:], strict=False)
+        )
+
+    def used_devices(self) -> list[int]:
+        return sorted({d for r in self.replicas for d in r.devices})
+
+    def power_w(self, rate_rps: float) -> float | None:
+        """Cluster power at ``rate_rps`` (idle + utilisation-scaled dynamic), if every used
+        device has ``power_w``; devices without placements are assumed off."""
+        devs = self.inst.devices
+        used = self.used_devices()
+        if not used or any(devs[d].power_w is None for d in used):
+            return None
+        cap = self.capacity()
+        load = {m: min(rate_rps * self.inst.reach[m] / cap[m], 1.0) for m in self.inst.models}
+        busy = np.zeros(len(devs))
+        for r in self.replicas:
+            c = self.inst.configs[r.config]
+            for d in r.devices:
+                busy[d] += c.stage_utilisation * load[c.model]
+        total = 0.0
+        for d in used:
+            p_max = float(devs[d].power_w or 0.0)
+            idle = float(devs[d].idle_power_w or 0.0)
+            total += idle + (p_max - idle) * min(busy[d], 1.0)
+        return total
+
+    def energy_j_per_request(self, rate_rps: float) -> float | None:
+        """Predicted energy per request at ``rate_rps``: the power model when the cluster gives
+        power figures, else measured per-model energies weighted by reach; None if neither."""
+        if rate_rps <= 0:
+            return None
+        power = self.power_w(rate_rps)
+        if power is not None:
+            return power / rate_rps
+        cap = self.capacity()
+        total = 0.0
+        for r in self.replicas:
+            c = self.inst.configs[r.config]
+            if not math.isfinite(c.energy_j_per_request):
+                return None
+            share = c.throughput_rps / cap[c.model]
+            total += self.inst.reach[c.model] * share * c.energy_j_per_request
+        return total
+
+    # ------------------------------------------------------------------ output
+    def to_plan(
+        self,
+        solver: str,
+        gap: float | None,
+        solve_time_s: float,
+        notes: tuple[str, ...] = (),
+        target_rps: float | None = None,
+    ) -> Plan:
+        inst = self.inst
+        per_device: list[list[Placement]] = [[] for _ in inst.devices]
+        counter: dict[str, int] = {}
+        ordered = sorted(
+            self.replicas,
+            key=lambda r: (inst.chain.index(inst.configs[r.config].model), r.devices),
+        )
+        for r in ordered:
+            c = inst.configs[r.config]
+            k = counter.get(c.model, 0)
+            counter[c.model] = k + 1
+            for s, d in enumerate(r.devices):
+                per_device[d].append(
+                    Placement(
+                        model=c.model,
+                        stage=s,
+                        num_stages=c.num_stages,
+                        replica=k,
+                        batch_size=c.batch_size,
+                        max_wait_ms=inst.options.max_wait_ms,
+                        memory_bytes=c.stage_memory_bytes,
+                        utilisation=c.stage_utilisation,
+                    )
+                )
+        devices = tuple(
+            DeviceAssignment(
+                id=d.id,
+                node=d.node,
+                device=d.device,
+                type=d.type,
+                memory_bytes=d.memory_bytes,
+                placements=tuple(per_device[i]),
+            )
+            for i, d in enumerate(inst.devices)
+        )
+        lam = self.lam()
+        rate = lam if target_rps is None else target_rps
+        sources = "; ".join(f"{t}: {s}" for t, s in sorted(inst.sources.items()))
+        return Plan(
+            family=inst.family,
+            objective=inst.options.objective,
+            solver=solver,
+            optimality_gap=gap,
+            lambda_rps=lam,
+            capacity_rps=self.capacity(),
+            reach_fraction=dict(inst.reach),
+            energy_j_per_request=self.energy_j_per_request(rate),
+            devices=devices,
+            chain=inst.chain,
+            cluster=inst.cluster.name,
+            solve_time_s=solve_time_s,
+            notes=(
+                *notes,
+                f"profiles: {sources}",
+                f"cross-node hand-offs: {self.cross_node_handoffs()}",
+            ),
+            target_rps=target_rps,
+        )

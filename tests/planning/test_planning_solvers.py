@@ -1,0 +1,203 @@
+"""The MILP against brute force on random tiny instances, and the solvers' shared guarantees."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hybridserve.errors import HybridServeError
+from hybridserve.planning.brute import brute_force_lambda
+from hybridserve.planning.check import problems
+from hybridserve.planning.heuristic import solve_heuristic
+from hybridserve.planning.instance import Instance
+from hybridserve.planning.milp import solve_milp
+from hybridserve.planning.solve import plan_instance
+from planning.planning_fixtures import Spec, instance
+
+pytestmark = pytest.mark.unit
+
+# Utilisations and memories on coarse grids: a device is either exactly full or clearly over,
+# so the comparison never hinges on solver tolerances.
+UTILS = (0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0)
+
+
+@st.composite
+def tiny_instances(draw: st.DrawFn) -> Instance:
+    n_models = draw(st.integers(1, 3))
+    specs = [
+        Spec(
+            name=f"m{i}",
+            a=draw(st.sampled_from((0.5, 1.0, 2.0, 5.0))),
+            c=draw(st.sampled_from((0.01, 0.1, 0.5))),
+            m0=draw(st.sampled_from((10, 50, 100, 150, 250, 400))),
+            m1=draw(st.sampled_from((0, 5, 10))),
+            u=draw(st.sampled_from(UTILS)),
+        )
+        for i in range(n_models)
+    ]
+    n_dev = draw(st.integers(1, 3))
+    devices = [
+        (draw(st.sampled_from(("n0", "n1"))), draw(st.sampled_from((100, 200, 300))))
+        for _ in range(n_dev)
+    ]
+    reach = {
+        s.name: 1.0 if i == 0 else draw(st.sampled_from((0.1, 0.25, 0.5, 1.0)))
+        for i, s in enumerate(specs)
+    }
+    sizes = draw(st.lists(st.sampled_from((1, 4, 16)), min_size=1, max_size=2, unique=True))
+    return instance(
+        specs,
+        devices,
+        reach=reach,
+        batch_sizes=tuple(sizes),
+        max_stages=draw(st.integers(1, 3)),
+        max_replicas_per_device=draw(st.integers(1, 3)),
+        mip_rel_gap=1e-9,
+        time_limit_s=30.0,
+    )
+
+
+@st.composite
+def maybe_instance(draw: st.DrawFn) -> Instance | str:
+    try:
+        return draw(tiny_instances())
+    except HybridServeError as err:  # a model that fits no device: must name the bytes short
+        return str(err)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(maybe_instance())
+def test_milp_lambda_equals_brute_force_on_tiny_instances(inst: Instance | str) -> None:
+    if isinstance(inst, str):
+        assert "short by" in inst and "bytes" in inst
+        return
+    best = brute_force_lambda(inst)
+    if best == 0.0:
+        with pytest.raises(HybridServeError, match="cannot hold every reached model"):
+            plan_instance(inst)
+        return
+    plan = plan_instance(inst)
+    assert problems(plan) == []
+    assert plan.solver.startswith("milp")
+    assert plan.lambda_rps == pytest.approx(best, rel=1e-6)
+    heuristic = solve_heuristic(inst)
+    assert heuristic.feasible()
+    assert heuristic.lam() <= best * (1 + 1e-9)
+
+
+def test_giant_larger_than_any_device_is_split_across_devices() -> None:
+    inst = instance(
+        [Spec("small", m0=20, u=0.25), Spec("giant", m0=900, u=0.5, a=2.0)],
+        [("n0", 400)] * 4,
+        reach={"small": 1.0, "giant": 0.3},
+        batch_sizes=(1, 8),
+    )
+    plan = plan_instance(inst)
+    assert problems(plan) == []
+    replicas = plan.replicas("giant")
+    assert replicas
+    for stages in replicas:
+        assert len(stages) == 3  # 900 bytes need 3 stages of 300 on 400-byte devices
+        assert len({d.id for d, _ in stages}) == 3
+        assert all(p.memory_bytes == 300 for _, p in stages)
+
+
+def test_cluster_too_small_for_the_giant_names_the_shortfall_in_bytes() -> None:
+    with pytest.raises(
+        HybridServeError, match=r"short by 50 bytes per device \(100 bytes in total\)"
+    ):
+        instance(
+            [Spec("small", m0=20), Spec("giant", m0=500)],
+            [("n0", 200), ("n0", 200)],
+            batch_sizes=(1,),
+            max_stages=4,
+        )
+
+
+def test_models_that_fit_alone_but_not_together_are_refused() -> None:
+    inst = instance(
+        [Spec("a", m0=150), Spec("b", m0=150)], [("n0", 200)], batch_sizes=(1,), max_stages=1
+    )
+    with pytest.raises(HybridServeError, match="cannot hold every reached model at once"):
+        plan_instance(inst)
+
+
+def test_pipeline_stages_stay_on_one_node_when_they_can() -> None:
+    inst = instance(
+        [Spec("giant", m0=300, u=0.5)],
+        [("n0", 200), ("n0", 200), ("n1", 200), ("n1", 200)],
+        batch_sizes=(4,),
+    )
+    plan = plan_instance(inst)
+    assert problems(plan) == []
+    reps = plan.replicas("giant")
+    assert len(reps) == 2  # one 150-byte stage per 200-byte device
+    assert all(len({d.node for d, _ in stages}) == 1 for stages in reps)
+
+
+def test_aggregated_milp_and_heuristic_on_a_multi_node_cluster() -> None:
+    specs = [Spec("s", u=0.25, m0=10), Spec("m", u=0.4, m0=40), Spec("g", u=0.75, m0=150, a=3)]
+    devices = [(f"n{k}", 200) for k in range(4) for _ in range(4)]
+    reach = {"s": 1.0, "m": 0.4, "g": 0.2}
+    exact = plan_instance(instance(specs, devices, reach=reach, batch_sizes=(1, 4)))
+    agg = plan_instance(instance(specs, devices, reach=reach, batch_sizes=(1, 4), exact_max_vars=1))
+    heur = plan_instance(
+        instance(specs, devices, reach=reach, batch_sizes=(1, 4), solver="heuristic")
+    )
+    for plan in (exact, agg, heur):
+        assert problems(plan) == []
+        assert plan.optimality_gap is not None and 0.0 <= plan.optimality_gap <= 1.0
+    assert exact.solver.startswith("milp")
+    assert agg.solver in ("milp-node", "heuristic")
+    assert heur.solver == "heuristic"
+    assert agg.lambda_rps <= exact.lambda_rps * (1 + 1e-4)
+    assert heur.lambda_rps <= exact.lambda_rps * (1 + 1e-4)
+    # the reported gap is against a true upper bound of the exact optimum
+    assert heur.lambda_rps / (1 - heur.optimality_gap) >= exact.lambda_rps * (1 - 1e-4)
+
+
+def test_relaxed_aggregate_bounds_the_exact_optimum() -> None:
+    specs = [Spec("s", u=0.3, m0=30), Spec("g", u=0.6, m0=120)]
+    inst = instance(specs, [("n0", 200)] * 3 + [("n1", 200)] * 2, reach={"s": 1, "g": 0.5})
+    exact = plan_instance(inst).lambda_rps
+    bound = solve_milp(inst, inst.groups(exact=False), relax=True).bound
+    assert bound is not None and bound >= exact * (1 - 1e-9)
+
+
+def test_energy_objective_uses_fewer_devices_than_throughput() -> None:
+    specs = [Spec("s", u=0.25, m0=10), Spec("g", u=0.5, m0=100)]
+    devices = [("n0", 400)] * 4
+    full = plan_instance(instance(specs, devices, reach={"s": 1, "g": 0.3}, power_w=300.0))
+    target = 0.25 * full.lambda_rps
+    lean = plan_instance(
+        instance(
+            specs,
+            devices,
+            reach={"s": 1, "g": 0.3},
+            objective="energy",
+            target_rps=target,
+            power_w=300.0,
+            idle_power_w=60.0,
+        )
+    )
+    assert problems(lean) == []
+    used = sum(1 for d in lean.devices if d.placements)
+    assert used < sum(1 for d in full.devices if d.placements)
+    assert lean.lambda_rps >= target * (1 - 1e-9)
+    assert lean.target_rps == pytest.approx(target)
+    assert lean.energy_j_per_request is not None and lean.energy_j_per_request > 0
+
+
+def test_energy_objective_refuses_an_unreachable_rate() -> None:
+    inst = instance([Spec("s", u=0.5)], [("n0", 100)], objective="energy", target_rps=1e12)
+    with pytest.raises(HybridServeError, match="target_rps"):
+        plan_instance(inst)
+
+
+def test_latency_slo_filters_batch_sizes() -> None:
+    spec = Spec("s", a=1.0, c=1.0, u=0.5)  # batch of b takes 1 + b ms
+    inst = instance([spec], [("n0", 100)], batch_sizes=(1, 4, 16), slo_p90_ms=10.0, max_wait_ms=2.0)
+    assert {c.batch_size for c in inst.configs} == {1, 4}
+    with pytest.raises(HybridServeError, match="slo_p90_ms"):
+        instance([spec], [("n0", 100)], batch_sizes=(16,), slo_p90_ms=10.0)
