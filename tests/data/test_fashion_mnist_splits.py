@@ -81,6 +81,7 @@ def test_training_loader_error_names_every_source(tmp_path: Path, no_sources: Pa
         load_train(tmp_path / "user", allow_download=False)
     message = str(info.value)
     assert "\n" not in message
+    assert str(tmp_path / "user") in message
     assert "--data-dir" in message and "HYBRIDSERVE_FASHION_MNIST" in message
     assert str(no_sources) in message
     assert fm.UPSTREAM_URL in message and "downloads disabled" in message
@@ -120,6 +121,13 @@ def test_failed_download_is_reported(
     monkeypatch.setattr(fm, "_fetch", offline)
     with pytest.raises(HybridServeError, match="download failed: network unreachable"):
         load_train(tmp_path)
+
+
+def test_corrupt_training_files(tmp_path: Path, no_sources: Path) -> None:
+    _write_train(tmp_path, 4)
+    (tmp_path / fm.TRAIN_FILES[0]).write_bytes(b"not gzip at all")
+    with pytest.raises(HybridServeError, match="Fashion-MNIST files are corrupt"):
+        load_train(tmp_path, allow_download=False)
 
 
 def test_mismatched_image_and_label_counts(tmp_path: Path, no_sources: Path) -> None:

@@ -84,6 +84,15 @@ def test_weights_of_the_wrong_shape(tiny_family_yaml: Path) -> None:
         load_family(config=tiny_family_yaml)
 
 
+@pytest.mark.parametrize("filename", ["small.safetensors", "small.pt"])
+def test_corrupt_weights_file(tiny_family_yaml: Path, filename: str) -> None:
+    (tiny_family_yaml.parent / filename).write_bytes(b"garbage" * 20)
+    edit(tiny_family_yaml, lambda c: c["models"][0].update(weights=filename))
+    with pytest.raises(HybridServeError, match="is not a readable state dict") as info:
+        load_family(config=tiny_family_yaml)
+    assert str(tiny_family_yaml.parent / filename) in str(info.value)
+
+
 def test_torch_pt_state_dicts_load_too(tiny_family_yaml: Path) -> None:
     torch.save(small_state(2.0), tiny_family_yaml.parent / "small.pt")
     edit(tiny_family_yaml, lambda c: c["models"][0].update(weights="small.pt"))

@@ -47,6 +47,28 @@ def test_new_weights_invalidate_the_cache(tiny_family_yaml: Path, tmp_path: Path
     np.testing.assert_array_equal(after.logits["big"], before.logits["big"])
 
 
+def test_corrupt_cache_is_recomputed(tiny_family_yaml: Path, tmp_path: Path) -> None:
+    family = load_family(config=tiny_family_yaml)
+    wd = Workdir(tmp_path)
+    good = family_logits(family, "val", wd, progress=False)
+    cache = wd.logits_dir / "tiny-val.npz"
+    cache.write_bytes(cache.read_bytes()[:100])  # as if a run was killed mid-write
+    again = family_logits(family, "val", wd, progress=False)
+    np.testing.assert_array_equal(again.logits["big"], good.logits["big"])
+    assert family_logits(family, "val", wd, progress=False).names == ("small", "big")
+    assert [p.name for p in wd.logits_dir.iterdir()] == ["tiny-val.npz"]  # no temp files left
+
+
+def test_new_labels_invalidate_the_cache(tiny_family_yaml: Path, tmp_path: Path) -> None:
+    wd = Workdir(tmp_path)
+    family_logits(load_family(config=tiny_family_yaml), "val", wd, progress=False)
+    with np.load(tiny_family_yaml.parent / "val.npz") as data:
+        x, y = data["x"], data["y"]
+    np.savez(tiny_family_yaml.parent / "val.npz", x=x, y=(y + 1) % 3)
+    after = family_logits(load_family(config=tiny_family_yaml), "val", wd, progress=False)
+    np.testing.assert_array_equal(after.labels, (y + 1) % 3)
+
+
 def test_without_workdir_nothing_is_written(
     tiny_family_yaml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

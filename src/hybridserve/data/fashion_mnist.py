@@ -63,8 +63,11 @@ def _read_idx(raw: bytes, header: int) -> npt.NDArray[np.uint8]:
 def _read_pair(
     images_gz: bytes, labels_gz: bytes
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
-    images = _read_idx(gzip.decompress(images_gz), 16).reshape(-1, 28, 28)
-    labels = _read_idx(gzip.decompress(labels_gz), 8).astype(np.int64)
+    try:
+        images = _read_idx(gzip.decompress(images_gz), 16).reshape(-1, 28, 28)
+        labels = _read_idx(gzip.decompress(labels_gz), 8).astype(np.int64)
+    except (OSError, EOFError, ValueError) as err:  # not gzip, truncated, or not 28×28 images
+        raise HybridServeError(f"Fashion-MNIST files are corrupt ({err})") from err
     if images.shape[0] != labels.shape[0]:
         raise HybridServeError(
             f"Fashion-MNIST files disagree: {images.shape[0]} images, {labels.shape[0]} labels"
@@ -122,8 +125,9 @@ def load_train(directory: Path | None = None, *, allow_download: bool = True) ->
             return Split("train", x, y, np.arange(len(y), dtype=np.int64))
         except OSError as err:
             download_error = f"download failed: {err}"
+    searched = ", ".join(str(c) for c in candidates)
     raise HybridServeError(
-        "Fashion-MNIST training files not found. Give a directory holding "
+        f"Fashion-MNIST training files not found (looked in {searched}). Give a directory holding "
         f"{' and '.join(TRAIN_FILES)} (--data-dir or $HYBRIDSERVE_FASHION_MNIST), or install "
         f"Debian's package dataset-fashion-mnist ({DEBIAN_DIR}), or allow a download from "
         f"{UPSTREAM_URL} ({download_error})."

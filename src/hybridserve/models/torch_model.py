@@ -30,11 +30,24 @@ def load_weights(module: nn.Module, path: Path) -> str:
             state = load_safetensors(raw)
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
+    # Deserialisers raise their own types (SafetensorError, UnpicklingError, ...): any failure
+    # here means the file is corrupt or of another format.
+    except Exception as err:
+        raise HybridServeError(
+            f"weights file {path} is not a readable state dict: {_first_line(err)}"
+        ) from err
+    try:
         module.load_state_dict(state)
-    except (RuntimeError, ValueError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise HybridServeError(f"weights file {path} does not fit the model: {first}") from err
+    except (RuntimeError, ValueError, TypeError, AttributeError) as err:
+        raise HybridServeError(
+            f"weights file {path} does not fit the model: {_first_line(err)}"
+        ) from err
     return hashlib.sha256(raw).hexdigest()
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 class TorchModel(Model):
