@@ -131,3 +131,9 @@ def test_callable_model_bad_output_is_an_error(fn: object) -> None:
     model = CallableModel("bad", fn)  # type: ignore[arg-type]
     with pytest.raises(HybridServeError, match="model 'bad' returned logits of shape"):
         model.predict_logits(np.zeros((4, 2)))
+
+
+def test_callable_model_non_numeric_output_is_an_error() -> None:
+    model = CallableModel("text", lambda b: [["cat", "dog"]] * len(b))
+    with pytest.raises(HybridServeError, match="model 'text' returned list, not numeric logits"):
+        model.predict_logits(np.zeros((2, 2)))

@@ -36,7 +36,13 @@ class CallableModel(Model):
         return self._info
 
     def predict_logits(self, batch: npt.NDArray[np.generic]) -> npt.NDArray[np.float32]:
-        out = np.asarray(self._fn(batch), dtype=np.float32)
+        raw = self._fn(batch)
+        try:
+            out = np.asarray(raw, dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise HybridServeError(
+                f"model {self.name!r} returned {type(raw).__name__}, not numeric logits ({err})"
+            ) from err
         if out.ndim != 2 or out.shape[0] != len(batch):
             raise HybridServeError(
                 f"model {self.name!r} returned logits of shape {out.shape}; "
