@@ -198,3 +198,9 @@ def test_tolerance_outside_range(
 def test_unknown_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(["tune", "--mode", "fast", "--workdir", str(tmp_path)], capsys)
     assert code == 2 and "--mode" in err
+
+
+def test_custom_family_without_profile_needs_config(tmp_path: Path) -> None:
+    wd = make_workdir(tmp_path / "wd", with_profile=False)
+    with pytest.raises(HybridServeError, match="not bundled"):
+        run_tune(wd, "ap")

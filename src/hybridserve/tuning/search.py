@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from hybridserve.errors import HybridServeError
-from hybridserve.tuning.chains import NEVER, ChainProblem, Options, Skip
+from hybridserve.tuning.chains import NEVER, ChainProblem, Options, Skip, Theta
 from hybridserve.tuning.costs import CostTable
 from hybridserve.tuning.evidence import Evidence, logits_by_name, oracle, prepare_evidence
 from hybridserve.tuning.frontier import Frontier
@@ -78,6 +78,7 @@ class ThresholdSearch(ABC):
         n_lambdas: int = 12,
         max_sweeps: int = 4,
         n_starts: int = 3,
+        n_bisect: int = 5,
         grid_size: int = 16,
         cloud_per_chain: int = 24,
         random_state: int = 0,
@@ -88,6 +89,7 @@ class ThresholdSearch(ABC):
         self.n_lambdas = n_lambdas
         self.max_sweeps = max_sweeps
         self.n_starts = n_starts
+        self.n_bisect = n_bisect
         self.grid_size = grid_size
         self.cloud_per_chain = cloud_per_chain
         self.random_state = random_state
@@ -189,17 +191,35 @@ class ThresholdSearch(ABC):
         self._sample_cloud(ev, prob, names, frontier, rng)
         e_scale = float(cost[giant])
         lambdas = e_scale * np.geomspace(5000.0, 0.5, self.n_lambdas)
-        theta = np.full(len(chain) - 1, NEVER)
+
+        def trace(lam: float, start: Theta) -> Candidate:
+            th = prob.coordinate_descent(start, _lagrangian(lam), self.max_sweeps)
+            out = prob.outcome(th)
+            frontier.add("search", names, th, out.correct / ev.n, self._per_request(out.cost, ev))
+            return Candidate(chain, tuple(th), (), out.correct, out.wins, out.losses, out.cost)
+
+        def ok(c: Candidate) -> bool:
+            return bool(guard.feasible(c.wins, c.losses, ev.n))
+
         traced: list[Candidate] = []
+        start: Theta = np.full(len(chain) - 1, NEVER)
         for lam in lambdas:
-            theta = prob.coordinate_descent(theta, _lagrangian(lam), self.max_sweeps)
-            out = prob.outcome(theta)
-            traced.append(
-                Candidate(chain, tuple(theta), (), out.correct, out.wins, out.losses, out.cost)
-            )
-            frontier.add(
-                "search", names, theta, out.correct / ev.n, self._per_request(out.cost, ev)
-            )
+            traced.append(trace(lam, start))
+            start = traced[-1].theta
+        # Bisect the price where the guard starts failing: the constrained optimum lies there.
+        flip = next(
+            (j for j in range(1, len(traced)) if ok(traced[j - 1]) and not ok(traced[j])), None
+        )
+        if flip is not None:
+            hi, lo, good = lambdas[flip - 1], lambdas[flip], traced[flip - 1]
+            for _ in range(self.n_bisect):
+                mid = float(np.sqrt(hi * lo))
+                cand = trace(mid, good.theta)
+                traced.append(cand)
+                if ok(cand):
+                    hi, good = mid, cand
+                else:
+                    lo = mid
         passing = [c for c in traced if guard.feasible(c.wins, c.losses, ev.n)]
         passing.sort(key=lambda c: c.cost)
         starts = [c.theta for c in passing[: self.n_starts]] or [

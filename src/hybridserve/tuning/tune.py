@@ -98,6 +98,7 @@ def load_split(
 
 def load_costs(wd: Workdir, family: str, config: Path | None = None) -> CostTable:
     """Costs from ``profile.json`` when it exists and has energy figures, else quick costs."""
+    why = f"no {wd.profile}"
     if wd.profile.is_file():
         body = read_json(wd.profile, "profile")
         if body.get("family") not in (None, family):
@@ -107,11 +108,17 @@ def load_costs(wd: Workdir, family: str, config: Path | None = None) -> CostTabl
             )
         try:
             return costs_from_profile(wd.profile)
-        except HybridServeError:
-            pass  # e.g. no energy meter on this machine: fall back to the stated estimate
-    from hybridserve.models import load_family
+        except HybridServeError as err:  # e.g. no energy meter here: fall back to the estimate
+            why = str(err)
+    from hybridserve.models.family import BUNDLED, load_family
 
-    return quick_costs(load_family(family, config=config))
+    if config is None and family not in BUNDLED:
+        raise HybridServeError(
+            f"{why}, and family {family!r} is not bundled: run `hybridserve profile` or pass "
+            "--config so quick costs can be measured"
+        )
+    table = quick_costs(load_family(family, config=config))
+    return replace(table, note=f"{table.note}; used because: {why}")
 
 
 def _other_policies(wd: Workdir, family: str) -> dict[str, CascadePolicy]:
