@@ -36,7 +36,7 @@ def plot_threshold_graph(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(10, 5.5), dpi=120)
     pts = frontier.points
 
     def scatter(kinds: Sequence[str], **kw: object) -> None:
@@ -93,16 +93,17 @@ def plot_threshold_graph(
                 label=label,
             )
     for label, (energy, acc) in (test_points or {}).items():
+        marker, colour, _ = _STYLE.get(label.lower(), _STYLE["manual"])
         ax.scatter(
             [energy],
             [100 * acc],
-            marker="o",
+            marker=marker,
             s=90,
             facecolors="none",
-            edgecolors="tab:red",
+            edgecolors=colour,
             linewidths=1.5,
             zorder=4,
-            label=f"{label} (test)",
+            label=f"{label} policy on test",
         )
     ax.set_xscale("log")
     ax.set_xlabel(f"energy per request ({energy_unit}, log scale)")
@@ -110,12 +111,14 @@ def plot_threshold_graph(
     accs = [100 * p.accuracy for p in pts if p.kind != "sample"]
     if accs:  # the interesting region: near the giant, not the cheapest bad settings
         top = max(accs)
-        ax.set_ylim(max(min(accs) - 1.0, top - 12.0), top + 0.8)
+        ax.set_ylim(max(min(accs) - 1.0, top - 15.0), top + 0.8)
     ax.grid(True, which="both", alpha=0.3)
     ax.set_title(title or "threshold performance graph (validation)")
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))
-    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="lower right")
+    ax.legend(
+        unique.values(), unique.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0)
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
