@@ -24,7 +24,7 @@ def quickstart(
     *,
     family_name: str = "fashion-mnist",
     config: Path | None = None,
-    duration_s: float = 8.0,
+    duration_s: float = 120.0,
     fresh: bool = False,
 ) -> dict[str, object]:
     """Run the whole pipeline into ``workdir`` and return the bench report body."""
@@ -55,7 +55,13 @@ def quickstart(
     step("4/6 plan (this machine)")
     run_plan(wd)
     step("5/6 serve and 6/6 bench")
-    body = run_bench(wd, LoadSettings(mode="saturate", duration_s=duration_s), console=console)
+    body = run_bench(
+        wd,
+        LoadSettings(mode="saturate", duration_s=duration_s),
+        family_name=family.name if config is None else None,
+        config=config,
+        console=console,
+    )
     console.print(comparison_table(body))
     console.print(
         f"done in {time.perf_counter() - started:.0f} s; report: {wd.report}, {wd.report_md}"
@@ -71,7 +77,10 @@ def register(app: typer.Typer) -> None:
         workdir: Annotated[Path, typer.Option(help="pipeline workdir")] = DEFAULT_WORKDIR,
         family: Annotated[str, typer.Option(help="bundled family")] = "fashion-mnist",
         config: Annotated[Path | None, typer.Option(help="your family's YAML instead")] = None,
-        duration_s: Annotated[float, typer.Option(help="seconds of load per system")] = 8.0,
+        duration_s: Annotated[
+            float,
+            typer.Option(help="cap on each system's bench run (one pass over the test split)"),
+        ] = 120.0,
         fresh: Annotated[bool, typer.Option(help="re-profile even if profile.json exists")] = False,
     ) -> None:
         """Run every stage on the bundled family and print the comparison with giant-only."""

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hybridserve.bench.loadgen import arrival_gaps, closed_loop, open_loop
+from hybridserve.bench.loadgen import arrival_gaps, closed_loop, open_loop, request_order
 
 pytestmark = pytest.mark.unit
 
@@ -89,3 +89,20 @@ def test_open_loop_sends_without_waiting_and_records_errors() -> None:
     # open loop: many requests overlap because nobody waits for answers
     assert target.max_in_flight > 5
     assert run.wall_s < 3.0
+
+
+def test_request_order_is_a_seeded_pass_over_every_input() -> None:
+    one_pass = request_order(100, 100, seed=4)
+    assert sorted(one_pass.tolist()) == list(range(100))
+    assert np.array_equal(one_pass, request_order(100, 100, seed=4))
+    longer = request_order(100, 250, seed=4)
+    assert np.array_equal(longer[:100], one_pass) and np.array_equal(longer[100:200], one_pass)
+
+
+def test_closed_loop_default_sends_each_input_once() -> None:
+    target = EchoTarget()
+    x, y = _data(40)
+    run = asyncio.run(closed_loop(target, x, y, concurrency=4, duration_s=10.0, max_requests=40))
+    assert len(run.records) == 40
+    labels_seen = sorted(int(r.correct) for r in run.records)
+    assert sum(labels_seen) == sum(int(x[i, 0]) == int(y[i]) for i in range(40))

@@ -144,7 +144,13 @@ def register(app: typer.Typer) -> None:
         saturate: Annotated[
             bool, typer.Option(help="closed loop with --concurrency clients (the default)")
         ] = False,
-        duration_s: Annotated[float, typer.Option(help="seconds of load per system")] = 10.0,
+        duration_s: Annotated[
+            float | None,
+            typer.Option(
+                help="open loop: seconds of arrivals per system (default 10); saturation: a cap "
+                "on each system's run, which is one pass over the test split (default 120)"
+            ),
+        ] = None,
         concurrency: Annotated[int, typer.Option(help="clients in saturation mode")] = 256,
         max_requests: Annotated[int | None, typer.Option(help="cap on requests per system")] = None,
         arrivals: Annotated[str, typer.Option(help="open-loop process: poisson|gamma")] = "poisson",
@@ -164,6 +170,8 @@ def register(app: typer.Typer) -> None:
             raise HybridServeError("--rate and --saturate exclude each other")
         if rate is not None and not rate > 0:
             raise HybridServeError(f"--rate must be positive, got {rate}")
+        if duration_s is None:
+            duration_s = 10.0 if rate is not None else 120.0
         if not duration_s > 0:
             raise HybridServeError(f"--duration-s must be positive, got {duration_s}")
         if concurrency < 1:

@@ -34,7 +34,8 @@ class LoadSettings:
 
     mode: Literal["saturate", "open-loop"] = "saturate"
     rate_rps: float = 200.0
-    duration_s: float = 10.0
+    #: open loop: how long arrivals last; saturation: a cap (the run is one pass over the inputs)
+    duration_s: float = 120.0
     concurrency: int = 256
     max_requests: int | None = None
     process: str = "poisson"
@@ -50,13 +51,14 @@ def _drive(
     progress: Callable[[int], None],
 ) -> Coroutine[Any, Any, RunResult]:
     if load.mode == "saturate":
+        # by default one pass over the test split: every system answers the same inputs
         return closed_loop(
             target,
             x,
             y,
             concurrency=load.concurrency,
             duration_s=load.duration_s,
-            max_requests=load.max_requests,
+            max_requests=load.max_requests or len(y),
             seed=load.seed,
             on_progress=progress,
         )
@@ -114,13 +116,12 @@ def bench_systems(
     sources: list[str] = []
     with Progress(console=console, transient=True) as bar:
         for name, policy in systems.items():
-            expected = (
-                int(load.max_requests)
-                if load.max_requests
-                else int(load.rate_rps * load.duration_s)
-                if load.mode == "open-loop"
-                else None
-            )
+            if load.max_requests:
+                expected = int(load.max_requests)
+            elif load.mode == "open-loop":
+                expected = int(load.rate_rps * load.duration_s)
+            else:
+                expected = len(test.y)
             task = bar.add_task(f"bench {name}", total=expected)
 
             def advance(k: int, task: TaskID = task) -> None:
