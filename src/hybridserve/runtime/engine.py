@@ -172,6 +172,7 @@ class Engine:
             return
         self._state = "closing"
         if drain and self._inflight and self._drained is not None:
+            self._drained.clear()  # set again by the last request in flight
             try:
                 await asyncio.wait_for(self._drained.wait(), self.config.drain_timeout_s)
             except asyncio.TimeoutError:
