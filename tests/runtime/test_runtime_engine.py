@@ -114,7 +114,7 @@ def test_a_failing_batch_fails_all_its_requests_and_the_stage_keeps_serving() ->
     bad[0, 0, 0] = POISON
     policy = make_policy(make_family(), make_inputs(100))
     # a long wait so the four concurrent requests share one batch of four
-    plan = one_replica_plan(batch_size=4, max_wait_ms=2000)
+    plan = one_replica_plan(batch_size=4, max_wait_ms=500)
 
     async def go() -> None:
         async with Engine(policy, plan, family) as engine:

@@ -322,7 +322,7 @@ def test_a_failing_batch_fails_all_its_requests_with_500_and_serving_goes_on() -
 
     async def go() -> None:
         # four requests share one batch of four (long wait)
-        async with _client(_engine(wrap, batch_size=4, max_wait_ms=2000)) as client:
+        async with _client(_engine(wrap, batch_size=4, max_wait_ms=500)) as client:
             replies = await asyncio.gather(
                 *(client.post("/v1/predict", json={"inputs": [x[i].tolist()]}) for i in range(4))
             )
