@@ -9,11 +9,21 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from hybridserve.planning.costs import ModelCost, TypeCosts
 from hybridserve.planning.inputs import Cluster, Device, PlanOptions, make_reach
 from hybridserve.planning.instance import Instance, build_instance
-from hybridserve.profiling.profile import LinearFit, UtilisationFit
+from hybridserve.profiling.profile import (
+    DeviceInfo,
+    LinearFit,
+    ModelFits,
+    ModelProfile,
+    Profile,
+    ProfileRow,
+    UtilisationFit,
+)
+from hybridserve.workdir import write_json
 
 FAMILY = "synthetic"
 
@@ -83,3 +93,58 @@ def instance(
     opts = PlanOptions.model_validate(options)
     the_costs = costs if costs is not None else {t: type_costs(specs, t) for t in clu.types}
     return build_instance(clu, the_costs, make_reach(FAMILY, chain, fractions), opts)
+
+
+def cpu_profile(
+    names: Sequence[str], family: str = FAMILY, energy_j: float = 0.01, memory_bytes: int = 2**30
+) -> Profile:
+    """A measured-looking CPU profile: model i costs (i+1)× the first, energy included."""
+    models = []
+    for i, name in enumerate(names):
+        k = i + 1
+        rows = tuple(
+            ProfileRow(
+                b,
+                k * (1.0 + 0.1 * b),
+                k * (1.2 + 0.12 * b),
+                1000.0 * b / (k * (1 + 0.1 * b)),
+                1000 * k + 10 * b,
+                0.5,
+                energy_j * k / b,
+                5,
+            )
+            for b in (1, 4, 16)
+        )
+        fits = ModelFits(
+            LinearFit(1.0 * k, 0.1 * k, 0.0),
+            LinearFit(1000.0 * k, 10.0, 0.0),
+            UtilisationFit(2.0, 1.0, 0.0, 0.5),
+        )
+        models.append(
+            ModelProfile(name, 100 * k, 1000 * k, 400 * k, rows, fits, energy_j * k / 4, 4)
+        )
+    return Profile(
+        family=family,
+        device=DeviceInfo("cpu", "Test CPU", 2, memory_bytes, "2.x"),
+        meter={"source": "modelled"},
+        memory_method="test",
+        serving_batch_size=4,
+        models=tuple(models),
+    )
+
+
+def write_policy(
+    path: Path, chain: Sequence[str], reach: Mapping[str, float], family: str = FAMILY
+) -> Path:
+    """The fields of a ``policy`` file the planner reads (the tuner writes many more)."""
+    write_json(
+        path,
+        "policy",
+        1,
+        {
+            "family": family,
+            "chain": list(chain),
+            "summary": {"val": {"reach_fraction": dict(reach)}},
+        },
+    )
+    return path

@@ -300,7 +300,9 @@ class PlanOptions(BaseModel):
     time_limit_s: float = Field(5.0, gt=0)
     mip_rel_gap: float = Field(1e-4, ge=0)
     #: Largest MILP solved with one variable block per device (exact); above it, per node+type.
-    exact_max_vars: int = Field(3000, ge=1)
+    exact_max_vars: int = Field(1000, ge=1)
+    #: Skip the exact MILP when the aggregated plan is already within this gap of its bound.
+    accept_gap: float = Field(1e-3, ge=0, le=1)
     #: Largest aggregated MILP attempted under ``auto``; above it the heuristic plans alone.
     milp_max_vars: int = Field(20000, ge=1)
 

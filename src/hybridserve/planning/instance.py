@@ -59,6 +59,12 @@ class Group:
     devices: tuple[int, ...]
     power_w: float | None = None
     idle_power_w: float | None = None
+    #: Identical nodes merged into this group (their devices split evenly between them).
+    nodes: int = 1
+
+    @property
+    def per_node(self) -> int:
+        return self.count // self.nodes
 
     @property
     def count(self) -> int:
@@ -90,16 +96,47 @@ class Instance:
         return tuple(c for c in self.configs if c.model == model)
 
     def groups(self, exact: bool) -> tuple[Group, ...]:
-        """One group per device (``exact``) or per (node, type, memory, power)."""
+        """One group per device (``exact``), or per class of identical nodes and device kind.
+
+        Identical nodes (same devices) are interchangeable for every constraint but the
+        same-node preference of pipelines, so the aggregate merges them: a 64-node cluster of
+        one node design is one group per device kind, whatever its size.
+        """
+        if exact:
+            return tuple(
+                Group(i, d.node, d.type, d.memory_bytes, (i,), d.power_w, d.idle_power_w)
+                for i, d in enumerate(self.devices)
+            )
+
+        def kind(d: Device) -> tuple[str, int, float, float]:
+            return (d.type, d.memory_bytes, d.power_w or -1.0, d.idle_power_w or -1.0)
+
+        on_node: dict[str, list[Device]] = {}
+        for d in self.devices:
+            on_node.setdefault(d.node, []).append(d)
+        node_sig = {n: tuple(sorted(kind(d) for d in ds)) for n, ds in on_node.items()}
+        classes: dict[tuple[tuple[str, int, float, float], ...], list[str]] = {}
+        for n, sig in node_sig.items():
+            classes.setdefault(sig, []).append(n)
         keyed: dict[tuple[object, ...], list[int]] = {}
         for i, d in enumerate(self.devices):
-            key = (d.node, d.type, d.memory_bytes, d.power_w, d.idle_power_w)
-            keyed.setdefault((i, *key) if exact else key, []).append(i)
+            keyed.setdefault((node_sig[d.node], *kind(d)), []).append(i)
         out = []
         for k, idx in enumerate(keyed.values()):
             d = self.devices[idx[0]]
+            members = classes[node_sig[d.node]]
+            label = members[0] if len(members) == 1 else f"{members[0]}..{members[-1]}"
             out.append(
-                Group(k, d.node, d.type, d.memory_bytes, tuple(idx), d.power_w, d.idle_power_w)
+                Group(
+                    k,
+                    label,
+                    d.type,
+                    d.memory_bytes,
+                    tuple(idx),
+                    d.power_w,
+                    d.idle_power_w,
+                    nodes=len(members),
+                )
             )
         return tuple(out)
 

@@ -106,20 +106,46 @@ class Layout:
     def used_devices(self) -> list[int]:
         return sorted({d for r in self.replicas for d in r.devices})
 
+    def _dynamic_w(self, r: Replica) -> float:
+        devs = self.inst.devices
+        return sum(
+            float(devs[d].power_w or 0.0) - float(devs[d].idle_power_w or 0.0) for d in r.devices
+        )
+
+    def routed_load(self, rate_rps: float) -> list[tuple[Replica, float]]:
+        """Requests/s each replica serves at ``rate_rps`` when every model's load fills its
+        most energy-efficient replicas first (the routing the energy objective assumes)."""
+        out: list[tuple[Replica, float]] = []
+        for m in self.inst.models:
+            need = rate_rps * self.inst.reach[m]
+            mine = [r for r in self.replicas if self.inst.configs[r.config].model == m]
+
+            def cost(r: Replica) -> float:
+                c = self.inst.configs[r.config]
+                joules = c.energy_j_per_request
+                if math.isfinite(joules) and self._dynamic_w(r) == 0.0:
+                    return joules
+                return self._dynamic_w(r) * c.stage_utilisation / c.throughput_rps
+
+            for r in sorted(mine, key=cost):
+                load = min(need, self.inst.configs[r.config].throughput_rps)
+                need -= load
+                out.append((r, load))
+        return out
+
     def power_w(self, rate_rps: float) -> float | None:
-        """Cluster power at ``rate_rps`` (idle + utilisation-scaled dynamic), if every used
-        device has ``power_w``; devices without placements are assumed off."""
+        """Cluster power at ``rate_rps``: idle watts of every used device plus its dynamic
+        watts times the share its routed load keeps it busy; None if a used device has no
+        ``power_w``. Devices without placements are assumed off."""
         devs = self.inst.devices
         used = self.used_devices()
         if not used or any(devs[d].power_w is None for d in used):
             return None
-        cap = self.capacity()
-        load = {m: min(rate_rps * self.inst.reach[m] / cap[m], 1.0) for m in self.inst.models}
         busy = np.zeros(len(devs))
-        for r in self.replicas:
+        for r, load in self.routed_load(rate_rps):
             c = self.inst.configs[r.config]
             for d in r.devices:
-                busy[d] += c.stage_utilisation * load[c.model]
+                busy[d] += c.stage_utilisation * load / c.throughput_rps
         total = 0.0
         for d in used:
             p_max = float(devs[d].power_w or 0.0)
@@ -129,21 +155,20 @@ class Layout:
 
     def energy_j_per_request(self, rate_rps: float) -> float | None:
         """Predicted energy per request at ``rate_rps``: the power model when the cluster gives
-        power figures, else measured per-model energies weighted by reach; None if neither."""
+        power figures, else the profile's measured energy per request of the replicas serving
+        the load; None if neither is known."""
         if rate_rps <= 0:
             return None
         power = self.power_w(rate_rps)
         if power is not None:
             return power / rate_rps
-        cap = self.capacity()
         total = 0.0
-        for r in self.replicas:
-            c = self.inst.configs[r.config]
-            if not math.isfinite(c.energy_j_per_request):
+        for r, load in self.routed_load(rate_rps):
+            joules = self.inst.configs[r.config].energy_j_per_request
+            if load > 0 and not math.isfinite(joules):
                 return None
-            share = c.throughput_rps / cap[c.model]
-            total += self.inst.reach[c.model] * share * c.energy_j_per_request
-        return total
+            total += load * joules if load > 0 else 0.0
+        return total / rate_rps
 
     # ------------------------------------------------------------------ output
     def to_plan(

@@ -3,10 +3,12 @@
 Variables (all integer except λ):
 
 * ``x[c,g]``: stage copies of configuration ``c`` on group ``g`` (a group is one device in the
-  exact formulation, or all devices of one node with the same type and memory when aggregated);
+  exact formulation; aggregated, all devices of one kind on a class of identical nodes);
 * ``r[c]``: replicas of a pipelined configuration (``S > 1``); an unsplit one has ``Σ_g x``;
-* ``w[c,n]``: replicas of ``c`` kept whole on node ``n`` (the rest hand off across nodes);
-* ``λ`` (throughput objective) or ``on[g]``, devices of ``g`` powered on (energy objective).
+* ``w[c,n]``: replicas of ``c`` kept whole on one node of ``n`` (the rest cross nodes);
+* ``λ`` (throughput objective); or, for the energy objective, ``on[g]`` (devices of ``g``
+  powered on) and continuous ``f[c,g]`` (requests/s routed to those replicas, ``f ≤ thr·x``,
+  Σ over a model's configurations = target · reach).
 
 Constraints, per group: Σ u·x ≤ n_g (or on_g) and Σ memory·x ≤ n_g·M_g; at most
 ``max_replicas_per_device·n_g`` stages of one model; for n_g > 1 also "at most n_g items larger
@@ -15,9 +17,11 @@ Per pipelined configuration: Σ_g x = S·r and x[c,g] ≤ n_g·r (each replica u
 once; by König's edge-colouring theorem that is enough to form the r replicas). Per model with
 reach > 0: Σ throughput · replicas ≥ λ · reach (or ≥ target · reach).
 
-Objective: maximise λ (or minimise idle + utilisation-scaled power, or the number of devices
-on when power is unknown), then, weighted by 1e-6, the replicas that hand off across nodes and
-(throughput) the mean device utilisation, so ties go to efficient batch sizes.
+Objective: maximise λ, or minimise power at the target rate: idle watts of devices on plus each
+device's dynamic watts times the share it is busy serving its routed load (``u·f/thr``); the
+number of devices on when the cluster gives no power figures. Then, weighted by 1e-6, the
+replicas that hand off across nodes and (throughput) the mean device utilisation, so ties go to
+efficient batch sizes.
 Identical devices of a node and identical nodes are ordered by total utilisation to break
 symmetry. With one device per group this is exact; aggregated, it is a relaxation whose bound
 is a valid upper bound (so the gap reported after disaggregation is honest).
@@ -134,14 +138,22 @@ def solve_milp(
     wcol: dict[tuple[int, str], int] = {}
     for ci in split:
         for n in nodes:
-            room = sum(g.count for g in groups if g.node == n and (ci, g.index) in xcol)
+            room = sum(g.per_node for g in groups if g.node == n and (ci, g.index) in xcol)
             if room >= configs[ci].num_stages:
                 wcol[(ci, n)] = len(ub)
                 ub.append(ub[rcol[ci]])
+    fcol: dict[tuple[int, int], int] = {}  # energy: requests/s (÷ lam_ref) served per (c, g)
     if energy:
         oncol = {g.index: len(ub) + k for k, g in enumerate(groups)}
         ub += [float(g.count) for g in groups]
         lamcol = -1
+        for ci, gi in pairs:
+            if configs[ci].num_stages == 1:
+                fcol[(ci, gi)] = len(ub)
+                ub.append(np.inf)
+        for ci in split:
+            fcol[(ci, -1)] = len(ub)
+            ub.append(np.inf)
     else:
         oncol = {}
         lamcol = len(ub)
@@ -204,9 +216,18 @@ def solve_milp(
                         cap_terms[xcol[p]] = scale
         if energy:
             assert target_rps is not None
-            rows.add(cap_terms, target_rps * inst.reach[m] / lam_ref, np.inf)
+            demand = target_rps * inst.reach[m] / lam_ref
+            rows.add(cap_terms, demand, np.inf)
+            flows = {k: 1.0 for (ci, _), k in fcol.items() if configs[ci].model == m}
+            rows.add(flows, demand, np.inf)
         else:
             rows.add({**cap_terms, lamcol: -inst.reach[m]}, 0.0, np.inf)
+
+    # energy: a replica serves at most its throughput (f ≤ thr·x, in units of lam_ref)
+    for (ci, gi), k in fcol.items():
+        scale = configs[ci].throughput_rps / lam_ref
+        source = rcol[ci] if gi < 0 else xcol[(ci, gi)]
+        rows.add({k: 1.0, source: -scale}, -np.inf, 0.0)
 
     _symmetry_rows(rows, groups, util_terms)
 
@@ -223,16 +244,25 @@ def solve_milp(
         known = _power_known(inst)
         p_ref = sum(float(g.power_w or 1.0) * g.count for g in groups)
         p_ref = p_ref if known else float(len(inst.devices))
+        dyn_of: dict[int, float] = {}
         for g in groups:
             if known:
                 idle = float(g.idle_power_w or 0.0)
-                dyn = float(g.power_w or 0.0) - idle
+                dyn_of[g.index] = float(g.power_w or 0.0) - idle
             else:
-                idle, dyn = 1.0, TRANSFER_WEIGHT  # fewest devices, then least utilisation
+                idle = 1.0  # fewest devices on
+                dyn_of[g.index] = 0.0
             cost[oncol[g.index]] += idle / p_ref
-            for k, u in util_terms[g.index].items():
-                cost[k] += dyn * u / p_ref
-                pen_max += 0.0 if known else TRANSFER_WEIGHT * u * ub[k] / p_ref
+        # dynamic power of served load: busy share u·f/thr of a device, times its dynamic watts
+        for (ci, gi), k in fcol.items():
+            c = configs[ci]
+            if gi >= 0:
+                dyn = dyn_of[gi]
+            else:  # a pipeline: S stages, each on the costliest device of its type
+                dyn = c.num_stages * max(
+                    dyn_of[g.index] for g in groups if g.device_type == c.device_type
+                )
+            cost[k] += dyn * c.stage_utilisation * lam_ref / c.throughput_rps / p_ref
     else:
         cost[lamcol] = -1.0
         # Among plans of equal λ prefer the least busy devices (efficient batch sizes, headroom).
@@ -245,6 +275,8 @@ def solve_milp(
     integrality = np.zeros(n_vars) if relax else np.ones(n_vars)
     if not energy:
         integrality[lamcol] = 0
+    for k in fcol.values():
+        integrality[k] = 0
     t0 = time.perf_counter()
     res = milp(
         cost,

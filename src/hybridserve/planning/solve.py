@@ -3,16 +3,19 @@
 Which solver runs (``solver=auto``):
 
 1. the water-filling heuristic always runs first (milliseconds to seconds); its λ scales the MILP;
-2. if one variable block per *device* stays within ``exact_max_vars``, the exact MILP runs
-   (tiny and small clusters; its λ is optimal up to ``mip_rel_gap`` when it finishes in time);
-3. else, if one block per (node, device type) stays within ``milp_max_vars``, the aggregated
-   MILP runs, is disaggregated onto devices and repaired by the heuristic; its bound is still a
-   valid upper bound, so the reported gap is honest;
-4. else the heuristic's plan stands, with the gap against the aggregated LP relaxation's bound.
+2. if one variable block per (node, device type) stays within ``milp_max_vars``, the
+   aggregated MILP runs (when it has fewer groups than devices), is disaggregated onto devices
+   and repaired by the heuristic; its bound is a valid upper bound, so the gap is honest, and a
+   plan that meets it (within ``accept_gap``) is optimal;
+3. otherwise, if one block per *device* stays within ``exact_max_vars``, the exact MILP runs
+   (tiny and small clusters: optimal up to ``mip_rel_gap`` when it finishes in time; identical
+   devices make it slow to prove, which is why step 2 goes first);
+4. an instance too large for step 2 keeps the heuristic's plan, with the gap against the
+   aggregated LP relaxation's bound.
 
-The better of the MILP's and the heuristic's plans is returned, so a MILP that times out
-without a good incumbent never makes the plan worse. ``solver=milp`` skips step 4's size test;
-``solver=heuristic`` skips steps 2-3.
+The best plan found is returned (on ties the MILP's), so a MILP that times out without a good
+incumbent never makes the plan worse; the reported gap uses the tightest bound. ``solver=milp``
+skips the size test of step 4; ``solver=heuristic`` skips steps 2-3.
 """
 
 from __future__ import annotations
@@ -67,13 +70,13 @@ def _throughput(inst: Instance) -> _Outcome:
         notes.append("MILP skipped: " + ("asked" if opts.solver == "heuristic" else "too large"))
         return _Outcome(heur, "heuristic", _rel_gap(bound, lam_h), notes)
     if len(agg) < len(exact):
-        lay, bound = _milp_layout(inst, "node", agg, lam_h, notes)
+        lay, bound = _milp_layout(inst, "aggregated", agg, lam_h, notes)
         if lay is not None:
-            candidates.append((lay, "milp-node"))
+            candidates.append((lay, "milp-aggregated"))
         if bound is not None:
             bounds.append(bound)
     best_lam = max(lay.lam() for lay, _ in candidates)
-    proven = bool(bounds) and best_lam >= min(bounds) * (1 - opts.mip_rel_gap)
+    proven = bool(bounds) and best_lam >= min(bounds) * (1 - max(opts.accept_gap, 1e-9))
     if not proven and n_exact <= opts.exact_max_vars:
         lay, bound = _milp_layout(inst, "exact", exact, lam_h, notes)
         if lay is not None:
@@ -119,12 +122,12 @@ def _energy(inst: Instance, target: float) -> _Outcome:
             bounds.append(sol.bound)
     else:
         if len(agg) < len(exact):
-            plans.append(("node", agg))
+            plans.append(("aggregated", agg))
         if count_vars(inst, exact) <= opts.exact_max_vars:
             plans.append(("exact", exact))
     for kind, groups in plans:
         best_value = min(_energy_value(lay, target) for lay, _ in candidates)
-        if bounds and best_value <= max(bounds) * (1 + opts.mip_rel_gap):
+        if bounds and best_value <= max(bounds) * (1 + max(opts.accept_gap, 1e-9)):
             break  # proven optimal already
         sol = solve_milp(inst, groups, target_rps=target, lam_ref=target)
         notes.append(

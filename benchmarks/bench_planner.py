@@ -1,0 +1,167 @@
+"""Planner solve time and quality vs cluster size, and the cascade's gain on the 4×A5000 example.
+
+Targets: a 64-GPU, 8-model instance plans in < 10 s (gap reported); solve time is recorded for
+8 → 512 GPUs (nodes of 8 × H100 80 GB, estimated costs of a synthetic 8-model family whose
+120 GB giant must be split into 2 pipeline stages); on the bundled 4×A5000 example the bundled
+family's cascade reaches λ ≥ 3× a giant-only plan. Run::
+
+    python benchmarks/bench_planner.py                  # writes benchmarks/out/bench_planner.json
+    python benchmarks/bench_planner.py --policy hybridserve-out/policy-ap.json --max-gpus 128
+
+Without ``--policy`` the A5000 comparison uses a plausible reach vector (1, .45, .3, .2, .12).
+Every plan is checked with ``planning.check`` (memory and utilisation per device).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from hybridserve.planning.check import problems
+from hybridserve.planning.costs import load_costs
+from hybridserve.planning.estimate import H100, estimate_table, synthetic_shapes
+from hybridserve.planning.inputs import (
+    ClusterConfig,
+    DeviceSpec,
+    NodeSpec,
+    PlanOptions,
+    Reach,
+    expand,
+    make_reach,
+    read_cluster,
+    read_policy_reach,
+)
+from hybridserve.planning.instance import build_instance
+from hybridserve.planning.milp import count_vars
+from hybridserve.planning.plan import Plan
+from hybridserve.planning.planner import plan_for
+from hybridserve.planning.solve import plan_instance
+
+OUT = Path(__file__).resolve().parent / "out"
+TARGET_64_S = 10.0
+TARGET_GAIN = 3.0
+DEV_REACH = {"linear": 1.0, "mlp": 0.45, "cnn-small": 0.3, "cnn": 0.2, "vgg": 0.12}
+SYNTH_REACH = (1.0, 0.6, 0.4, 0.28, 0.2, 0.14, 0.1, 0.07)
+
+
+def h100_nodes(nodes: int) -> ClusterConfig:
+    device = DeviceSpec(type="h100", count=8, memory_bytes="79GB", power_w=700.0, idle_power_w=70.0)
+    return ClusterConfig(
+        name=f"{8 * nodes}x-h100", nodes=[NodeSpec(name="node", count=nodes, devices=[device])]
+    )
+
+
+def scaling(max_gpus: int, solver: str) -> list[dict[str, Any]]:
+    shapes = synthetic_shapes(8, giant_params=30_000_000_000)
+    costs = {"h100": estimate_table("synthetic", shapes, H100).to_costs("estimated")}
+    reach = make_reach(
+        "synthetic",
+        tuple(s.name for s in shapes),
+        dict(zip((s.name for s in shapes), SYNTH_REACH, strict=True)),
+    )
+    rows = []
+    nodes = 1
+    while 8 * nodes <= max_gpus:
+        cluster = expand(h100_nodes(nodes))
+        options = PlanOptions(solver=solver)  # type: ignore[arg-type]
+        t0 = time.perf_counter()
+        inst = build_instance(cluster, costs, reach, options)
+        plan = plan_instance(inst)
+        wall = time.perf_counter() - t0
+        found = problems(plan)
+        split = max(p.num_stages for d in plan.devices for p in d.placements)
+        rows.append(
+            {
+                "gpus": 8 * nodes,
+                "nodes": nodes,
+                "models": len(shapes),
+                "configs": len(inst.configs),
+                "milp_vars_aggregated": count_vars(inst, inst.groups(exact=False)),
+                "milp_vars_exact": count_vars(inst, inst.groups(exact=True)),
+                "solver": plan.solver,
+                "solve_time_s": round(wall, 4),
+                "lambda_rps": plan.lambda_rps,
+                "optimality_gap": plan.optimality_gap,
+                "energy_j_per_request": plan.energy_j_per_request,
+                "max_pipeline_stages": split,
+                "check_problems": found,
+                "notes": list(plan.notes),
+            }
+        )
+        print(
+            f"{8 * nodes:4d} GPUs: {plan.solver:16s} {wall:7.2f} s  λ={plan.lambda_rps:12,.0f}"
+            f"  gap={plan.optimality_gap if plan.optimality_gap is not None else float('nan'):.2e}"
+            f"  stages≤{split}  problems={len(found)}"
+        )
+        nodes *= 2
+    return rows
+
+
+def a5000_gain(policy: Path | None) -> dict[str, Any]:
+    cluster = read_cluster("4x-a5000")
+    if policy is not None:
+        reach = read_policy_reach(policy)
+        source = str(policy)
+    else:
+        reach = make_reach("fashion-mnist", tuple(DEV_REACH), DEV_REACH)
+        source = "plausible development reach vector (no policy given)"
+    giant = reach.chain[-1]
+    giant_only = Reach(reach.family, (giant,), {giant: 1.0})
+    costs = load_costs(cluster, None, reach.family, list(reach.chain))
+    out: dict[str, Any] = {"cluster": cluster.name, "reach_source": source}
+    plans: dict[str, Plan] = {}
+    for label, r in (("cascade", reach), ("giant_only", giant_only)):
+        t0 = time.perf_counter()
+        plans[label] = plan_for(cluster, costs, r, PlanOptions())
+        out[label] = {
+            "reach_fraction": dict(r.fraction),
+            "lambda_rps": plans[label].lambda_rps,
+            "solver": plans[label].solver,
+            "optimality_gap": plans[label].optimality_gap,
+            "energy_j_per_request": plans[label].energy_j_per_request,
+            "capacity_rps": dict(plans[label].capacity_rps),
+            "solve_time_s": round(time.perf_counter() - t0, 4),
+        }
+    gain = plans["cascade"].lambda_rps / plans["giant_only"].lambda_rps
+    out["gain"] = gain
+    out["target_gain"] = TARGET_GAIN
+    out["meets_target"] = gain >= TARGET_GAIN
+    print(
+        f"4x-a5000: cascade λ={plans['cascade'].lambda_rps:,.0f}  giant-only "
+        f"λ={plans['giant_only'].lambda_rps:,.0f}  gain {gain:.2f}x ({source})"
+    )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-gpus", type=int, default=512)
+    parser.add_argument("--solver", default="auto", choices=("auto", "milp", "heuristic"))
+    parser.add_argument("--policy", type=Path, default=None, help="policy JSON for the A5000 run")
+    parser.add_argument("--out", type=Path, default=OUT / "bench_planner.json")
+    args = parser.parse_args()
+    rows = scaling(args.max_gpus, args.solver)
+    at64 = next((r for r in rows if r["gpus"] == 64), None)
+    report = {
+        "benchmark": "planner",
+        "machine": {"platform": platform.platform(), "python": platform.python_version()},
+        "costs": "estimated H100 table of a synthetic 8-model family (hybridserve.planning."
+        "estimate.synthetic_shapes, 30e9-parameter giant)",
+        "scaling": rows,
+        "target_64_gpus_s": TARGET_64_S,
+        "meets_64_gpu_target": None
+        if at64 is None
+        else bool(at64["solve_time_s"] < TARGET_64_S and at64["optimality_gap"] is not None),
+        "a5000": a5000_gain(args.policy),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

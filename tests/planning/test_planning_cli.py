@@ -1,0 +1,104 @@
+"""``hybridserve plan`` end to end on the bundled clusters, and how it reports bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hybridserve.cli import main
+from hybridserve.planning.check import check_file
+from hybridserve.planning.cli import run_plan
+from hybridserve.planning.plan import Plan
+from planning.planning_fixtures import cpu_profile, write_policy
+
+pytestmark = pytest.mark.integration
+
+CHAIN = ["linear", "mlp", "cnn-small", "cnn", "vgg"]
+REACH = "linear=1,mlp=0.45,cnn-small=0.3,cnn=0.2,vgg=0.12"
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as ex:
+        code = int(ex.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cascade_on_4x_a5000_beats_giant_only_threefold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli(
+        ["plan", "--cluster", "4x-a5000", "--reach", REACH, "--workdir", str(tmp_path / "c")],
+        capsys,
+    )
+    assert code == 0, err
+    assert "predicted λ" in out and "vgg" in out
+    cascade = check_file(tmp_path / "c" / "plan.json")
+    code, _, err = run_cli(
+        ["plan", "--cluster", "4x-a5000", "--reach", "vgg=1", "--workdir", str(tmp_path / "g")],
+        capsys,
+    )
+    assert code == 0, err
+    giant = check_file(tmp_path / "g" / "plan.json")
+    assert giant.models == ("vgg",)
+    assert cascade.lambda_rps >= 3 * giant.lambda_rps
+    assert cascade.cluster == "4x-a5000" and cascade.energy_j_per_request is not None
+
+
+def test_default_cluster_is_this_machine_with_the_measured_profile(tmp_path: Path) -> None:
+    write_policy(
+        tmp_path / "policy-ap.json",
+        CHAIN,
+        {"linear": 1, "mlp": 0.3, "vgg": 0.1},
+        family="fashion-mnist",
+    )
+    cpu_profile(CHAIN, family="fashion-mnist").save(tmp_path / "profile.json")
+    plan = run_plan(tmp_path)
+    assert Plan.load(tmp_path / "plan.json") == plan
+    assert [d.id for d in plan.devices] == ["local/cpu"]
+    assert set(plan.models) == {"linear", "mlp", "vgg"}  # reach 0: not placed
+    assert plan.energy_j_per_request is not None  # from the profile's measured energy
+    check_file(tmp_path / "plan.json")
+
+
+def test_energy_objective_plans_for_a_rate(tmp_path: Path) -> None:
+    write_policy(
+        tmp_path / "p.json",
+        CHAIN,
+        dict(zip(CHAIN, (1, 0.45, 0.3, 0.2, 0.12), strict=True)),
+        family="fashion-mnist",
+    )
+    lean = run_plan(tmp_path, "4x-a5000", tmp_path / "p.json", "energy")
+    full = run_plan(tmp_path, "4x-a5000", tmp_path / "p.json", "throughput", save=False)
+    assert lean.objective == "energy" and lean.target_rps == pytest.approx(full.lambda_rps / 2)
+    assert lean.lambda_rps >= lean.target_rps
+    used = sum(1 for d in lean.devices if d.placements)
+    assert used < 4
+
+
+def test_a_cluster_too_small_for_the_giant_exits_2_naming_the_bytes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster = tmp_path / "tiny.yaml"
+    small = "[{type: a5000, count: 2, memory_bytes: 30MB}]"
+    cluster.write_text(f"name: tiny\nnodes:\n  - name: n\n    devices: {small}\n")
+    code, _, err = run_cli(
+        ["plan", "--cluster", str(cluster), "--reach", REACH, "--workdir", str(tmp_path)], capsys
+    )
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err
+    assert "short by" in lines[0] and "bytes" in lines[0] and "'linear'" in lines[0]
+
+
+def test_missing_policy_and_bad_options_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(["plan", "--workdir", str(tmp_path)], capsys)
+    assert code == 2 and "policy-ap.json: not found" in err
+    code, _, err = run_cli(["plan", "--workdir", str(tmp_path), "--objective", "speed"], capsys)
+    assert code == 2 and "objective" in err
