@@ -1,0 +1,413 @@
+"""``hybridserve serve --backend ray``: the policy and plan deployed on a Ray Serve cluster.
+
+One Serve application holds a deployment per model stage (``ray_deployments.ModelStage``;
+replicas, devices and batching from the plan, see ``ray_resources``) and an ingress deployment
+that serves the same FastAPI app as the local backend around a ``RayCascade``. Without an
+address a local Ray instance is started, and stopped again at the end.
+
+    with RayDeployment(policy, plan, FamilyRef("fashion-mnist")) as dep:
+        httpx.post(dep.url + "/v1/predict", json={"inputs": [...]})
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from hybridserve.backends.ray_family import FamilyRef
+from hybridserve.backends.ray_resources import (
+    GroupSpec,
+    deployment_groups,
+    is_gpu,
+    missing_resources,
+    node_resources,
+    ray_start_hint,
+)
+from hybridserve.errors import HybridServeError
+from hybridserve.planning.plan import Plan
+from hybridserve.runtime.config import EngineConfig
+from hybridserve.server.settings import ServerSettings
+from hybridserve.tuning.policy import CascadePolicy
+from hybridserve.workdir import Workdir
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'hybridserve[ray]'"
+#: Lets a stage's actor see every GPU of its node, so the plan's ``cuda:N`` is the real GPU N.
+NOSET_CUDA = "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"
+
+
+class RayBackendConfig(BaseModel):
+    """Where and how the Ray backend deploys; counts, seconds and bytes are named as such."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    address: str | None = Field(
+        None, description="Ray cluster ('auto', 'ray://host:10001'); None starts a local one"
+    )
+    host: str = Field("127.0.0.1", description="address Serve's HTTP proxies bind")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port of Serve's proxies")
+    app_name: str = Field("hybridserve", min_length=1, description="Serve application name")
+    ingress_replicas: int = Field(
+        1, ge=1, description="HTTP ingress replicas (1 keeps /metrics in one place)"
+    )
+    ingress_max_ongoing_requests: int = Field(
+        1024, ge=1, description="requests one ingress replica holds at once"
+    )
+    stage_max_ongoing_requests: int | None = Field(
+        None, ge=1, description="calls one stage replica holds (None: 4 × its batch size, ≥ 16)"
+    )
+    num_cpus_per_stage: float = Field(
+        0.0, ge=0, description="Ray CPUs each stage actor reserves (the device resource pins it)"
+    )
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch threads per stage actor (None: Ray's default)"
+    )
+    retries: int = Field(3, ge=0, description="retries of a call whose replica died")
+    retry_backoff_s: float = Field(0.1, ge=0, description="first retry wait; doubles each try")
+    ready_timeout_s: float = Field(300.0, gt=0, description="deploy and warm-up deadline")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray instance")
+    object_store_bytes: int | None = Field(
+        None, ge=80 * 1024 * 1024, description="object store of a local Ray instance"
+    )
+
+
+def require_ray() -> ModuleType:
+    """Ray with Serve, or a ``HybridServeError`` saying how to install it."""
+    try:
+        ray = importlib.import_module("ray")
+        importlib.import_module("ray.serve")
+    except ImportError as err:
+        raise HybridServeError(
+            f"the Ray backend needs Ray Serve, which is not installed ({err}); run: {INSTALL_HINT}"
+        ) from err
+    return ray
+
+
+def describe_groups(groups: dict[str, list[GroupSpec]]) -> dict[str, Any]:
+    """The deployments as plain data (``/v1/policy`` shows it under ``engine``)."""
+    return {
+        "deployments": [
+            {
+                "model": g.model,
+                "deployment": g.deployment_name(0),
+                "replicas": g.num_replicas,
+                "stages": [
+                    {
+                        "deployment": g.deployment_name(s.stage),
+                        "device": s.device_id,
+                        "batch_size": s.batch_size,
+                        "max_wait_ms": s.max_wait_ms,
+                        "device_share": s.share,
+                    }
+                    for s in g.stages
+                ],
+            }
+            for model_groups in groups.values()
+            for g in model_groups
+        ]
+    }
+
+
+class RayDeployment:
+    """The cascade deployed on Ray Serve; a context manager that undeploys (and stops Ray)."""
+
+    def __init__(
+        self,
+        policy: CascadePolicy,
+        plan: Plan,
+        family: FamilyRef,
+        config: RayBackendConfig | None = None,
+        engine: EngineConfig | None = None,
+        server: ServerSettings | None = None,
+    ) -> None:
+        self.policy = policy
+        self.plan = plan
+        self.family = family
+        self.config = config or RayBackendConfig()
+        self.engine = engine or EngineConfig()
+        self.server = server or ServerSettings()
+        self.groups = self._check()
+        self.url = ""
+        self._ray: ModuleType | None = None
+        self._started_ray = False  # a local instance this deployment started (and stops)
+        self._connected = False  # ray.init called here (else the caller's session is reused)
+        self._deployed = False  # Serve was started or the application deployed
+
+    def _check(self) -> dict[str, list[GroupSpec]]:
+        self.policy.check_family(self.family.model_names(), self.family.read().family)
+        if self.plan.family != self.policy.family:
+            raise HybridServeError(
+                f"plan is for family {self.plan.family!r}, the policy for "
+                f"{self.policy.family!r}; re-run plan"
+            )
+        return deployment_groups(self.plan, self.policy.chain)
+
+    # ------------------------------------------------------------------ cluster
+    def _connect(self) -> ModuleType:
+        ray = require_ray()
+        if ray.is_initialized():
+            return ray
+        self._connected = True
+        cfg = self.config
+        if cfg.address is None:
+            nodes = sorted({d.node for d in self.plan.devices if d.placements})
+            if len(nodes) > 1:
+                raise HybridServeError(
+                    f"the plan places stages on {len(nodes)} nodes {nodes}; start Ray on each "
+                    "(with the resources below) and pass --address auto\n"
+                    + ray_start_hint(self.plan)
+                )
+            ray.init(
+                num_cpus=cfg.num_cpus,
+                object_store_memory=cfg.object_store_bytes,
+                resources=node_resources(self.plan),
+                include_dashboard=False,
+                log_to_driver=False,
+            )
+            self._started_ray = True
+        else:
+            try:
+                ray.init(address=cfg.address, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as err:
+                raise HybridServeError(f"cannot reach Ray at {cfg.address!r}: {err}") from err
+        return ray
+
+    def _check_capacity(self, ray: ModuleType) -> None:
+        problems = missing_resources(self.groups, ray.cluster_resources())
+        if problems:
+            raise HybridServeError(
+                "the Ray cluster cannot hold the plan (a deployment would wait forever): "
+                + "; ".join(problems)
+                + f"\nstart each node with its planned devices:\n{ray_start_hint(self.plan)}"
+            )
+
+    # ------------------------------------------------------------------ deploy
+    def _application(self) -> Any:
+        from ray import serve
+
+        from hybridserve.backends.ray_deployments import CascadeIngress, ModelStage
+
+        cfg = self.config
+        stage_deployment: Any = serve.deployment(ModelStage)
+        entries: dict[str, list[tuple[int, Any]]] = {}
+        for model, groups in self.groups.items():
+            for group in groups:
+                downstream: Any = None
+                for spec in reversed(group.stages):
+                    options: dict[str, Any] = {
+                        "num_cpus": cfg.num_cpus_per_stage,
+                        "resources": spec.resources,
+                    }
+                    if is_gpu(spec.device):
+                        options["num_gpus"] = spec.num_gpus
+                        options["runtime_env"] = {"env_vars": {NOSET_CUDA: "1"}}
+                    ongoing = cfg.stage_max_ongoing_requests or max(16, 4 * spec.batch_size)
+                    downstream = stage_deployment.options(
+                        name=group.deployment_name(spec.stage),
+                        num_replicas=group.num_replicas,
+                        ray_actor_options=options,
+                        max_ongoing_requests=ongoing,
+                    ).bind(self.family, spec, downstream, cfg.torch_threads)
+                entries.setdefault(model, []).append((group.num_replicas, downstream))
+        ingress_deployment: Any = serve.deployment(CascadeIngress)
+        ingress = ingress_deployment.options(
+            name="ingress",
+            num_replicas=cfg.ingress_replicas,
+            ray_actor_options={"num_cpus": 0},
+            max_ongoing_requests=cfg.ingress_max_ongoing_requests,
+        )
+        return ingress.bind(
+            self.policy.to_dict(),
+            self.family,
+            entries,
+            self.engine,
+            self.server,
+            cfg.retries,
+            cfg.retry_backoff_s,
+            describe_groups(self.groups),
+        )
+
+    def start(self) -> RayDeployment:
+        """Connect to (or start) Ray, deploy, and wait until the HTTP app answers ready."""
+        ray = self._ray = self._connect()
+        try:
+            self._check_capacity(ray)
+            serve: Any = importlib.import_module("ray.serve")
+            cfg = self.config
+            self._deployed = True
+            serve.start(http_options={"host": cfg.host, "port": cfg.port})
+            try:
+                serve.run(self._application(), name=cfg.app_name, route_prefix="/")
+            except RuntimeError as err:
+                raise HybridServeError(f"Ray Serve could not deploy the cascade: {err}") from err
+            self.url = self._http_url()
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _http_url(self) -> str:
+        cfg = self.config
+        host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
+        return f"http://{host}:{cfg.port}"
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.config.ready_timeout_s
+        detail = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                r = httpx.get(f"{self.url}/v2/health/ready", timeout=5.0)
+                if r.status_code == 200:
+                    return
+                detail = str(r.json().get("detail") or r.status_code)
+            except (httpx.HTTPError, ValueError) as err:
+                detail = str(err)
+            if detail.startswith("engine failed"):
+                break
+            time.sleep(0.5)
+        raise HybridServeError(f"the Ray deployment did not become ready: {detail}")
+
+    def stop(self) -> None:
+        """Undeploy; stop Serve and Ray too when this deployment started them."""
+        ray = self._ray
+        if ray is None or not ray.is_initialized():
+            return
+        try:
+            if self._deployed:
+                serve: Any = importlib.import_module("ray.serve")
+                if self._started_ray:
+                    serve.shutdown()
+                else:
+                    serve.delete(self.config.app_name)
+        finally:
+            if self._connected:
+                ray.shutdown()  # stops a local instance; only disconnects from a cluster
+            self._started_ray = self._connected = self._deployed = False
+            self._ray = None
+
+    def __enter__(self) -> RayDeployment:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ operations
+    def replica_actors(self, model: str) -> list[str]:
+        """Actor names of the replicas serving ``model``'s first stage (for ``ray.kill``)."""
+        if self._ray is None:
+            return []
+        names = {g.deployment_name(0) for g in self.groups.get(model, [])}
+        prefix = f"SERVE_REPLICA::{self.config.app_name}#"
+        found = []
+        for actor in self._ray.util.list_named_actors(all_namespaces=True):
+            name = str(actor["name"])
+            if name.startswith(prefix) and name[len(prefix) :].rsplit("#", 1)[0] in names:
+                found.append(name)
+        return sorted(found)
+
+    def kill_replica(self, actor_name: str) -> None:
+        """Kill one replica actor; Serve notices and starts a replacement."""
+        assert self._ray is not None
+        self._ray.kill(self._ray.get_actor(actor_name, namespace="serve"), no_restart=True)
+
+    def running_replicas(self) -> dict[str, int]:
+        """RUNNING replicas per deployment of the application."""
+        serve: Any = importlib.import_module("ray.serve")
+        app = serve.status().applications.get(self.config.app_name)
+        if app is None:
+            return {}
+        return {
+            name: int(d.replica_states.get("RUNNING", 0)) for name, d in app.deployments.items()
+        }
+
+
+def wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM."""
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def serve_ray(
+    policy: CascadePolicy,
+    plan: Plan,
+    family: FamilyRef,
+    config: RayBackendConfig,
+    engine: EngineConfig | None = None,
+    server: ServerSettings | None = None,
+) -> None:
+    """Deploy, print where, serve until SIGINT/SIGTERM, then undeploy (the CLI's entry)."""
+    with RayDeployment(policy, plan, family, config, engine, server) as dep:
+        log.info("hybridserve on Ray Serve at %s (Ctrl-C stops)", dep.url)
+        print(json.dumps({"url": dep.url, **describe_groups(dep.groups)}), flush=True)
+        wait_for_signal()
+
+
+def family_ref(
+    policy: CascadePolicy, family: str | None = None, config: Path | None = None
+) -> FamilyRef:
+    """The family to serve: a YAML file, a bundled name, or the policy's family."""
+    if config is not None:
+        return FamilyRef(policy.family, str(Path(config).resolve()))
+    return FamilyRef(family or policy.family)
+
+
+def resolve(
+    workdir: Path,
+    policy_path: Path | None = None,
+    plan_path: Path | None = None,
+    family: str | None = None,
+    family_config: Path | None = None,
+) -> tuple[CascadePolicy, Plan, FamilyRef]:
+    """Policy, plan and family with the local backend's defaults, without loading weights.
+
+    ``WORKDIR/policy-ap.json``; ``WORKDIR/plan.json`` if present, else one CPU replica of each
+    chain model (``Plan.default``).
+    """
+    wd = Workdir(Path(workdir))
+    policy_file = policy_path if policy_path is not None else wd.policy("ap")
+    if policy_path is None and not policy_file.is_file():
+        raise HybridServeError(
+            f"{policy_file}: not found; run `hybridserve tune --workdir {wd.root}` or pass --policy"
+        )
+    policy = CascadePolicy.load(policy_file)
+    ref = family_ref(policy, family, family_config)
+    if plan_path is not None:
+        plan = Plan.load(plan_path)
+    elif wd.plan.is_file():
+        plan = Plan.load(wd.plan)
+    else:
+        plan = Plan.default(policy.family, policy.chain, device="cpu")
+    return policy, plan, ref
+
+
+def serve_options(options: Any) -> None:
+    """``hybridserve serve --backend ray``: serve ``options`` (a ``ServeOptions``) on Ray.
+
+    Reads ``options.address`` when the options carry one (None: start a local Ray instance).
+    """
+    require_ray()
+    policy, plan, ref = resolve(
+        options.workdir, options.policy, options.plan, options.family, options.family_config
+    )
+    config = RayBackendConfig(
+        address=getattr(options, "address", None), host=options.host, port=options.port
+    )
+    serve_ray(policy, plan, ref, config, options.engine, options.server)

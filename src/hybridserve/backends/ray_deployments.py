@@ -1,0 +1,178 @@
+"""The Ray Serve deployments: one per model stage (``ModelStage``) and the HTTP ingress.
+
+Imports Ray at module level: import it only through ``ray_backend``, which checks the extra.
+
+``ModelStage`` serves one pipeline stage of one group of identical replicas. Calls are batched
+with ``serve.batch`` at the plan's ``batch_size`` and ``max_wait_ms`` for that stage; a stage
+with a successor hands each whole batch on (one call per batch) and is free for the next batch
+at once, so a model cut into stages pipelines its batches as in the local runtime.
+
+``CascadeIngress`` builds a ``RayCascade`` over handles of every model's first stage and serves
+``hybridserve.server.create_app`` around it through ``serve.ingress``: the HTTP routes and the
+answers are the local backend's own code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import ray
+import torch
+from fastapi import FastAPI
+from ray import serve
+
+from hybridserve.backends.ray_cascade import Caller, Kind, RayCascade, StageReply
+from hybridserve.backends.ray_family import FamilyRef, run_in_chunks, stage_function
+from hybridserve.backends.ray_resources import StageSpec
+from hybridserve.runtime.config import EngineConfig
+from hybridserve.server.settings import ServerSettings
+
+#: A later stage answers with the futures of its successor: (task, first row, end row).
+_Handoff = tuple["asyncio.Future[StageReply]", int, int]
+
+
+class ModelStage:
+    """One pipeline stage of a model on the plan's device, batched with ``serve.batch``."""
+
+    def __init__(
+        self,
+        family: FamilyRef,
+        spec: StageSpec,
+        downstream: Any = None,
+        torch_threads: int | None = None,
+    ) -> None:
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        model = family.load_model(spec.model, spec.device)
+        self.spec = spec
+        self._fn = stage_function(model, spec.stage, spec.num_stages, spec.device)
+        self._next = downstream.options(method_name="infer") if downstream is not None else None
+        # torch releases the GIL: one worker thread computes while the loop keeps batching
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"hybridserve-{spec.model}")
+        self._replica = uuid.uuid4().hex[:12]
+        self._batches = 0
+        # decorated per instance, so the batch size and wait are the plan's for this stage
+        batch: Any = serve.batch(
+            max_batch_size=spec.batch_size, batch_wait_timeout_s=spec.max_wait_ms / 1000.0
+        )
+        self._batched: Callable[[npt.NDArray[Any]], Awaitable[Any]] = batch(self._run_batch)
+
+    async def _run_batch(self, xs: list[npt.NDArray[Any]]) -> list[StageReply] | list[_Handoff]:
+        sizes = [len(x) for x in xs]
+        x = xs[0] if len(xs) == 1 else np.concatenate(xs)
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        out = await loop.run_in_executor(
+            self._pool, run_in_chunks, self._fn, x, self.spec.batch_size
+        )
+        service_s = time.perf_counter() - t0
+        self._batches += 1
+        spans = list(itertools.pairwise(np.cumsum([0, *sizes]).tolist()))
+        if self._next is None:
+            batch_id = f"{self._replica}:{self._batches}"
+            return [StageReply(out[a:b], batch_id, len(x), service_s) for a, b in spans]
+        forward: asyncio.Future[StageReply] = asyncio.ensure_future(self._forward(out))
+        return [(forward, a, b) for a, b in spans]
+
+    async def _forward(self, h: npt.NDArray[Any]) -> StageReply:
+        assert self._next is not None
+        reply: StageReply = await self._next.remote(h)
+        return reply
+
+    async def infer(self, x: npt.NDArray[Any]) -> StageReply:
+        """This call's rows through this stage and every later one: their logits."""
+        out = await self._batched(x)
+        if isinstance(out, StageReply):
+            return out
+        forward, a, b = out
+        whole = await asyncio.shield(forward)
+        return StageReply(whole.logits[a:b], whole.batch_id, whole.batch_rows, whole.service_s)
+
+
+def classify_ray_error(err: BaseException) -> Kind:
+    """Transient: a replica died or is unreachable (retry elsewhere); overloaded; or fatal."""
+    seen = 0
+    cause: BaseException | None = err
+    while cause is not None and seen < 8:
+        if isinstance(cause, serve.exceptions.BackPressureError):
+            return "overloaded"
+        transient = (
+            ray.exceptions.RayActorError,
+            ray.exceptions.WorkerCrashedError,
+            ray.exceptions.NodeDiedError,
+            ray.exceptions.ObjectLostError,
+            serve.exceptions.DeploymentUnavailableError,
+        )
+        if isinstance(cause, transient):
+            return "transient"
+        # an error raised in a stage that was awaiting a dead successor arrives wrapped
+        nxt = getattr(cause, "cause", None)
+        cause = nxt if isinstance(nxt, BaseException) else cause.__cause__
+        seen += 1
+    return "fatal"
+
+
+def _caller(handle: Any) -> Caller:
+    infer = handle.options(method_name="infer")
+
+    async def call(x: npt.NDArray[np.float32]) -> StageReply:
+        reply: StageReply = await infer.remote(x)
+        return reply
+
+    return call
+
+
+#: The cascade of the ingress replica running in this process, for the app builder below.
+_INGRESS: dict[str, Any] = {}
+
+
+def _build_app() -> FastAPI:
+    """Called by Serve in the ingress replica after ``CascadeIngress.__init__``."""
+    from hybridserve.server.app import create_app
+
+    cascade: RayCascade = _INGRESS["cascade"]
+    settings: ServerSettings = _INGRESS["settings"]
+    # create_app takes an Engine or a factory of one; RayCascade has the Engine's surface
+    return create_app(lambda: cascade, settings)  # type: ignore[arg-type,return-value]
+
+
+class _Ingress:
+    """Builds the ``RayCascade`` this replica's HTTP app serves."""
+
+    def __init__(
+        self,
+        policy: Mapping[str, Any],
+        family: FamilyRef,
+        models: Mapping[str, Sequence[tuple[int, Any]]],
+        engine: EngineConfig,
+        settings: ServerSettings,
+        retries: int,
+        retry_backoff_s: float,
+        description: Mapping[str, Any],
+    ) -> None:
+        from hybridserve.tuning.policy import CascadePolicy
+
+        routing = CascadePolicy.from_dict(policy)
+        callers = {m: [(w, _caller(h)) for w, h in groups] for m, groups in models.items()}
+        _INGRESS["cascade"] = RayCascade(
+            routing,
+            family.info(),
+            callers,
+            engine,
+            classify=classify_ray_error,
+            retries=retries,
+            retry_backoff_s=retry_backoff_s,
+            description=description,
+        )
+        _INGRESS["settings"] = settings
+
+
+CascadeIngress = serve.ingress(_build_app)(_Ingress)
