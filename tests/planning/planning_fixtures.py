@@ -79,7 +79,7 @@ def cluster(
 
 def instance(
     specs: Sequence[Spec],
-    devices: Sequence[tuple[str, int]],
+    devices: Sequence[tuple[str, int]] | Sequence[tuple[str, int, str]],
     reach: Mapping[str, float] | None = None,
     costs: Mapping[str, TypeCosts] | None = None,
     power_w: float | None = None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,7 +15,7 @@ from hybridserve.planning.heuristic import solve_heuristic
 from hybridserve.planning.instance import Instance
 from hybridserve.planning.milp import solve_milp
 from hybridserve.planning.solve import plan_instance
-from planning.planning_fixtures import Spec, instance
+from planning.planning_fixtures import Spec, instance, type_costs
 
 pytestmark = pytest.mark.unit
 
@@ -36,9 +38,15 @@ def tiny_instances(draw: st.DrawFn) -> Instance:
         )
         for i in range(n_models)
     ]
+    # a second device type: slower, with its own utilisation
+    alt = [replace(s, a=2 * s.a, u=draw(st.sampled_from(UTILS))) for s in specs]
     n_dev = draw(st.integers(1, 3))
     devices = [
-        (draw(st.sampled_from(("n0", "n1"))), draw(st.sampled_from((100, 200, 300))))
+        (
+            draw(st.sampled_from(("n0", "n1"))),
+            draw(st.sampled_from((100, 200, 300))),
+            draw(st.sampled_from(("gpu", "gpu", "alt"))),
+        )
         for _ in range(n_dev)
     ]
     reach = {
@@ -50,6 +58,7 @@ def tiny_instances(draw: st.DrawFn) -> Instance:
         specs,
         devices,
         reach=reach,
+        costs={"gpu": type_costs(specs, "gpu"), "alt": type_costs(alt, "alt")},
         batch_sizes=tuple(sizes),
         max_stages=draw(st.integers(1, 3)),
         max_replicas_per_device=draw(st.integers(1, 3)),

@@ -197,7 +197,8 @@ def _shortfall(
     """Why ``model`` fits nowhere, in bytes, for the best device type."""
     b0 = options.batch_sizes[0]
     best: tuple[float, str] | None = None
-    for t, tc in costs.items():
+    for t in cluster.types:
+        tc = costs[t]
         mems = sorted((d.memory_bytes for d in cluster.devices if d.type == t), reverse=True)
         need = tc.model(model).memory_bytes(b0)
         s = min(options.max_stages, len(mems))
