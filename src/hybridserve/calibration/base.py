@@ -123,7 +123,11 @@ class Calibrator(ABC):
                 if n_classes < 2:
                     raise ValueError(f"n_classes={n_classes}")
             obj = cls._from_state(state, n_classes)
-        except (KeyError, TypeError, ValueError) as err:
+        except KeyError as err:
+            raise HybridServeError(
+                f"invalid {cls.kind} calibrator state: missing {err.args[0]!r}"
+            ) from err
+        except (TypeError, ValueError) as err:
             raise HybridServeError(f"invalid {cls.kind} calibrator state: {err!r}") from err
         obj.n_classes_ = n_classes
         return obj
