@@ -211,3 +211,15 @@ def test_latency_slo_filters_batch_sizes() -> None:
     assert {c.batch_size for c in inst.configs} == {1, 4}
     with pytest.raises(HybridServeError, match="slo_p90_ms"):
         instance([spec], [("n0", 100)], batch_sizes=(16,), slo_p90_ms=10.0)
+
+
+def test_a_pipeline_forced_across_nodes_is_charged_the_slower_link() -> None:
+    # 1 GB activations per request: 4 GB per batch of 4 over 25 GB/s (same node) or 12.5 GB/s
+    giant = Spec("giant", a=100.0, c=0.0, m0=300, u=0.5, act=10**9)
+    inst = instance([giant], [("n0", 200), ("n1", 200)], batch_sizes=(4,))
+    (config,) = inst.configs
+    assert config.throughput_rps == pytest.approx(4000 / (50 + 160 + 0.05))
+    plan = plan_instance(inst)
+    assert problems(plan) == []
+    assert "cross-node hand-offs: 1" in plan.notes
+    assert plan.capacity_rps["giant"] == pytest.approx(4000 / (50 + 320 + 0.05))

@@ -79,7 +79,7 @@ def fill(layout: Layout, target_rps: float | None = None) -> Layout:
             devices = place(layout, c)
             if devices is not None:
                 layout.add(c.index, devices)
-                cap[model] += c.throughput_rps
+                cap[model] += layout.throughput_rps(layout.replicas[-1])
                 return True
         return False
 
@@ -115,7 +115,7 @@ def compact(layout: Layout) -> Layout:
         need = lam * inst.reach[m] * (1 - 1e-12)
         for r in single:
             layout.remove(r)
-        have = sum(inst.configs[r.config].throughput_rps for r in old if r not in single)
+        have = sum(layout.throughput_rps(r) for r in old if r not in single)
         added = []
         options = [c for c in inst.configs_of(m) if c.num_stages == 1]
         while have < need:

@@ -14,7 +14,9 @@ The cost model (documented here, used by the MILP, the heuristic and the brute f
 * A model is only split as far as needed: ``S`` runs from the fewest stages that fit the type's
   largest device up to the fewest that fit its smallest one (capped by ``max_stages`` and the
   number of devices), because extra stages only add hand-offs in this model.
-* Cross-node hand-offs are slower; the planner counts them and minimises them second.
+* The solvers assume every hand-off stays on one node and minimise (second to their objective)
+  the replicas that cross nodes; the plan's predicted capacity then charges a crossing
+  replica's slowest hand-off at ``cross_node_gbps``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ class Config:
     latency_ms: float
     p90_ms: float
     energy_j_per_request: float
+    #: Unsplit batch latency, and bytes one batch hands from stage to stage (pipelines).
+    compute_ms: float = 0.0
+    handoff_bytes: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -186,6 +191,8 @@ def _configs_for(
                     latency_ms=total,
                     p90_ms=p90,
                     energy_j_per_request=cost.energy_j_per_request(b),
+                    compute_ms=cost.latency_ms(b),
+                    handoff_bytes=float(b * cost.activation_bytes),
                 )
             )
     return out
@@ -251,7 +258,11 @@ def build_instance(
                     )
             raise HybridServeError(_shortfall(m, cluster, costs, options))
         configs += found
-    sources = {t: c.source for t, c in costs.items()}
+    sources = {
+        t: c.source + (" (ESTIMATE, not measured)" if c.estimate else "")
+        for t, c in costs.items()
+        if t in cluster.types
+    }
     return Instance(
         family=reach.family,
         chain=reach.chain,

@@ -85,11 +85,21 @@ class Layout:
         )
 
     # ------------------------------------------------------------------ predictions
+    def throughput_rps(self, r: Replica) -> float:
+        """A replica's throughput; a pipeline crossing nodes pays the slower link."""
+        c = self.inst.configs[r.config]
+        if c.num_stages == 1 or len({int(self.node_of[d]) for d in r.devices}) == 1:
+            return c.throughput_rps
+        link = self.inst.cluster.interconnect
+        handoff_ms = c.handoff_bytes / (link.cross_node_gbps * 1e9) * 1e3 + link.hop_ms
+        return min(
+            c.throughput_rps, 1000.0 * c.batch_size / (c.compute_ms / c.num_stages + handoff_ms)
+        )
+
     def capacity(self) -> dict[str, float]:
         cap = dict.fromkeys(self.inst.models, 0.0)
         for r in self.replicas:
-            c = self.inst.configs[r.config]
-            cap[c.model] += c.throughput_rps
+            cap[self.inst.configs[r.config].model] += self.throughput_rps(r)
         return cap
 
     def lam(self) -> float:
@@ -125,10 +135,10 @@ class Layout:
                 joules = c.energy_j_per_request
                 if math.isfinite(joules) and self._dynamic_w(r) == 0.0:
                     return joules
-                return self._dynamic_w(r) * c.stage_utilisation / c.throughput_rps
+                return self._dynamic_w(r) * c.stage_utilisation / self.throughput_rps(r)
 
             for r in sorted(mine, key=cost):
-                load = min(need, self.inst.configs[r.config].throughput_rps)
+                load = min(need, self.throughput_rps(r))
                 need -= load
                 out.append((r, load))
         return out
@@ -145,7 +155,7 @@ class Layout:
         for r, load in self.routed_load(rate_rps):
             c = self.inst.configs[r.config]
             for d in r.devices:
-                busy[d] += c.stage_utilisation * load / c.throughput_rps
+                busy[d] += c.stage_utilisation * load / self.throughput_rps(r)
         total = 0.0
         for d in used:
             p_max = float(devs[d].power_w or 0.0)
