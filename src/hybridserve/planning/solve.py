@@ -3,8 +3,9 @@
 Which solver runs (``solver=auto``):
 
 1. the water-filling heuristic always runs first (milliseconds to seconds); its λ scales the MILP;
-2. if one variable block per (node, device type) stays within ``milp_max_vars``, the
-   aggregated MILP runs (when it has fewer groups than devices), is disaggregated onto devices
+2. if one variable block per device kind on each class of identical nodes stays within
+   ``milp_max_vars``, this aggregated MILP runs (when it has fewer groups than there are
+   devices), is disaggregated onto devices
    and repaired by the heuristic; its bound is a valid upper bound, so the gap is honest, and a
    plan that meets it (within ``accept_gap``) is optimal;
 3. otherwise, if one block per *device* stays within ``exact_max_vars``, the exact MILP runs
@@ -83,6 +84,10 @@ def _throughput(inst: Instance) -> _Outcome:
             candidates.append((lay, "milp-exact"))
         if bound is not None:
             bounds.append(bound)
+    if not bounds:  # every device distinct and too many for the exact MILP: bound by the LP
+        relaxed = solve_milp(inst, agg, lam_ref=lam_h, relax=True).bound
+        bounds += [relaxed] if relaxed is not None else []
+        notes.append("MILP skipped: too large; gap against the LP relaxation")
     top = max(lay.lam() for lay, _ in candidates)
     # the highest λ; on ties (within float noise) the MILP's plan, the exact one first
     best, solver = [c for c in candidates if c[0].lam() >= top * (1 - 1e-9)][-1]
