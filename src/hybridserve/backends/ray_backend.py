@@ -12,7 +12,6 @@ address a local Ray instance is started, and stopped again at the end.
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import signal
 import threading
@@ -213,11 +212,15 @@ class RayDeployment:
                         options["num_gpus"] = spec.num_gpus
                         options["runtime_env"] = {"env_vars": {NOSET_CUDA: "1"}}
                     ongoing = cfg.stage_max_ongoing_requests or max(16, 4 * spec.batch_size)
+                    # as in the local engine, only the entry refuses work (503) when full;
+                    # later stages hold what they are handed
+                    entry = model == self.policy.chain[0] and spec.stage == 0
                     downstream = stage_deployment.options(
                         name=group.deployment_name(spec.stage),
                         num_replicas=group.num_replicas,
                         ray_actor_options=options,
                         max_ongoing_requests=ongoing,
+                        max_queued_requests=self.engine.queue_size if entry else -1,
                     ).bind(self.family, spec, downstream, cfg.torch_threads)
                 entries.setdefault(model, []).append((group.num_replicas, downstream))
         ingress_deployment: Any = serve.deployment(CascadeIngress)
@@ -250,13 +253,31 @@ class RayDeployment:
             try:
                 serve.run(self._application(), name=cfg.app_name, route_prefix="/")
             except RuntimeError as err:
-                raise HybridServeError(f"Ray Serve could not deploy the cascade: {err}") from err
+                why = self._failure_detail(serve)
+                raise HybridServeError(
+                    f"Ray Serve could not deploy the cascade: {err}" + (f" ({why})" if why else "")
+                ) from err
             self.url = self._http_url()
             self._wait_ready()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _failure_detail(self, serve: Any) -> str:
+        """The last line of each failed deployment's error (a replica constructor's exception)."""
+        try:
+            app = serve.status().applications.get(self.config.app_name)
+        except Exception:  # the controller may be gone; the caller's error still stands
+            return ""
+        if app is None:
+            return ""
+        reasons = []
+        for name, d in app.deployments.items():
+            lines = [ln.strip() for ln in str(d.message or "").splitlines() if ln.strip()]
+            if str(d.status).endswith(("UNHEALTHY", "DEPLOY_FAILED")) and lines:
+                reasons.append(f"{name}: {lines[-1]}")
+        return "; ".join(reasons)
 
     def _http_url(self) -> str:
         cfg = self.config
@@ -354,10 +375,31 @@ def serve_ray(
     server: ServerSettings | None = None,
 ) -> None:
     """Deploy, print where, serve until SIGINT/SIGTERM, then undeploy (the CLI's entry)."""
-    with RayDeployment(policy, plan, family, config, engine, server) as dep:
-        log.info("hybridserve on Ray Serve at %s (Ctrl-C stops)", dep.url)
-        print(json.dumps({"url": dep.url, **describe_groups(dep.groups)}), flush=True)
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    with console.status("deploying on Ray Serve"):
+        dep = RayDeployment(policy, plan, family, config, engine, server).start()
+    try:
+        table = Table(title=f"{policy.family} on Ray Serve")
+        for header in ("deployment", "replicas", "device", "batch", "wait ms", "share"):
+            table.add_column(header)
+        for d in describe_groups(dep.groups)["deployments"]:
+            for s in d["stages"]:
+                table.add_row(
+                    s["deployment"],
+                    str(d["replicas"]),
+                    s["device"],
+                    str(s["batch_size"]),
+                    f"{s['max_wait_ms']:g}",
+                    f"{s['device_share']:g}",
+                )
+        console.print(table)
+        console.print(f"serving at {dep.url} (Ctrl-C stops)", highlight=False)
         wait_for_signal()
+    finally:
+        dep.stop()
 
 
 def family_ref(
