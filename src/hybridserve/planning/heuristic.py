@@ -10,7 +10,8 @@ used (see ``solve.py``):
 * as the λ scale of the MILP and its competitor: the better of the two plans is kept.
 
 Water-filling: every model with reach > 0 first gets one replica (largest stages first, while
-the cluster is empty); then the model with the lowest ``capacity / reach`` (the one that caps λ)
+the cluster is empty; of the smallest footprint, or the most efficient: both are tried and the
+better plan kept); then the model with the lowest ``capacity / reach`` (the one that caps λ)
 gets its most efficient configuration that still fits (throughput per device share of its
 scarcer resource), placed best-fit so small replicas pack together and whole devices stay free
 for large ones; a pipelined replica prefers ``S`` devices on one node. It stops when the
@@ -19,25 +20,32 @@ bottleneck cannot grow (λ cannot rise) or, for the energy objective, once λ re
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from hybridserve.planning.instance import Config, Instance
 from hybridserve.planning.layout import Layout
 
 
-def efficiency_order(inst: Instance, model: str) -> list[Config]:
-    """``model``'s configurations, most throughput per device share first."""
+def _share(inst: Instance) -> dict[int, float]:
+    """Per configuration, the device share a replica takes of its scarcer resource."""
     largest = {
         t: max(d.memory_bytes for d in inst.devices if d.type == t) for t in inst.cluster.types
     }
+    return {
+        c.index: c.num_stages
+        * max(c.stage_utilisation, c.stage_memory_bytes / largest[c.device_type])
+        for c in inst.configs
+    }
 
-    def share(c: Config) -> float:
-        frac = max(c.stage_utilisation, c.stage_memory_bytes / largest[c.device_type])
-        return c.num_stages * frac
 
+def efficiency_order(inst: Instance, model: str) -> list[Config]:
+    """``model``'s configurations, most throughput per device share first."""
+    share = _share(inst)
     return sorted(
         inst.configs_of(model),
-        key=lambda c: (-c.throughput_rps / share(c), c.stage_memory_bytes, c.index),
+        key=lambda c: (-c.throughput_rps / share[c.index], c.stage_memory_bytes, c.index),
     )
 
 
@@ -68,31 +76,49 @@ def place(layout: Layout, c: Config) -> tuple[int, ...] | None:
     return tuple(int(d) for d in order[:s])  # no node has room: span nodes
 
 
-def fill(layout: Layout, target_rps: float | None = None) -> Layout:
-    """Water-fill ``layout`` in place (it may already hold replicas) and return it."""
+def fill(layout: Layout, target_rps: float | None = None, first: str = "small") -> Layout:
+    """Water-fill ``layout`` in place (it may already hold replicas) and return it.
+
+    Models without a replica first get one: of the smallest footprint (``first="small"``,
+    so all fit before any grows) or the most efficient (``"efficient"``).
+    """
     inst = layout.inst
     orders = {m: efficiency_order(inst, m) for m in inst.models}
     cap = layout.capacity()
 
-    def grow(model: str) -> bool:
+    share = _share(inst)
+
+    def grow(model: str, need: float) -> bool:
+        """Add the replica with the most *useful* throughput (at most ``need``) per share."""
+        best: tuple[float, Config, tuple[int, ...]] | None = None
         for c in orders[model]:
             devices = place(layout, c)
-            if devices is not None:
-                layout.add(c.index, devices)
-                cap[model] += layout.throughput_rps(layout.replicas[-1])
-                return True
-        return False
+            if devices is None:
+                continue
+            if math.isinf(need):  # plain efficiency: the order is the ranking
+                best = (0.0, c, devices)
+                break
+            score = min(c.throughput_rps, need) / share[c.index]
+            if best is None or score > best[0] * (1 + 1e-12):
+                best = (score, c, devices)
+        if best is None:
+            return False
+        layout.add(best[1].index, best[2])
+        cap[model] += layout.throughput_rps(layout.replicas[-1])
+        return True
 
     missing = [m for m in inst.models if cap[m] <= 0]
     smallest_stage = {m: min(c.stage_memory_bytes for c in orders[m]) for m in missing}
     for m in sorted(missing, key=lambda m: -smallest_stage[m]):
-        if not grow(m):
+        # the smallest footprint first, so every model gets a place before any grows
+        if not grow(m, need=1e-9 if first == "small" else math.inf):
             return layout  # the cluster cannot hold every model at once: λ = 0
     while True:
-        m = min(inst.models, key=lambda k: cap[k] / inst.reach[k])
-        if target_rps is not None and cap[m] / inst.reach[m] >= target_rps:
+        ratio = {k: cap[k] / inst.reach[k] for k in inst.models}
+        m = min(inst.models, key=lambda k: ratio[k])
+        if target_rps is not None and ratio[m] >= target_rps:
             return layout
-        if not grow(m):
+        if not grow(m, math.inf):
             return layout
 
 
@@ -143,5 +169,12 @@ def compact(layout: Layout) -> Layout:
 
 
 def solve_heuristic(inst: Instance, target_rps: float | None = None) -> Layout:
-    """A plan from an empty cluster."""
-    return fill(Layout(inst), target_rps)
+    """The better of two water-fillings from an empty cluster (see ``fill``'s ``first``)."""
+    small = fill(Layout(inst), target_rps, first="small")
+    efficient = fill(Layout(inst), target_rps, first="efficient")
+    if target_rps is None:
+        return max((efficient, small), key=lambda lay: lay.lam())
+    reached = [lay for lay in (small, efficient) if lay.lam() >= target_rps * (1 - 1e-9)]
+    if not reached:
+        return max((efficient, small), key=lambda lay: lay.lam())
+    return min(reached, key=lambda lay: (lay.power_w(target_rps) or 0.0, len(lay.used_devices())))
