@@ -18,6 +18,7 @@ when the meter is NVML, else the share of wall time the CUDA stream was busy (CU
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -37,6 +38,8 @@ from hybridserve.models import Family, Model, TorchModel, load_family
 from hybridserve.profiling.devices import DeviceSpec, describe_device, resolve_device
 from hybridserve.profiling.fits import fit_linear, fit_utilisation
 from hybridserve.profiling.profile import ModelFits, ModelProfile, Profile, ProfileRow
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 DEFAULT_SERVING_BATCH_SIZE = 64
@@ -303,6 +306,15 @@ def profile_family(
     if threads is not None:
         torch.set_num_threads(max(int(threads), 1))
     info = describe_device(spec)
+    load_1m = _load_average()
+    if spec.type == "cpu" and load_1m > 0.5 * info.cores:
+        # other work on the cores makes torch's thread pool wait on descheduled threads:
+        # latencies then come out quantised to scheduler slices, several times too high
+        log.warning(
+            "CPU load average is %.1f on %d cores: other processes will distort the profile",
+            load_1m,
+            info.cores,
+        )
     meter = meter if meter is not None else select_meter(spec.torch_device, meter_source)
     dev = _Device(spec, info.cores, meter)
     inputs = {b: _inputs(fam, b) for b in sizes}
@@ -338,9 +350,17 @@ def profile_family(
             "torch_threads": used_threads,
             "utilisation_method": _utilisation_method(dev),
             "wall_s": round(time.perf_counter() - started, 3),
+            "load_average_1m_at_start": round(load_1m, 2),
         },
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
+
+
+def _load_average() -> float:
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):  # not on this platform
+        return 0.0
 
 
 def _utilisation_method(dev: _Device) -> str:

@@ -1,0 +1,130 @@
+"""Repeatability and cost of ``hybridserve profile``: the family is profiled twice with defaults.
+
+Targets: one profile of the bundled family on the CPU takes < 180 s; the two runs' median batch
+latencies agree within 15 % for every model and batch size (spread = |a − b| / mean(a, b));
+the largest model's energy per request is ≥ 20× the smallest's at the serving batch size.
+Run::
+
+    python benchmarks/bench_profile.py            # writes benchmarks/out/bench_profile.json
+    python benchmarks/bench_profile.py --runs 3 --family fashion-mnist --device cpu
+
+Each run's ``profile.json`` is kept next to the report (``bench_profile-run<i>.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from hybridserve.profiling.profile import Profile
+from hybridserve.profiling.profiler import DEFAULT_BATCH_SIZES, profile_family
+
+OUT = Path(__file__).resolve().parent / "out"
+SPREAD_TARGET = 0.15
+WALL_TARGET_S = 180.0
+ENERGY_RATIO_TARGET = 20.0
+
+
+def spread(a: float, b: float) -> float:
+    """Relative difference of two measurements: |a − b| / mean(a, b)."""
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return math.nan
+    mean = (a + b) / 2.0
+    return abs(a - b) / mean if mean > 0 else 0.0
+
+
+def compare(runs: list[Profile]) -> dict[str, Any]:
+    """Largest pairwise spread of median latency (and energy) per model and batch size."""
+    per_model: dict[str, Any] = {}
+    worst = 0.0
+    for model in runs[0].names:
+        rows: dict[str, Any] = {}
+        for r0 in runs[0].model(model).rows:
+            b = r0.batch_size
+            medians = [p.model(model).row(b).latency_ms_median for p in runs]
+            energies = [p.model(model).row(b).energy_j_per_request for p in runs]
+            s = max(
+                (spread(x, y) for i, x in enumerate(medians) for y in medians[i + 1 :]),
+                default=0.0,
+            )
+            e = max(
+                (spread(x, y) for i, x in enumerate(energies) for y in energies[i + 1 :]),
+                default=math.nan,
+            )
+            worst = max(worst, s)
+            rows[str(b)] = {
+                "latency_ms_median": medians,
+                "spread": round(s, 4),
+                "energy_spread": round(e, 4) if math.isfinite(e) else None,
+            }
+        per_model[model] = rows
+    return {"worst_spread": round(worst, 4), "per_model": per_model}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", default="fashion-mnist")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=OUT / "bench_profile.json")
+    args = parser.parse_args()
+
+    runs: list[Profile] = []
+    walls: list[float] = []
+    for i in range(args.runs):
+        t0 = time.perf_counter()
+        profile = profile_family(args.family, args.device, DEFAULT_BATCH_SIZES)
+        walls.append(round(time.perf_counter() - t0, 2))
+        profile.save(args.out.with_name(f"{args.out.stem}-run{i + 1}.json"))
+        runs.append(profile)
+        print(f"run {i + 1}: {walls[-1]} s", flush=True)
+
+    first = runs[0]
+    b = first.serving_batch_size
+    energy = {m.name: [p.model(m.name).energy_j_per_request() for p in runs] for m in first.models}
+    smallest, largest = first.models[0].name, first.models[-1].name
+    ratios = [
+        p.model(largest).energy_j_per_request() / p.model(smallest).energy_j_per_request()
+        for p in runs
+    ]
+    comparison = compare(runs)
+    report = {
+        "benchmark": "profile",
+        "machine": {
+            "cpu": first.device.name,
+            "cores": first.device.cores,
+            "python": platform.python_version(),
+            "torch": first.device.torch,
+        },
+        "family": first.family,
+        "device": args.device,
+        "energy_source": first.energy_source,
+        "meter": dict(first.meter),
+        "serving_batch_size": b,
+        "wall_s": walls,
+        "wall_target_s": WALL_TARGET_S,
+        "spread_target": SPREAD_TARGET,
+        "energy_j_per_request_at_serving_batch": energy,
+        "energy_ratio_largest_over_smallest": [round(r, 1) for r in ratios],
+        "energy_ratio_target": ENERGY_RATIO_TARGET,
+        **comparison,
+        "targets_met": {
+            "wall": max(walls) < WALL_TARGET_S,
+            "spread": comparison["worst_spread"] <= SPREAD_TARGET,
+            "energy_ratio": min(ratios) >= ENERGY_RATIO_TARGET,
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    print(json.dumps({k: report[k] for k in ("wall_s", "worst_spread", "targets_met")}))
+    print(f"energy ratio {largest}/{smallest} at b={b} ({first.energy_source}): {ratios}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
