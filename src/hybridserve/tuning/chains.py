@@ -64,11 +64,15 @@ class ChainProblem:
         cost: FloatArray,
         giant_correct: BoolArray,
         order_desc: IntArray | None = None,
+        grids: Sequence[FloatArray] | None = None,
     ) -> None:
         self.conf = np.asarray(conf, dtype=np.float64)
         self.correct = np.asarray(correct, dtype=np.bool_)
         self.cost = np.asarray(cost, dtype=np.float64)
         self.giant = np.asarray(giant_correct, dtype=np.bool_)
+        # Allowed θ per position (None: every distinct score). A coarse grid keeps the search
+        # from fitting thresholds to individual validation requests.
+        self.grids = None if grids is None else [np.asarray(g, dtype=np.float64) for g in grids]
         self.depth, self.n = self.conf.shape
         # Sorting once per model makes each move's "sort the reachers" a cheap filter.
         self.order_desc = (
@@ -157,7 +161,7 @@ class ChainProblem:
         cs = self.conf[i][order]
         values = _cut_values(cs, descending=False, empty=0.0, full=float(theta[i]))
         return _cumulate(
-            values,
+            _exact_cuts(values, 0),
             int(total_ok.sum()),
             int((total_ok & ~self.giant).sum()),
             int((~total_ok & self.giant).sum()),
@@ -166,7 +170,6 @@ class ChainProblem:
             (dir_ok & ~g).astype(np.int64) - (via_ok & ~g),
             (~dir_ok & g).astype(np.int64) - (~via_ok & g),
             dir_cost - via_cost,
-            current_k=0,
         )
 
     def coordinate_descent(
@@ -194,8 +197,13 @@ class ChainProblem:
                 cs = self.conf[i][order]
                 current_k = int(np.count_nonzero(cs >= th[i]))
                 base_cost = fixed_cost + order.size * (prefix + self.cost[i]) + go_cost.sum()
+                if self.grids is None:
+                    full = float(cs[-1]) if cs.size else 0.0
+                    cuts = _exact_cuts(_cut_values(cs, True, NEVER, full), current_k)
+                else:
+                    cuts = _grid_cuts(cs, self.grids[i], float(th[i]))
                 opts = _cumulate(
-                    _cut_values(cs, True, NEVER, float(cs[-1]) if cs.size else 0.0),
+                    cuts,
                     int(fixed[0] + go_ok.sum()),
                     int(fixed[1] + (go_ok & ~g).sum()),
                     int(fixed[2] + (~go_ok & g).sum()),
@@ -204,7 +212,6 @@ class ChainProblem:
                     (stop_ok & ~g).astype(np.int64) - (go_ok & ~g),
                     (~stop_ok & g).astype(np.int64) - (~go_ok & g),
                     -go_cost,
-                    current_k,
                 )
                 k = choose(opts)
                 if k != opts.current:
@@ -255,8 +262,25 @@ def _cut_values(cs: FloatArray, descending: bool, empty: float, full: float) -> 
     return values
 
 
+def _exact_cuts(values: FloatArray, current_k: int) -> tuple[IntArray, FloatArray, int]:
+    """Every cut that does not split ties, plus the current one: (cuts, values, current)."""
+    keep = ~np.isnan(values)
+    keep[current_k] = True  # the current setting is always an option (moves never worsen)
+    ks = np.flatnonzero(keep)
+    return ks, values[ks], int(np.searchsorted(ks, current_k))
+
+
+def _grid_cuts(
+    cs: FloatArray, grid: FloatArray, current: float
+) -> tuple[IntArray, FloatArray, int]:
+    """Cuts at the grid's thresholds (and the current one) over descending scores ``cs``."""
+    vals = np.unique(np.append(grid, current))[::-1]
+    ks = np.searchsorted(-cs, -vals, side="right")  # how many scores are ≥ each value
+    return ks.astype(np.int64), vals, int(np.flatnonzero(vals == current)[0])
+
+
 def _cumulate(
-    values: FloatArray,
+    cuts: tuple[IntArray, FloatArray, int],
     base_ok: int,
     base_win: int,
     base_loss: int,
@@ -265,22 +289,17 @@ def _cumulate(
     d_win: IntArray,
     d_loss: IntArray,
     d_cost: FloatArray,
-    current_k: int,
 ) -> Options:
-    keep = ~np.isnan(values)
-    keep[current_k] = True  # the current setting is always an option (moves never worsen)
+    ks, vals, cur = cuts
 
     def cum(base: float, d: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
         return np.concatenate(([base], base + np.cumsum(d)))
 
-    idx = np.flatnonzero(keep)
-    vals = values[idx]
-    cur = int(np.searchsorted(idx, current_k))
     return Options(
         values=vals,
-        correct=cum(base_ok, d_ok)[idx].astype(np.int64),
-        wins=cum(base_win, d_win)[idx].astype(np.int64),
-        losses=cum(base_loss, d_loss)[idx].astype(np.int64),
-        cost=cum(base_cost, d_cost)[idx].astype(np.float64),
+        correct=cum(base_ok, d_ok)[ks].astype(np.int64),
+        wins=cum(base_win, d_win)[ks].astype(np.int64),
+        losses=cum(base_loss, d_loss)[ks].astype(np.int64),
+        cost=cum(base_cost, d_cost)[ks].astype(np.float64),
         current=cur,
     )

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from hybridserve.errors import HybridServeError
-from hybridserve.workdir import read_json
+from hybridserve.workdir import read_json, write_json
 
 if TYPE_CHECKING:
     from hybridserve.models import Family
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 #: of package power under load; an assumption, hence the ``modelled-quick`` label).
 DEFAULT_WATTS_PER_CORE = 10.0
 QUICK_SOURCE = "modelled-quick"
+COSTS_KIND = "costs"
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,37 @@ class CostTable:
                 for n, c in self.costs.items()
             },
         }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], where: str = "costs") -> CostTable:
+        """Read ``to_dict`` output back; errors name the field."""
+        try:
+            costs = {
+                str(n): ModelCost(float(c["energy_j"]), float(c["latency_ms"]))
+                for n, c in raw["costs"].items()
+            }
+            batch = raw.get("batch_size")
+            return cls(
+                str(raw["source"]),
+                None if batch is None else int(batch),
+                costs,
+                str(raw.get("note", "")),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise HybridServeError(f"{where}: not a cost table ({err!r})") from err
+
+    def save(self, path: Path | str, family: str) -> None:
+        """Write as a ``hybridserve/costs`` file (the tune stage caches quick costs so)."""
+        write_json(Path(path), COSTS_KIND, 1, {"family": family, **self.to_dict()})
+
+    @classmethod
+    def load(cls, path: Path | str, family: str | None = None) -> CostTable:
+        body = read_json(Path(path), COSTS_KIND)
+        if family is not None and body.get("family") != family:
+            raise HybridServeError(
+                f"{path}: costs are for family {body.get('family')!r}, not {family!r}"
+            )
+        return cls.from_dict(body, str(path))
 
 
 def _row_at(model: Mapping[str, Any], batch_size: int, where: str) -> Mapping[str, Any]:

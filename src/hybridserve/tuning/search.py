@@ -13,7 +13,9 @@ Per chain they
 
 The cheapest passing setting over all chains wins. Skip rules are then added greedily (at a
 chain model, the least confident requests jump straight to a later model) and kept only when
-they cut cost without losing a single correct validation answer and the guard still passes.
+they cut cost by at least ``min_skip_saving`` (default 1 %) without losing a single correct
+validation answer and the guard still passes (smaller savings are mostly noise: they do not
+carry over to unseen requests).
 
 **Acceptance rules** (``guard.AccuracyGuard``; ``D`` = requests where exactly one of cascade
 and giant is right, ``W`` of them won by the cascade):
@@ -75,22 +77,26 @@ class ThresholdSearch(ABC):
         confidence: str = "maxprob",
         objective: Objective = "energy",
         use_skips: bool = True,
+        min_skip_saving: float = 0.01,
         n_lambdas: int = 12,
         max_sweeps: int = 4,
         n_starts: int = 3,
         n_bisect: int = 5,
         grid_size: int = 16,
+        n_levels: int | None = 64,
         cloud_per_chain: int = 24,
         random_state: int = 0,
     ) -> None:
         self.confidence = confidence
         self.objective = objective
         self.use_skips = use_skips
+        self.min_skip_saving = min_skip_saving
         self.n_lambdas = n_lambdas
         self.max_sweeps = max_sweeps
         self.n_starts = n_starts
         self.n_bisect = n_bisect
         self.grid_size = grid_size
+        self.n_levels = n_levels
         self.cloud_per_chain = cloud_per_chain
         self.random_state = random_state
 
@@ -185,8 +191,9 @@ class ThresholdSearch(ABC):
         if len(chain) == 1:
             c = int(ev.correct[giant].sum())
             return Candidate(chain, (), (), c, 0, 0, float(cost[giant]) * ev.n)
+        grids = None if self.n_levels is None else [self._grid(ev.conf[m]) for m in chain[:-1]]
         prob = ChainProblem(
-            ev.conf[idx], ev.correct[idx], cost[idx], ev.correct[giant], order_desc[idx]
+            ev.conf[idx], ev.correct[idx], cost[idx], ev.correct[giant], order_desc[idx], grids
         )
         self._sample_cloud(ev, prob, names, frontier, rng)
         e_scale = float(cost[giant])
@@ -240,6 +247,12 @@ class ThresholdSearch(ABC):
                 best = cand
         return best
 
+    def _grid(self, conf: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Allowed thresholds of one model: quantiles of its validation confidence, and NEVER."""
+        assert self.n_levels is not None
+        qs = np.quantile(conf, np.linspace(0.0, 1.0, self.n_levels + 1))
+        return np.append(np.unique(qs), NEVER)
+
     def _sample_cloud(
         self,
         ev: Evidence,
@@ -282,7 +295,7 @@ class ThresholdSearch(ABC):
                         continue
                     ok = (
                         (opts.correct >= current.correct)
-                        & (opts.cost < current.cost - 1e-12 * abs(current.cost))
+                        & (opts.cost < current.cost * (1.0 - self.min_skip_saving) - 1e-12)
                         & guard.feasible(opts.wins, opts.losses, ev.n)
                     )
                     if not ok.any():

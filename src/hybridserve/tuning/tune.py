@@ -27,6 +27,7 @@ from hybridserve.tuning.simulate import simulate
 from hybridserve.workdir import Workdir, read_json
 
 MODES = ("ap", "eo")
+QUICK_COSTS_FILE = "quick-costs.json"
 
 
 def policy_path(wd: Workdir, mode: str, use_skips: bool = True) -> Path:
@@ -96,8 +97,9 @@ def load_split(
     return {n: ls.logits[n] for n in names}, ls.labels
 
 
-def load_costs(wd: Workdir, family: str, config: Path | None = None) -> CostTable:
-    """Costs from ``profile.json`` when it exists and has energy figures, else quick costs."""
+def load_costs(wd: Workdir, family: str, names: list[str], config: Path | None = None) -> CostTable:
+    """Costs from ``profile.json`` when it exists and has energy figures, else quick costs
+    (measured once, then cached in ``quick-costs.json``)."""
     why = f"no {wd.profile}"
     if wd.profile.is_file():
         body = read_json(wd.profile, "profile")
@@ -117,8 +119,20 @@ def load_costs(wd: Workdir, family: str, config: Path | None = None) -> CostTabl
             f"{why}, and family {family!r} is not bundled: run `hybridserve profile` or pass "
             "--config so quick costs can be measured"
         )
+    # Measured once per workdir, so the AP and EO policies are priced by the same numbers.
+    cache = wd.root / QUICK_COSTS_FILE
+    if cache.is_file():
+        try:
+            cached = CostTable.load(cache, family)
+        except HybridServeError:
+            cached = None  # unreadable or another family's: measure afresh and overwrite
+        if cached is not None and set(cached.costs) == set(names):
+            return cached
     table = quick_costs(load_family(family, config=config))
-    return replace(table, note=f"{table.note}; used because: {why}")
+    table = replace(table, note=f"{table.note}; used because: {why}")
+    wd.ensure()
+    table.save(cache, family)
+    return table
 
 
 def _other_policies(wd: Workdir, family: str) -> dict[str, CascadePolicy]:
@@ -199,7 +213,7 @@ def run_tune(
     others = _other_policies(wd, family)
     val_logits, val_labels = load_split(wd, family, names, "val", config)
     test_logits, test_labels = load_split(wd, family, names, "test", config)
-    table = costs if costs is not None else load_costs(wd, family, config)
+    table = costs if costs is not None else load_costs(wd, family, names, config)
     search: ThresholdSearch = (
         APSearch(use_skips=use_skips, confidence=confidence)
         if mode == "ap"
