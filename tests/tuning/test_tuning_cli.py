@@ -204,3 +204,20 @@ def test_custom_family_without_profile_needs_config(tmp_path: Path) -> None:
     wd = make_workdir(tmp_path / "wd", with_profile=False)
     with pytest.raises(HybridServeError, match="not bundled"):
         run_tune(wd, "ap")
+
+
+def test_calibrate_then_tune_a_user_family(tiny_family_yaml: Path, tmp_path: Path) -> None:
+    """Real models end to end: calibrate writes the inputs, tune (quick costs) reads them."""
+    from hybridserve.calibration import run_calibration
+    from hybridserve.models import load_family
+
+    family = load_family(config=tiny_family_yaml)
+    wd = Workdir(tmp_path / "wd")
+    run_calibration(family, wd, progress=False)
+    policy = run_tune(wd, "eo", 1.0, config=tiny_family_yaml)
+    assert policy.family == family.name and policy.giant == family.names[-1]
+    assert policy.cost_source == "modelled-quick"
+    cached = (wd.root / "quick-costs.json").read_text()
+    again = run_tune(wd, "ap", config=tiny_family_yaml)  # reuses the measured costs
+    assert (wd.root / "quick-costs.json").read_text() == cached
+    assert again.summary["costs"] == policy.summary["costs"]
