@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 from pathlib import Path
@@ -81,8 +82,8 @@ class TorchModel(Model):
     def info(self) -> ModelInfo:
         if self._info is None:
             shape = self.preprocessing.shape or self._input_shape
-            macs = count_macs(self.module.to("cpu"), tuple(shape))
-            self.module.to(self._device)
+            # count on a CPU copy: the served module may be running in another thread
+            macs = count_macs(copy.deepcopy(self.module).to("cpu"), tuple(shape))
             params = count_params(self.module)
             nbytes = sum(int(p.numel()) * p.element_size() for p in self.module.parameters())
             nbytes += sum(int(b.numel()) * b.element_size() for b in self.module.buffers())
