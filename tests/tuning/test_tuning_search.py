@@ -9,7 +9,7 @@ import pytest
 
 from hybridserve.errors import HybridServeError
 from hybridserve.tuning import CascadePolicy
-from hybridserve.tuning.chains import NEVER, ChainProblem
+from hybridserve.tuning.chains import ChainProblem
 from hybridserve.tuning.costs import CostTable
 from hybridserve.tuning.guard import AccuracyGuard
 from hybridserve.tuning.search import APSearch, EOSearch
@@ -47,8 +47,8 @@ def test_ap_passes_its_guard_and_beats_the_giant(fitted: dict[str, object], data
     giant_correct = logits["m3"].argmax(1) == labels
     wins = int((res.correct & ~giant_correct).sum())
     losses = int((~res.correct & giant_correct).sum())
-    guard = AccuracyGuard(0.001, 0.9)
-    assert guard.feasible(wins, losses, len(labels))
+    assert ap.guard().feasible(wins, losses, len(labels))  # type: ignore[attr-defined]
+    assert AccuracyGuard(0.001, 0.95) == ap.guard()  # type: ignore[attr-defined]
     assert res.energy_j_per_request < 0.5 * ENERGY["m3"]
     assert policy.summary["val"]["accuracy"] == pytest.approx(res.accuracy)
     assert policy.summary["val"]["energy_j_per_request"] == pytest.approx(res.energy_j_per_request)
@@ -69,22 +69,24 @@ def test_skips_never_cost_more_or_lose_accuracy(fitted: dict[str, object]) -> No
 
 
 def test_no_worse_than_exact_best_two_model_chain(fitted: dict[str, object], data) -> None:
-    """Two-model chains have one threshold; brute force over every cut must not beat the search."""
+    """Two-model chains have one threshold: brute force over its allowed values (the quantile
+    grid) must not beat the search, which visits every two-model chain."""
     logits, labels = data
+    search = fitted["ap_noskip"]
     names = list(logits)
     correct = np.stack([logits[n].argmax(1) == labels for n in names])
     conf = np.stack([_maxprob(logits[n]) for n in names])
-    guard = AccuracyGuard(0.001, 0.9)
+    guard = search.guard()  # type: ignore[attr-defined]
     best = ENERGY["m3"] * len(labels)
     for m in range(3):
         prob = ChainProblem(
             conf[[m, 3]], correct[[m, 3]], np.array([ENERGY[names[m]], 1.0]), correct[3]
         )
-        thetas = np.append(np.unique(conf[m]), NEVER)[:, None]
+        thetas = search._grid(conf[m], search.n_levels)[:, None]  # type: ignore[attr-defined]
         cost, _, wins, losses = prob.evaluate_many(thetas)
         ok = guard.feasible(wins, losses, len(labels))
         best = min(best, float(cost[ok].min()))
-    got = fitted["ap_noskip"].report_["val"]["energy_j_per_request"]  # type: ignore[attr-defined]
+    got = search.report_["val"]["energy_j_per_request"]  # type: ignore[attr-defined]
     assert got <= best / len(labels) + 1e-9
 
 
