@@ -147,3 +147,23 @@ def test_describe_groups_lists_deployments_devices_and_batching() -> None:
         "max_wait_ms": 2.0,
         "device_share": 1.0,
     }
+
+
+def test_ray_errors_are_classified_for_retry_overload_or_failure() -> None:
+    pytest.importorskip("ray.serve")
+    from ray import exceptions as rx
+    from ray.serve.exceptions import BackPressureError
+
+    from hybridserve.backends.ray_deployments import classify_ray_error
+
+    died = rx.ActorDiedError()
+    # a stage that was awaiting a dead successor re-raises the death wrapped in its own task
+    wrapped = rx.RayTaskError("infer", "traceback", died).as_instanceof_cause()
+    plain_wrapped = rx.RayTaskError("infer", "traceback", died)
+    model_bug = rx.RayTaskError("infer", "traceback", ValueError("bad weights"))
+    assert classify_ray_error(died) == "transient"
+    assert classify_ray_error(wrapped) == "transient"
+    assert classify_ray_error(plain_wrapped) == "transient"
+    assert classify_ray_error(BackPressureError(5, 5)) == "overloaded"
+    assert classify_ray_error(model_bug) == "fatal"
+    assert classify_ray_error(ValueError("x")) == "fatal"

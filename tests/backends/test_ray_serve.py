@@ -51,7 +51,9 @@ def _plan(policy: CascadePolicy) -> Plan:
     placements: list[Placement] = []
     for p in dev.placements:
         if p.model == policy.chain[0]:
-            placements += [p, replace(p, replica=1)]
+            # a long batch wait keeps calls queued in both replicas, so a kill hits some
+            slow = replace(p, max_wait_ms=50.0)
+            placements += [slow, replace(slow, replica=1)]
         elif p.model == policy.giant:
             placements += [replace(p, num_stages=2), replace(p, stage=1, num_stages=2)]
         else:
@@ -99,7 +101,8 @@ async def _post_all(
 
 def _local_answers(policy: CascadePolicy, plan: Plan, x: np.ndarray) -> list[Any]:
     async def go() -> list[Any]:
-        async with Engine(policy, plan, load_family("fashion-mnist")) as engine:
+        config = EngineConfig(max_batch_size=len(x))
+        async with Engine(policy, plan, load_family("fashion-mnist"), config) as engine:
             return await engine.predict(x)
 
     return asyncio.run(go())
@@ -160,6 +163,11 @@ def test_a_killed_replica_is_survived_and_replaced(
         if r.status_code == 503:
             assert "retry later" in r.json()["error"] and r.headers["retry-after"]
     assert sum(r.status_code == 200 for r in responses) >= len(x) - CONCURRENCY
+    engine = httpx.get(f"{deployment.url}/v1/policy", timeout=10).json()["engine"]
+    failed_503 = sum(r.status_code == 503 for r in responses)
+    # calls queued in the killed replica were retried on the other one, or answered 503
+    assert engine["retried_calls"] + failed_503 >= 1, engine
+    print(f"killed {victims[0]}: {engine['retried_calls']} calls retried, {failed_503} × 503")
 
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
