@@ -230,15 +230,21 @@ class ChainProblem:
     def evaluate_many(self, thetas: FloatArray) -> tuple[FloatArray, IntArray, IntArray, IntArray]:
         """(cost, correct, wins, losses) of S settings (S×(L−1)) at once, no skips."""
         s = thetas.shape[0]
-        ok = np.broadcast_to(self.correct[-1], (s, self.n)).copy()
-        rest = np.full((s, self.n), self.cost[-1])
-        for j in range(self.depth - 2, -1, -1):
-            stop = self.conf[j][None, :] >= thetas[:, j : j + 1]
-            ok = np.where(stop, self.correct[j][None, :], ok)
-            rest = self.cost[j] + np.where(stop, 0.0, rest)
+        last = self.depth - 1
+        # Answering position per setting and request; int8 keeps the S×N passes cheap.
+        pos = np.full((s, self.n), last, dtype=np.int8)
+        for j in range(last - 1, -1, -1):
+            np.putmask(pos, self.conf[j][None, :] >= thetas[:, j : j + 1], j)
+        path_cost = np.cumsum(self.cost)  # cost of a request answered at position j
+        ok = np.zeros((s, self.n), dtype=np.bool_)
+        total = np.zeros(s)
+        for j in range(self.depth):
+            here = pos == j
+            total += here.sum(axis=1) * path_cost[j]
+            ok |= here & self.correct[j][None, :]
         wins = (ok & ~self.giant).sum(axis=1)
         losses = (~ok & self.giant).sum(axis=1)
-        return rest.sum(axis=1), ok.sum(axis=1), wins, losses
+        return total, ok.sum(axis=1), wins, losses
 
 
 def _cut_values(cs: FloatArray, descending: bool, empty: float, full: float) -> FloatArray:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -47,8 +48,9 @@ class AccuracyGuard:
                 f"confidence_level: expected a value in [0.5, 1), got {self.confidence_level}"
             )
 
-    @property
+    @cached_property
     def z(self) -> float:
+        """The one-sided normal quantile of ``confidence_level`` (computed once)."""
         return float(norm.ppf(self.confidence_level))
 
     def lower_bound(self, wins: npt.ArrayLike, losses: npt.ArrayLike, n: int) -> FloatArray:
