@@ -106,3 +106,30 @@ def test_cost_table_errors() -> None:
     table = CostTable.from_energy({"a": 1.0})
     with pytest.raises(HybridServeError, match="'b'"):
         table.energy(["a", "b"])
+
+
+def test_greedy_skip_jumps_a_model_that_never_answers_them() -> None:
+    from hybridserve.tuning.skips import greedy_skips
+
+    rng = np.random.default_rng(2)
+    n = 1000
+    conf0 = rng.random(n)
+    # The middle model is never sure about what the first found hard: it just passes them on.
+    conf1 = np.where(conf0 < 0.3, 0.1, 0.99)
+    conf = np.stack([conf0, conf1, np.ones(n)])
+    correct = np.stack([conf0 > 0.2, np.ones(n, bool), np.ones(n, bool)])
+    prob = ChainProblem(conf, correct, np.array([0.01, 0.3, 1.0]), correct[-1])
+    theta = [0.5, 0.5]
+    start = prob.outcome(theta)
+    guard = AccuracyGuard(0.0, 0.5)
+    skips, out = greedy_skips(prob, theta, start, lambda w, lo: guard.feasible(w, lo, n))
+    assert len(skips) == 1
+    at, below, to = skips[0]
+    assert (at, to) == (0, 2) and 0.29 < below <= 0.5
+    assert out.correct == start.correct and out.cost < start.cost
+    again = prob.outcome(theta, skips)
+    assert (out.correct, out.wins, out.losses) == (again.correct, again.wins, again.losses)
+    assert out.cost == pytest.approx(again.cost)
+    # A rule must save at least min_saving: asking for 90 % keeps none.
+    none, same = greedy_skips(prob, theta, start, lambda w, lo: guard.feasible(w, lo, n), 0.9)
+    assert none == [] and same == start

@@ -46,21 +46,20 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
 from hybridserve.errors import HybridServeError
-from hybridserve.tuning.chains import NEVER, ChainProblem, Options, Skip, Theta
+from hybridserve.tuning.chains import NEVER, ChainProblem, Options, Outcome, Skip, Theta
 from hybridserve.tuning.costs import CostTable
 from hybridserve.tuning.evidence import Evidence, logits_by_name, oracle, prepare_evidence
 from hybridserve.tuning.frontier import Frontier
 from hybridserve.tuning.guard import AccuracyGuard
 from hybridserve.tuning.policy import CascadePolicy, SkipRule
 from hybridserve.tuning.simulate import LogitsLike, simulate
-
-Objective = Literal["energy", "latency"]
+from hybridserve.tuning.skips import greedy_skips
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ class Candidate:
     correct: int
     wins: int
     losses: int
-    cost: float  # total over the validation requests, in objective units
+    cost: float  # energy summed over the validation requests (J)
 
 
 class ThresholdSearch(ABC):
@@ -85,7 +84,6 @@ class ThresholdSearch(ABC):
         self,
         *,
         confidence: str = "maxprob",
-        objective: Objective = "energy",
         use_skips: bool = True,
         min_skip_saving: float = 0.01,
         n_lambdas: int = 12,
@@ -98,7 +96,6 @@ class ThresholdSearch(ABC):
         random_state: int = 0,
     ) -> None:
         self.confidence = confidence
-        self.objective = objective
         self.use_skips = use_skips
         self.min_skip_saving = min_skip_saving
         self.n_lambdas = n_lambdas
@@ -126,15 +123,11 @@ class ThresholdSearch(ABC):
     ) -> ThresholdSearch:
         """Tune on validation logits (name → N×K, chain order, giant last) and labels."""
         t0 = time.perf_counter()
-        if self.objective not in ("energy", "latency"):
-            raise HybridServeError(
-                f"objective: expected 'energy' or 'latency', got {self.objective!r}"
-            )
         guard = self.guard()
         ev = prepare_evidence(val_logits, labels, calibrators, self.confidence, family)
         if ev.n == 0:
             raise HybridServeError("labels: the validation set is empty")
-        cost = costs.energy(ev.names) if self.objective == "energy" else costs.latency(ev.names)
+        cost = costs.energy(ev.names)
         giant = len(ev.names) - 1
         self.dropped_: dict[str, str] = {}
         kept = []
@@ -174,7 +167,7 @@ class ThresholdSearch(ABC):
             self.policy_.chain,
             self.policy_.thresholds,
             best.correct / ev.n,
-            self._energy_of(ev, best, costs),
+            best.cost / ev.n,
         )
         self.evidence_ = ev
         self.report_ = self._report(
@@ -321,56 +314,22 @@ class ThresholdSearch(ABC):
         prob = ChainProblem(
             ev.conf[idx], ev.correct[idx], cost[idx], ev.correct[idx[-1]], order_desc[idx]
         )
-        skips: list[Skip] = []
-        current = best
-        while True:
-            pick: tuple[float, Skip, Candidate] | None = None
-            for i in range(prob.depth - 2):
-                for to in range(i + 2, prob.depth):
-                    opts = prob.skip_options(i, to, current.theta, skips)
-                    if opts is None:
-                        continue
-                    ok = (
-                        (opts.correct >= current.correct)
-                        & (opts.cost < current.cost * (1.0 - self.min_skip_saving) - 1e-12)
-                        & guard.feasible(opts.wins, opts.losses, ev.n)
-                    )
-                    if not ok.any():
-                        continue
-                    k = int(np.flatnonzero(ok)[np.argmin(opts.cost[ok])])
-                    if pick is None or opts.cost[k] < pick[0]:
-                        rule: Skip = (i, float(opts.values[k]), to)
-                        cand = Candidate(
-                            best.chain,
-                            current.theta,
-                            (*skips, rule),
-                            int(opts.correct[k]),
-                            int(opts.wins[k]),
-                            int(opts.losses[k]),
-                            float(opts.cost[k]),
-                        )
-                        pick = (float(opts.cost[k]), rule, cand)
-            if pick is None:
-                return current
-            skips.append(pick[1])
-            current = pick[2]
+        start = Outcome(best.correct, best.wins, best.losses, best.cost)
+        skips, out = greedy_skips(
+            prob,
+            best.theta,
+            start,
+            lambda w, lo: guard.feasible(w, lo, ev.n),
+            self.min_skip_saving,
+        )
+        return Candidate(
+            best.chain, best.theta, tuple(skips), out.correct, out.wins, out.losses, out.cost
+        )
 
     # ---- results --------------------------------------------------------------------------
 
     def _per_request(self, total: float, ev: Evidence) -> float:
         return total / ev.n
-
-    def _energy_of(self, ev: Evidence, cand: Candidate, costs: CostTable) -> float:
-        if self.objective == "energy":
-            return cand.cost / ev.n
-        idx = list(cand.chain)
-        prob = ChainProblem(
-            ev.conf[idx],
-            ev.correct[idx],
-            costs.energy([ev.names[m] for m in idx]),
-            ev.correct[idx[-1]],
-        )
-        return prob.outcome(cand.theta, cand.skips).cost / ev.n
 
     def _add_references(
         self, frontier: Frontier, ev: Evidence, costs: CostTable, cost: npt.NDArray[np.float64]
@@ -433,7 +392,6 @@ class ThresholdSearch(ABC):
         lcb = float(guard.lower_bound(best.wins, best.losses, ev.n))
         return {
             "mode": self.mode,
-            "objective": self.objective,
             "cost_source": costs.source,
             "guard": {
                 "tolerance_pt": 100 * guard.tolerance,
