@@ -38,6 +38,21 @@ def spread(a: float, b: float) -> float:
     return abs(a - b) / mean if mean > 0 else 0.0
 
 
+def wait_quiet(max_wait_s: float, threshold: float = 0.10, window_s: float = 3.0) -> float:
+    """Wait until the whole CPU is < ``threshold`` busy over ``window_s``; return seconds waited.
+
+    Other processes on the cores distort a profile badly (see ``foreign_cpu_share``), so each run
+    starts on a quiet machine where one can be had within ``max_wait_s``.
+    """
+    import psutil
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < max_wait_s:
+        if psutil.cpu_percent(interval=window_s) / 100.0 < threshold:
+            break
+    return round(time.perf_counter() - t0, 1)
+
+
 def compare(runs: list[Profile]) -> dict[str, Any]:
     """Largest pairwise spread of median latency (and energy) per model and batch size."""
     per_model: dict[str, Any] = {}
@@ -72,17 +87,23 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT / "bench_profile.json")
+    parser.add_argument(
+        "--wait-quiet-s", type=float, default=600.0, help="most seconds to wait for a quiet CPU"
+    )
     args = parser.parse_args()
 
     runs: list[Profile] = []
     walls: list[float] = []
+    waited: list[float] = []
     for i in range(args.runs):
+        waited.append(wait_quiet(args.wait_quiet_s))
         t0 = time.perf_counter()
         profile = profile_family(args.family, args.device, DEFAULT_BATCH_SIZES)
         walls.append(round(time.perf_counter() - t0, 2))
         profile.save(args.out.with_name(f"{args.out.stem}-run{i + 1}.json"))
         runs.append(profile)
-        print(f"run {i + 1}: {walls[-1]} s", flush=True)
+        share = profile.settings.get("foreign_cpu_share")
+        print(f"run {i + 1}: {walls[-1]} s (other processes' CPU share {share})", flush=True)
 
     first = runs[0]
     b = first.serving_batch_size
@@ -107,6 +128,8 @@ def main() -> None:
         "meter": dict(first.meter),
         "serving_batch_size": b,
         "wall_s": walls,
+        "waited_for_quiet_s": waited,
+        "foreign_cpu_share": [p.settings.get("foreign_cpu_share") for p in runs],
         "wall_target_s": WALL_TARGET_S,
         "spread_target": SPREAD_TARGET,
         "energy_j_per_request_at_serving_batch": energy,

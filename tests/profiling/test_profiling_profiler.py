@@ -197,3 +197,22 @@ def test_real_cuda_device(tiny_family_yaml: Path) -> None:
     )
     assert profile.device.type == "cuda"
     assert all(r.memory_bytes > 0 for m in profile.models for r in m.rows)
+
+
+def test_foreign_cpu_share_counts_only_other_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import psutil
+
+    from hybridserve.profiling import profiler
+
+    clock = {"wall": 100.0, "cpu": 10.0, "busy": 1000.0}
+    monkeypatch.setattr(profiler.time, "perf_counter", lambda: clock["wall"])
+    monkeypatch.setattr(profiler.time, "process_time", lambda: clock["cpu"])
+    monkeypatch.setattr(
+        psutil,
+        "cpu_times",
+        lambda: SimpleNamespace(user=clock["busy"], nice=0.0, system=0.0, idle=5.0, guest=9e9),
+    )
+    probe = profiler._ForeignCpu(cores=2)
+    # 10 s of wall on 2 cores; this process used 4 s of CPU, the machine 9 s: 5 s were others'
+    clock.update(wall=110.0, cpu=14.0, busy=1009.0)
+    assert probe.share() == pytest.approx(5.0 / 20.0)

@@ -307,14 +307,7 @@ def profile_family(
         torch.set_num_threads(max(int(threads), 1))
     info = describe_device(spec)
     load_1m = _load_average()
-    if spec.type == "cpu" and load_1m > 0.5 * info.cores:
-        # other work on the cores makes torch's thread pool wait on descheduled threads:
-        # latencies then come out quantised to scheduler slices, several times too high
-        log.warning(
-            "CPU load average is %.1f on %d cores: other processes will distort the profile",
-            load_1m,
-            info.cores,
-        )
+    foreign = _ForeignCpu(info.cores)
     meter = meter if meter is not None else select_meter(spec.torch_device, meter_source)
     dev = _Device(spec, info.cores, meter)
     inputs = {b: _inputs(fam, b) for b in sizes}
@@ -332,6 +325,15 @@ def profile_family(
         used_threads = torch.get_num_threads()
     finally:
         torch.set_num_threads(old_threads)
+    foreign_share = foreign.share()
+    if spec.type == "cpu" and foreign_share > FOREIGN_CPU_WARN:
+        # torch's thread pool waits on its descheduled threads when other work shares the
+        # cores: latencies then come out quantised to scheduler slices, often many times too high
+        log.warning(
+            "other processes used %.0f%% of the CPU while profiling: the figures are distorted; "
+            "profile again on a quiet machine (--force)",
+            100 * foreign_share,
+        )
     return Profile(
         family=fam.name,
         device=info,
@@ -351,9 +353,39 @@ def profile_family(
             "utilisation_method": _utilisation_method(dev),
             "wall_s": round(time.perf_counter() - started, 3),
             "load_average_1m_at_start": round(load_1m, 2),
+            "foreign_cpu_share": round(foreign_share, 3),
         },
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
+
+
+#: Share of the CPU used by other processes during a profile above which it is flagged.
+FOREIGN_CPU_WARN = 0.10
+
+
+class _ForeignCpu:
+    """Share of all cores that *other* processes kept busy since construction (0..1)."""
+
+    def __init__(self, cores: int) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self.cores = max(cores, 1)
+        self._busy0 = self._busy()
+        self._own0 = time.process_time()
+        self._wall0 = time.perf_counter()
+
+    def _busy(self) -> float:
+        t = self._psutil.cpu_times()
+        # guest time is already inside user/nice on Linux, so it is not added again
+        fields = ("user", "nice", "system", "irq", "softirq", "steal")
+        return sum(float(getattr(t, f, 0.0)) for f in fields)
+
+    def share(self) -> float:
+        wall = time.perf_counter() - self._wall0
+        own = time.process_time() - self._own0
+        other = self._busy() - self._busy0 - own
+        return min(max(other / max(wall * self.cores, 1e-9), 0.0), 1.0)
 
 
 def _load_average() -> float:
