@@ -98,7 +98,7 @@ async def engine_load(
             i = (i + concurrency) % len(x)
 
     tasks = [asyncio.create_task(client(k)) for k in range(concurrency)]
-    await asyncio.sleep(min(1.0, duration_s / 4))  # let the batcher reach steady state
+    await asyncio.sleep(min(0.3, duration_s / 4))  # let the batcher reach steady state
     c0, t0, b0 = count[0], time.perf_counter(), engine.stages[0].batches
     cpu0 = time.process_time()
     await asyncio.sleep(duration_s)
@@ -127,8 +127,13 @@ async def compare_throughput(
     per_round = []
     async with Engine(giant_policy(family), plan, family, config) as engine:
         for r in range(rounds):
-            raw = await asyncio.to_thread(raw_throughput, family, x, batch, duration_s)
-            eng = await engine_load(engine, x, duration_s, concurrency)
+            # alternate the order (ABBA) so a drift in outside load does not favour either
+            if r % 2 == 0:
+                raw = await asyncio.to_thread(raw_throughput, family, x, batch, duration_s)
+                eng = await engine_load(engine, x, duration_s, concurrency)
+            else:
+                eng = await engine_load(engine, x, duration_s, concurrency)
+                raw = await asyncio.to_thread(raw_throughput, family, x, batch, duration_s)
             ratio = eng["throughput_rps"] / raw["throughput_rps"]
             # CPU-normalised: raw CPU per input / engine CPU per input (robust to other load)
             cpu_ratio = raw["cpu_ms_per_input"] / eng["cpu_ms_per_input"]
@@ -156,6 +161,10 @@ async def compare_throughput(
 
 
 # ---------------------------------------------------------------------- HTTP
+
+
+class _ClosedError(Exception):
+    """The server closed a kept-alive connection before answering."""
 
 
 class Pool:
@@ -195,6 +204,13 @@ class Pool:
                 break
 
     async def post(self, path: bytes, body: bytes) -> tuple[int, bytes, dict[bytes, bytes]]:
+        try:
+            return await self._post(path, body)
+        except _ClosedError:
+            # the server closed an idle kept-alive connection: send again on a fresh one
+            return await self._post(path, body)
+
+    async def _post(self, path: bytes, body: bytes) -> tuple[int, bytes, dict[bytes, bytes]]:
         conn = await self._conn()
         reader, writer = conn
         try:
@@ -202,7 +218,10 @@ class Pool:
                 b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
                 b"Content-Length: %d\r\n\r\n%s" % (path, len(body), body)
             )
-            status = int((await reader.readline()).split()[1])
+            first = await reader.readline()
+            if not first:
+                raise _ClosedError
+            status = int(first.split()[1])
             headers: dict[bytes, bytes] = {}
             while True:
                 line = await reader.readline()
@@ -400,8 +419,9 @@ def main() -> None:
     parser.add_argument("--family", default="fashion-mnist")
     parser.add_argument("--config", type=Path, default=None, help="a family YAML instead")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--duration-s", type=float, default=8.0, help="each throughput run")
-    parser.add_argument("--rounds", type=int, default=3, help="raw/engine run pairs")
+    parser.add_argument("--duration-s", type=float, default=2.0, help="each throughput run")
+    parser.add_argument("--rounds", type=int, default=20, help="raw/engine run pairs")
+    parser.add_argument("--capacity-s", type=float, default=15.0, help="HTTP capacity run")
     parser.add_argument("--latency-s", type=float, default=20.0, help="fixed-load run")
     parser.add_argument("--load-fraction", type=float, default=0.5, help="of HTTP capacity")
     parser.add_argument("--overload-s", type=float, default=30.0)
@@ -411,7 +431,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT / "bench_runtime.json")
     args = parser.parse_args()
     if args.quick:
-        args.duration_s, args.latency_s, args.overload_s, args.rounds = 3.0, 5.0, 8.0, 1
+        args.duration_s, args.latency_s, args.overload_s, args.rounds = 2.0, 5.0, 8.0, 2
+        args.capacity_s = 5.0
 
     family = load_family(args.family, args.config)
     x = family.split("test").x
@@ -448,7 +469,7 @@ def main() -> None:
         try:
             wait_ready(port, proc)
             print("HTTP capacity (closed loop) ...", flush=True)
-            cap = asyncio.run(closed_loop_http(port, bodies, expected, 2 * b, 2 * args.duration_s))
+            cap = asyncio.run(closed_loop_http(port, bodies, expected, 2 * b, args.capacity_s))
             capacity = cap["ok_rps"]
             print(f"  {capacity:.0f} requests/s", flush=True)
             rate = args.load_fraction * capacity

@@ -19,6 +19,7 @@ import numpy.typing as npt
 from hybridserve.errors import HybridServeError
 from hybridserve.models.family import Family
 from hybridserve.runtime.config import EngineConfig
+from hybridserve.runtime.deadlines import Deadlines
 from hybridserve.runtime.energy import DeviceEnergy, EnergyAccount
 from hybridserve.runtime.errors import DeadlineExceededError, EngineClosedError
 from hybridserve.runtime.inputs import check_batch
@@ -84,6 +85,7 @@ class Engine:
         self._inflight = 0
         self._drained: asyncio.Event | None = None
         self._paths: dict[int, tuple[str, ...]] = {}
+        self._deadlines = Deadlines(self.config.request_timeout_s, _expire)
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -182,6 +184,7 @@ class Engine:
         closed = EngineClosedError("the engine shut down before this request finished")
         for stage in self.stages:
             fail_all(stage.queue.drop_all(), closed)
+        self._deadlines.close()
         if self.energy is not None:
             await asyncio.to_thread(self.energy.stop)
         self._state = "closed"
@@ -216,12 +219,12 @@ class Engine:
         # raises QueueFullError before anything is accepted
         self.stages[0].queue.put_nowait(Chunk.of(job, x))
         self._inflight += 1
-        timeout = self.config.request_timeout_s if timeout_s is None else timeout_s
-        timer = loop.call_later(timeout, _expire, job, timeout)
+        timer = self._deadlines.watch(job, timeout_s)
         try:
             return await future
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             job.abandon()
             self._inflight -= 1
             if self._inflight == 0 and self._drained is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -34,12 +35,14 @@ def check_batch(
             f"inputs: batch of {n} inputs is larger than the limit of {max_batch_size}"
         )
     out = np.ascontiguousarray(arr, dtype=np.float32)
-    if arr.dtype.kind == "f" and not np.isfinite(out).all():
+    # two reductions check everything: NaN propagates through min/max, inf is out of range
+    low, high = float(out.min()), float(out.max())
+    if not (math.isfinite(low) and math.isfinite(high)):
         bad = int(np.flatnonzero(~np.isfinite(out).reshape(n, -1).all(axis=1))[0])
         raise InvalidInputError(f"inputs: input {bad} holds NaN or infinite values")
     if input_range is not None:
         lo, hi = input_range
-        if out.min() < lo or out.max() > hi:
+        if low < lo or high > hi:
             per_row = out.reshape(n, -1)
             bad = int(np.flatnonzero((per_row.min(axis=1) < lo) | (per_row.max(axis=1) > hi))[0])
             raise InvalidInputError(
