@@ -115,11 +115,12 @@ class RowQueue:
                     if left <= 0:
                         break
                     await self._wait_item(left)
-            batch = self._take(max_rows)
+            batch = self.take(max_rows)
             if batch:
                 return batch
 
-    def _take(self, max_rows: int) -> list[Chunk]:
+    def take(self, max_rows: int) -> list[Chunk]:
+        """Up to ``max_rows`` inputs now, without waiting (may be empty)."""
         batch: list[Chunk] = []
         room = max_rows
         items = self._items

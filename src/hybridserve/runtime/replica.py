@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -66,6 +67,8 @@ class Replica:
         self.parts = parts
         self.batch_size = batch_size
         self.max_wait_s = max_wait_ms / 1000.0
+        #: batches queued behind the running ones to keep the threads busy (saturation only)
+        self.prefetched = 0
 
     @property
     def devices(self) -> list[str]:
@@ -76,29 +79,45 @@ class Replica:
         """Batches the replica can hold at once (one per pipeline stage)."""
         return len(self.parts)
 
-    async def run(self, xs: Arrays, post: Callable[[npt.NDArray[np.float32]], T]) -> T:
-        """Logits of the concatenated chunks ``xs``, passed through ``post`` in the last thread."""
+    async def run(
+        self, xs: Arrays, post: Callable[[npt.NDArray[np.float32]], T]
+    ) -> tuple[T, float]:
+        """Logits of the concatenated chunks ``xs`` through ``post`` (in the last thread), and
+        the seconds the threads spent on it (not counting time queued behind other batches)."""
         loop = asyncio.get_running_loop()
         if len(self.parts) == 1:
             only = self.parts[0].fn
             return await loop.run_in_executor(self.parts[0].executor, _whole, only, xs, post)
-        h: Any = await loop.run_in_executor(self.parts[0].executor, self.parts[0].fn, xs)
+        h, busy = await loop.run_in_executor(self.parts[0].executor, _timed, self.parts[0].fn, xs)
         for part in self.parts[1:-1]:
-            h = await loop.run_in_executor(part.executor, part.fn, h)
+            h, more = await loop.run_in_executor(part.executor, _timed, part.fn, h)
+            busy += more
         last = self.parts[-1]
-        return await loop.run_in_executor(last.executor, _tail, last.fn, h, post)
+        out, more = await loop.run_in_executor(last.executor, _tail, last.fn, h, post)
+        return out, busy + more
 
     def close(self) -> None:
         for p in self.parts:
             p.executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _whole(fn: Callable[[Any], Any], xs: Arrays, post: Callable[[npt.NDArray[np.float32]], T]) -> T:
-    return post(_as_logits(fn(xs)))
+def _whole(
+    fn: Callable[[Any], Any], xs: Arrays, post: Callable[[npt.NDArray[np.float32]], T]
+) -> tuple[T, float]:
+    t0 = time.perf_counter()
+    return post(_as_logits(fn(xs))), time.perf_counter() - t0
 
 
-def _tail(fn: Callable[[Any], Any], h: Any, post: Callable[[npt.NDArray[np.float32]], T]) -> T:
-    return post(_as_logits(fn(h)))
+def _timed(fn: Callable[[Any], Any], h: Any) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    return fn(h), time.perf_counter() - t0
+
+
+def _tail(
+    fn: Callable[[Any], Any], h: Any, post: Callable[[npt.NDArray[np.float32]], T]
+) -> tuple[T, float]:
+    t0 = time.perf_counter()
+    return post(_as_logits(fn(h))), time.perf_counter() - t0
 
 
 def _as_logits(out: Any) -> npt.NDArray[np.float32]:

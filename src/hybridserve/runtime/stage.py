@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -101,42 +100,52 @@ class Stage:
         )
 
     async def _batch_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             replica = await self._idle.get()
             chunks = await self.queue.get_batch(replica.batch_size, replica.max_wait_s)
-            task = loop.create_task(self._serve(replica, chunks))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._submit(replica, chunks, holds_slot=True)
+            self._prefetch(replica)
 
-    async def _serve(self, replica: Replica, chunks: list[Chunk]) -> None:
+    def _submit(self, replica: Replica, chunks: list[Chunk], holds_slot: bool) -> None:
+        task = asyncio.get_running_loop().create_task(self._serve(replica, chunks, holds_slot))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    def _prefetch(self, replica: Replica) -> None:
+        """Under saturation, queue one more full batch behind the running ones.
+
+        The replica's thread then starts it the moment the current batch ends instead of
+        waiting for this loop to be scheduled, do the bookkeeping and submit (a wait that grows
+        with the machine's load). Below saturation nothing is queued, so batches keep filling
+        while the replica is busy.
+        """
+        if replica.prefetched == 0 and self.queue.rows >= replica.batch_size:
+            chunks = self.queue.take(replica.batch_size)
+            if chunks:
+                replica.prefetched += 1
+                self._submit(replica, chunks, holds_slot=False)
+
+    async def _serve(self, replica: Replica, chunks: list[Chunk], holds_slot: bool) -> None:
         size = sum(c.n for c in chunks)
         waiting = self.queue.rows
-        t0 = time.perf_counter()
         try:
-            routed = await replica.run([c.x for c in chunks], self.route)
+            routed, service_s = await replica.run([c.x for c in chunks], self.route)
+            self.batches += 1
+            answered = await self._dispatch(self.position, chunks, routed)
+            self.observer.on_batch(self.name, size, waiting, service_s, answered)
         except Exception as err:  # the stage keeps serving; only this batch's requests fail
             self.failures += 1
             log.warning("stage %s: batch of %d failed: %s", self.name, size, err)
             failure = BatchFailedError(f"model {self.name!r} failed on a batch: {err}")
             fail_all(chunks, failure)
             self.observer.on_batch_error(self.name, size, err)
-            self._idle.put_nowait(replica)
-            return
-        service_s = time.perf_counter() - t0
-        self.batches += 1
-        try:
-            answered = await self._dispatch(self.position, chunks, routed)
-            self.observer.on_batch(self.name, size, waiting, service_s, answered)
-        except Exception as err:  # e.g. a policy that routes backwards: fail, keep serving
-            self.failures += 1
-            log.warning("stage %s: routing a batch of %d failed: %s", self.name, size, err)
-            failure = BatchFailedError(f"routing after model {self.name!r} failed: {err}")
-            fail_all(chunks, failure)
-            self.observer.on_batch_error(self.name, size, err)
         finally:
-            # the replica is free only once its outputs are handed on: back-pressure
-            self._idle.put_nowait(replica)
+            # the replica's slot frees only once the outputs are handed on: back-pressure
+            if holds_slot:
+                self._idle.put_nowait(replica)
+            else:
+                replica.prefetched -= 1
+                self._prefetch(replica)
 
     @property
     def busy(self) -> bool:
