@@ -357,7 +357,10 @@ def test_full_queue_answers_503_with_retry_after_and_accepted_requests_finish() 
             r = await client.post("/v1/predict", json={"inputs": [x[3].tolist()]})
             assert r.status_code == 503
             assert r.headers["retry-after"] == "1"
-            assert "queue full" in r.json()["error"]
+            assert "queue is full" in r.json()["error"]
+            # refused at the door, before the body is even parsed
+            r = await client.post("/v1/predict", content=b"{not json")
+            assert r.status_code == 503 and r.headers["retry-after"] == "1"
             gate.open()
             replies = [await t for t in (first, *queued)]
             assert [r.status_code for r in replies] == [200] * 3

@@ -31,6 +31,10 @@ class RowQueue:
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def full(self) -> bool:
+        return self.rows >= self.capacity_rows
+
     def _fits(self, n: int) -> bool:
         # an empty queue takes any chunk, so a request larger than the capacity cannot starve
         return self.rows + n <= self.capacity_rows or not self._items

@@ -97,6 +97,11 @@ class Engine:
     def inflight(self) -> int:
         return self._inflight
 
+    @property
+    def overloaded(self) -> bool:
+        """The entry queue is full: a new request would be refused (cheap to ask per request)."""
+        return bool(self.stages) and self.stages[0].queue.full
+
     def _check(self) -> None:
         fam = self.family
         if self.policy.family != fam.name:

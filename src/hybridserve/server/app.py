@@ -320,5 +320,8 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
 
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(FrontDoor, settings=settings, metrics=metrics)
+    def overloaded() -> bool:
+        return bool(getattr(holder.engine, "overloaded", False))
+
+    app.add_middleware(FrontDoor, settings=settings, metrics=metrics, overloaded=overloaded)
     return app

@@ -43,6 +43,7 @@ _HEALTH = frozenset(
     {"/v2/health/live", "/v2/health/ready", "/v2/models/{model}/ready", "/metrics", "/v2"}
 )
 _OPEN = frozenset({"/docs"})
+_INFERENCE = frozenset({"/v1/predict", "/v2/models/{model}/infer"})
 
 
 def route_label(path: str) -> str:
@@ -73,9 +74,17 @@ async def send_json(
 class FrontDoor:
     """Wraps the FastAPI app: auth, body limit, request/error counters and latency per route."""
 
-    def __init__(self, app: ASGIApp, settings: ServerSettings, metrics: ServerMetrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: ServerSettings,
+        metrics: ServerMetrics,
+        overloaded: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.overloaded = overloaded
+        self.retry_after = str(settings.retry_after_s)
         self.limit = settings.max_body_bytes
         key = settings.api_key.get_secret_value() if settings.api_key is not None else None
         self._key = key.encode() if key else None
@@ -107,6 +116,16 @@ class FrontDoor:
                     401,
                     {"error": "missing or invalid bearer token (send 'Authorization: Bearer KEY')"},
                     {"www-authenticate": "Bearer"},
+                )
+                return
+            if route in _INFERENCE and self.overloaded():
+                # shed load before reading or parsing the body: a refusal must cost little,
+                # or an overload spends the CPU that accepted requests need
+                await send_json(
+                    send_noting_status,
+                    503,
+                    {"error": "server overloaded: the entry queue is full; retry later"},
+                    {"retry-after": self.retry_after},
                 )
                 return
             if scope["method"] in ("POST", "PUT", "PATCH"):
