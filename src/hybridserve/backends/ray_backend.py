@@ -167,13 +167,11 @@ class RayDeployment:
                     "(with the resources below) and pass --address auto\n"
                     + ray_start_hint(self.plan)
                 )
-            ray.init(
-                num_cpus=cfg.num_cpus,
-                object_store_memory=cfg.object_store_bytes,
-                resources=node_resources(self.plan),
-                include_dashboard=False,
-                log_to_driver=False,
-            )
+            try:
+                self._init_local(ray)
+            except Exception as err:  # Ray raises bare Exceptions when its processes fail
+                ray.shutdown()  # whatever part of the instance came up
+                raise HybridServeError(f"could not start a local Ray instance: {err}") from err
             self._started_ray = True
         else:
             try:
@@ -181,6 +179,19 @@ class RayDeployment:
             except (ConnectionError, RuntimeError, ValueError) as err:
                 raise HybridServeError(f"cannot reach Ray at {cfg.address!r}: {err}") from err
         return ray
+
+    def _init_local(self, ray: ModuleType) -> None:
+        cfg = self.config
+        ray.init(
+            num_cpus=cfg.num_cpus,
+            object_store_memory=cfg.object_store_bytes,
+            resources=node_resources(self.plan),
+            include_dashboard=False,
+            log_to_driver=False,
+            # Ray runs workers at nice 15 by default; here they *are* the server, so they
+            # get the priority the local backend's process has
+            _system_config={"worker_niceness": 0},
+        )
 
     def _check_capacity(self, ray: ModuleType) -> None:
         problems = missing_resources(self.groups, ray.cluster_resources())
