@@ -167,3 +167,30 @@ def test_ray_errors_are_classified_for_retry_overload_or_failure() -> None:
     assert classify_ray_error(BackPressureError(5, 5)) == "overloaded"
     assert classify_ray_error(model_bug) == "fatal"
     assert classify_ray_error(ValueError("x")) == "fatal"
+
+
+def test_serve_options_passes_address_host_and_a_fixed_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    POLICY.save(tmp_path / "policy-ap.json")
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(ray_backend, "require_ray", lambda: None)
+    monkeypatch.setattr(ray_backend, "serve_ray", lambda *args: seen.update(args=args))
+    options = SimpleNamespace(
+        workdir=tmp_path,
+        policy=None,
+        plan=None,
+        family=None,
+        family_config=None,
+        host="127.0.0.1",
+        port=0,
+        address="ray://head:10001",
+        engine=None,
+        server=None,
+    )
+    serve_options(options)
+    policy, plan, ref, config, _, _ = seen["args"]
+    assert plan.chain == CHAIN  # no plan.json: one CPU replica of each chain model
+    assert (policy, ref) == (POLICY, BUNDLED)
+    assert config.address == "ray://head:10001"
+    assert config.port > 0  # Serve's proxies cannot take "any port"

@@ -461,6 +461,16 @@ def serve_options(options: Any) -> None:
         options.workdir, options.policy, options.plan, options.family, options.family_config
     )
     config = RayBackendConfig(
-        address=getattr(options, "address", None), host=options.host, port=options.port
+        address=getattr(options, "address", None),
+        host=options.host,
+        port=options.port or _free_port(options.host),  # Serve's proxy needs a fixed port
     )
     serve_ray(policy, plan, ref, config, options.engine, options.server)
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
