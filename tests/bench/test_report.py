@@ -76,3 +76,15 @@ def test_report_round_trip_and_table(tmp_path) -> None:  # type: ignore[no-untyp
     assert back["systems"] == systems
     table = markdown_table(systems)
     assert "| cascade-ap | 90.00 % | 0.05000 | 0.250 | 300 | 3.00 |" in table
+
+
+def test_unmetered_runs_report_null_energy(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    run = RunResult(records=[_record(0.0, 0.01, True, ("a",))], wall_s=0.1)
+    s = summarise(run, ("a",), energy_j=float("nan"))
+    assert s.energy_j_per_request is None
+    path = tmp_path / "report.json"
+    write_report(
+        path, {"machine": {}, "energy_source": "unavailable", "systems": {"x": s.to_dict()}}
+    )
+    assert read_report(path)["systems"]["x"]["energy_j_per_request"] is None
+    assert "| x | 100.00 % | — | — |" in markdown_table({"x": s.to_dict()}, "x")

@@ -119,11 +119,12 @@ def comparison_table(body: dict[str, Any]) -> Table:
     for name, s in systems.items():
         lat = s.get("latency_ms") or {}
         thr = s.get("throughput_rps")
+        energy = s.get("energy_j_per_request")
         table.add_row(
             name,
             f"{100 * s['accuracy']:.2f} %",
-            f"{s['energy_j_per_request']:.5f}",
-            f"{s['energy_j_per_request'] / base['energy_j_per_request']:.3f}" if base else "—",
+            "—" if energy is None else f"{energy:.5f}",
+            f"{energy / base['energy_j_per_request']:.3f}" if base and energy else "—",
             "—" if thr is None else f"{thr:.0f}",
             f"{thr / base['throughput_rps']:.2f}" if base and thr else "—",
             f"{lat['p50']:.1f}" if lat else "—",

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from collections.abc import Mapping, Sequence
@@ -30,7 +31,7 @@ class SystemResult:
     """One served system's measured figures."""
 
     accuracy: float
-    energy_j_per_request: float
+    energy_j_per_request: float | None  # None where nothing was metered (a remote server)
     throughput_rps: float
     latency_ms: Mapping[str, float]
     requests: int
@@ -70,7 +71,7 @@ def summarise(
         span = run.wall_s or 1.0
     return SystemResult(
         accuracy=float(np.mean([r.correct for r in done])) if n else float("nan"),
-        energy_j_per_request=energy_j / n if n else float("nan"),
+        energy_j_per_request=energy_j / n if n and math.isfinite(energy_j) else None,
         throughput_rps=n / span,
         latency_ms={
             "p50": float(np.percentile(lat, 50)),
@@ -124,7 +125,8 @@ def markdown_table(systems: Mapping[str, Mapping[str, Any]], baseline: str = "gi
     ]
     for name, s in systems.items():
         e_ratio = t_ratio = "—"
-        if base and s.get("energy_j_per_request"):
+        energy = s.get("energy_j_per_request")
+        if base and energy and base.get("energy_j_per_request"):
             e_ratio = f"{s['energy_j_per_request'] / base['energy_j_per_request']:.3f}"
         if base and s.get("throughput_rps") and base.get("throughput_rps"):
             t_ratio = f"{s['throughput_rps'] / base['throughput_rps']:.2f}"
@@ -136,7 +138,8 @@ def markdown_table(systems: Mapping[str, Mapping[str, Any]], baseline: str = "gi
 
         thr = s.get("throughput_rps")
         rows.append(
-            f"| {name} | {100 * s['accuracy']:.2f} % | {s['energy_j_per_request']:.5f} | {e_ratio} "
+            f"| {name} | {100 * s['accuracy']:.2f} % "
+            f"| {'—' if energy is None else f'{energy:.5f}'} | {e_ratio} "
             f"| {'—' if thr is None else f'{thr:.0f}'} | {t_ratio} | {ms('p50')} | {ms('p90')} "
             f"| {ms('p99')} | {s.get('requests', '—')} | {s.get('errors', '—')} |"
         )
