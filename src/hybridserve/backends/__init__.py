@@ -34,6 +34,10 @@ class ServeOptions(BaseModel):
     access_log: bool = False
     engine: EngineConfig = EngineConfig()
     server: ServerSettings = ServerSettings()
+    address: str | None = Field(
+        None,
+        description="Ray cluster address ('auto', 'ray://head:10001'); None starts a local Ray",
+    )
 
 
 def get_backend(name: str) -> object:

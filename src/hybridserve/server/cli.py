@@ -31,6 +31,13 @@ def register(app: typer.Typer) -> None:
         ] = None,
         config: Annotated[Path | None, typer.Option(help="your family's YAML file")] = None,
         backend: Annotated[str, typer.Option(help="local (this process) or ray")] = "local",
+        address: Annotated[
+            str | None,
+            typer.Option(
+                help="--backend ray: the Ray cluster (auto, ray://HOST:10001); "
+                "default: start a local Ray instance and stop it on exit"
+            ),
+        ] = None,
         host: Annotated[
             str, typer.Option(help="address to bind; 0.0.0.0 exposes the server")
         ] = "127.0.0.1",
@@ -69,6 +76,8 @@ def register(app: typer.Typer) -> None:
         from hybridserve.server.settings import ServerSettings
 
         logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+        if address is not None and backend != "ray":
+            raise HybridServeError("--address only applies to --backend ray")
         try:
             options = ServeOptions(
                 workdir=workdir,
@@ -80,6 +89,7 @@ def register(app: typer.Typer) -> None:
                 port=port,
                 log_level=log_level,
                 access_log=access_log,
+                address=address,
                 engine=EngineConfig(
                     queue_size=queue_size, request_timeout_s=timeout_s, max_batch_size=max_batch
                 ),
