@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--family", default="fashion-mnist")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=OUT / "bench_profile.json")
     parser.add_argument(
         "--wait-quiet-s", type=float, default=600.0, help="most seconds to wait for a quiet CPU"
@@ -98,7 +99,9 @@ def main() -> None:
     for i in range(args.runs):
         waited.append(wait_quiet(args.wait_quiet_s))
         t0 = time.perf_counter()
-        profile = profile_family(args.family, args.device, DEFAULT_BATCH_SIZES)
+        profile = profile_family(
+            args.family, args.device, DEFAULT_BATCH_SIZES, threads=args.threads
+        )
         walls.append(round(time.perf_counter() - t0, 2))
         profile.save(args.out.with_name(f"{args.out.stem}-run{i + 1}.json"))
         runs.append(profile)
@@ -124,6 +127,7 @@ def main() -> None:
         },
         "family": first.family,
         "device": args.device,
+        "torch_threads": first.settings.get("torch_threads"),
         "energy_source": first.energy_source,
         "meter": dict(first.meter),
         "serving_batch_size": b,

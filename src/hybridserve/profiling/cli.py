@@ -7,6 +7,7 @@ minutes and the figures do not change between pipeline runs on one machine.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from hybridserve.profiling.profile import Profile
 from hybridserve.profiling.profiler import (
     DEFAULT_BATCH_SIZES,
     DEFAULT_SERVING_BATCH_SIZE,
+    FOREIGN_CPU_WARN,
     ProfilerSettings,
     ProgressFn,
     profile_family,
@@ -88,6 +90,7 @@ def run_profile(
     serving_batch_size: int = DEFAULT_SERVING_BATCH_SIZE,
     settings: ProfilerSettings | None = None,
     meter_source: str | None = None,
+    threads: int | None = None,
     force: bool = False,
     console: Console | None = None,
     progress: ProgressFn | None = None,
@@ -96,72 +99,38 @@ def run_profile(
     wd = workdir if isinstance(workdir, Workdir) else Workdir(Path(workdir))
     spec = parse_device(device)
     console = console or Console()
-    name = _family_name(family, config)
     if not force:
-        old = _reusable(wd.profile, name, spec.torch_device, batch_sizes, serving_batch_size)
-        if old is not None:
+        old = _reusable(
+            wd.profile, _family_name(family, config), spec.torch_device, batch_sizes,
+            serving_batch_size,
+        )  # fmt: skip
+        if old is not None and threads in (None, old.settings.get("torch_threads")):
             console.print(f"reusing {wd.profile} (--force to measure again)")
             return old
-    if progress is None:
-        with Progress(
+    measure = functools.partial(
+        profile_family, family, spec.torch_device, batch_sizes, config=config,
+        serving_batch_size=serving_batch_size, settings=settings, meter_source=meter_source,
+        threads=threads,
+    )  # fmt: skip
+    if progress is not None:
+        profile = measure(progress=progress)
+    else:
+        columns = (
             TextColumn("[bold]profiling[/bold] {task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
+        )
+        with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task("", total=None)
 
             def advance(model: str, batch_size: int, done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total, description=f"{model} b={batch_size}")
 
-            profile = _profile(
-                family,
-                spec.torch_device,
-                config,
-                batch_sizes,
-                serving_batch_size,
-                settings,
-                meter_source,
-                advance,
-            )
-    else:
-        profile = _profile(
-            family,
-            spec.torch_device,
-            config,
-            batch_sizes,
-            serving_batch_size,
-            settings,
-            meter_source,
-            progress,
-        )
+            profile = measure(progress=advance)
     wd.ensure()
     profile.save(wd.profile)
     return profile
-
-
-def _profile(
-    family: str | Family,
-    device: str,
-    config: Path | None,
-    batch_sizes: Sequence[int],
-    serving_batch_size: int,
-    settings: ProfilerSettings | None,
-    meter_source: str | None,
-    progress: ProgressFn,
-) -> Profile:
-    return profile_family(
-        family,
-        device,
-        batch_sizes,
-        config=config,
-        serving_batch_size=serving_batch_size,
-        settings=settings,
-        meter_source=meter_source,
-        progress=progress,
-    )
 
 
 def _si(value: float, unit: str = "") -> str:
@@ -243,6 +212,9 @@ def register(app: typer.Typer) -> None:
         meter: Annotated[
             str, typer.Option(help="energy meter: auto|nvml|rapl|modelled|unavailable")
         ] = "auto",
+        threads: Annotated[
+            int | None, typer.Option(min=1, help="torch CPU threads (default: torch's own)")
+        ] = None,
         workdir: Annotated[Path, typer.Option(help="pipeline working directory")] = DEFAULT_WORKDIR,
         force: Annotated[bool, typer.Option(help="measure even if profile.json fits")] = False,
     ) -> None:
@@ -263,10 +235,17 @@ def register(app: typer.Typer) -> None:
             serving_batch_size=serving_batch_size,
             settings=ProfilerSettings(time_budget_s=time_budget_s),
             meter_source=meter,
+            threads=threads,
             force=force,
             console=console,
         )
         console.print(profile_table(result))
+        foreign = result.settings.get("foreign_cpu_share")
+        if isinstance(foreign, float) and foreign > FOREIGN_CPU_WARN:
+            console.print(
+                f"[yellow]warning:[/yellow] other processes used {foreign:.0%} of the CPU while "
+                "profiling; latencies are distorted. Profile again on a quiet machine (--force)."
+            )
         wall = result.settings.get("wall_s")
         console.print(
             f"{Workdir(workdir).profile}: energy source {result.energy_source}, memory: "
