@@ -26,7 +26,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import nn
 
@@ -36,6 +35,7 @@ from hybridserve.errors import HybridServeError
 from hybridserve.models.base import Model
 from hybridserve.models.preprocessing import Preprocessing
 from hybridserve.models.torch_model import TorchModel, load_weights
+from hybridserve.yamlio import read_mapping, validation_message
 
 BUNDLED = ("fashion-mnist",)
 
@@ -120,30 +120,16 @@ class Family:
         return self.data[name]()
 
 
-def _format_validation(source: Path, err: ValidationError) -> str:
-    problems = []
-    for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
-        problems.append(f"{where}: {msg}")
-    return f"{source}: " + "; ".join(problems)
-
-
 def read_config(path: Path) -> FamilyConfig:
     """Parse and validate a family YAML file; errors name the file and the field."""
     path = Path(path)
     if not path.is_file():
         raise HybridServeError(f"family config not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise HybridServeError(f"{path}: not valid YAML ({err})") from err
-    if not isinstance(raw, dict):
-        raise HybridServeError(f"{path}: expected a mapping at the top level")
+    raw = read_mapping(path)
     try:
         return FamilyConfig.model_validate(raw)
     except ValidationError as err:
-        raise HybridServeError(_format_validation(path, err)) from err
+        raise HybridServeError(validation_message(path, err)) from err
 
 
 def _import_loader(spec: str) -> Callable[[], nn.Module]:

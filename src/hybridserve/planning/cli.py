@@ -9,10 +9,11 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from hybridserve.planning.inputs import PlanOptions, _validation_message
+from hybridserve.planning.inputs import PlanOptions
 from hybridserve.planning.plan import Plan
 from hybridserve.planning.planner import parse_reach, run_plan
 from hybridserve.workdir import DEFAULT_WORKDIR
+from hybridserve.yamlio import validation_message
 
 __all__ = ["register", "run_plan"]
 
@@ -72,7 +73,7 @@ def register(app: typer.Typer) -> None:
                 }
             )
         except ValidationError as err:
-            raise HybridServeError(_validation_message("plan options", err)) from err
+            raise HybridServeError(validation_message("plan options", err)) from err
         result: Plan = run_plan(
             workdir,
             cluster,

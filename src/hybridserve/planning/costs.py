@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hybridserve.errors import HybridServeError
-from hybridserve.planning.inputs import Cluster, _validation_message, bundled_dir, load_yaml
+from hybridserve.planning.inputs import Cluster, bundled_dir
 from hybridserve.profiling.profile import (
     MIN_LATENCY_MS,
     LinearFit,
@@ -32,6 +32,7 @@ from hybridserve.profiling.profile import (
     Profile,
     UtilisationFit,
 )
+from hybridserve.yamlio import read_mapping, validation_message
 
 
 @dataclass(frozen=True)
@@ -166,11 +167,11 @@ class ProfileTable(BaseModel):
 
 
 def read_table(path: Path) -> ProfileTable:
-    raw = load_yaml(path)
+    raw = read_mapping(path)
     try:
         return ProfileTable.model_validate(raw)
     except ValidationError as err:
-        raise HybridServeError(_validation_message(path, err)) from err
+        raise HybridServeError(validation_message(path, err)) from err
 
 
 def costs_from_profile(profile: Profile, source: str) -> TypeCosts:

@@ -23,13 +23,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hybridserve.errors import HybridServeError
 from hybridserve.workdir import read_json
+from hybridserve.yamlio import read_mapping, validation_message
 
 _UNITS = {
     "": 1,
@@ -194,28 +194,6 @@ def bundled_clusters() -> tuple[str, ...]:
     )
 
 
-def _validation_message(source: object, err: ValidationError) -> str:
-    problems = []
-    for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
-        problems.append(f"{where}: {msg}")
-    return f"{source}: " + "; ".join(problems)
-
-
-def load_yaml(path: Path) -> dict[str, Any]:
-    """A YAML mapping, or a ``HybridServeError`` naming the file."""
-    if not path.is_file():
-        raise HybridServeError(f"{path}: not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise HybridServeError(f"{path}: not valid YAML ({err})") from err
-    if not isinstance(raw, dict):
-        raise HybridServeError(f"{path}: expected a mapping at the top level")
-    return raw
-
-
 def read_cluster(spec: str | Path) -> Cluster:
     """A cluster from a YAML path or the name of a bundled cluster (``local-cpu``, ...)."""
     path = Path(spec)
@@ -229,11 +207,11 @@ def read_cluster(spec: str | Path) -> Cluster:
                 f"cluster {name!r}: no such file and no bundled cluster of that name "
                 f"(bundled: {', '.join(bundled_clusters())})"
             )
-    raw = load_yaml(path)
+    raw = read_mapping(path)
     try:
         config = ClusterConfig.model_validate(raw)
     except ValidationError as err:
-        raise HybridServeError(_validation_message(path, err)) from err
+        raise HybridServeError(validation_message(path, err)) from err
     return expand(config, path)
 
 
