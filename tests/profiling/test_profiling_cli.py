@@ -16,7 +16,7 @@ from hybridserve.workdir import Workdir
 pytestmark = pytest.mark.unit
 
 FAST = ProfilerSettings(
-    time_budget_s=0.01, warmup_s=0.0, min_warmup=1, min_repeats=2, max_repeats=3
+    time_budget_s=0.01, rounds=1, warmup_s=0.0, min_warmup=1, min_repeats=2, max_repeats=3
 )
 
 

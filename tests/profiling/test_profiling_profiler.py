@@ -22,7 +22,7 @@ from hybridserve.profiling.profiler import ProfilerSettings, profile_family
 pytestmark = pytest.mark.unit
 
 FAST = ProfilerSettings(
-    time_budget_s=0.01, warmup_s=0.0, min_warmup=1, min_repeats=3, max_repeats=4
+    time_budget_s=0.01, rounds=2, warmup_s=0.0, min_warmup=1, min_repeats=3, max_repeats=4
 )
 
 
@@ -65,19 +65,20 @@ def test_every_field_for_every_model(tiny_family_yaml: Path) -> None:
     assert profile.meter["source"] == "rapl"
     assert "torch.profiler" in profile.memory_method
     assert profile.settings["device"] == "cpu" and profile.settings["batch_sizes"] == [1, 4, 16]
-    assert meter.intervals == 2 * 3
-    assert seen[-1] == ("big", 16, 6, 6)
+    assert meter.intervals == 2 * 2 * 3  # rounds × models × batch sizes
+    assert seen[-1] == ("big", 16, 12, 12)
+    assert [a[:2] for a in seen[:4]] == [("small", 1), ("small", 4), ("small", 16), ("big", 1)]
     for m in profile.models:
         assert m.batch_sizes == (1, 4, 16)
         assert m.params > 0 and m.weight_bytes > 0
         for r in m.rows:
-            assert 3 <= r.repeats <= 4
+            assert r.repeats == 4  # two blocks of two calls
             assert 0 < r.latency_ms_median <= r.latency_ms_p90
             assert r.throughput_rps == pytest.approx(1000.0 * r.batch_size / r.latency_ms_median)
             assert r.memory_bytes >= m.weight_bytes
             assert 0.0 <= r.utilisation <= 1.0
-            # the meter's joules are spread over every request of the timed loop
-            assert r.energy_j_per_request == pytest.approx(2.0 / (r.repeats * r.batch_size))
+            # the meter's joules (2 J per block, two blocks) are spread over every request
+            assert r.energy_j_per_request == pytest.approx(2 * 2.0 / (r.repeats * r.batch_size))
         assert m.energy_j_per_request() == m.row(4).energy_j_per_request
         assert m.fits.latency_ms.slope >= 0 and m.fits.utilisation.beta >= 0
         assert m.latency_ms(4) > 0
@@ -166,7 +167,7 @@ def test_cuda_path_with_fakes_at_the_boundary(monkeypatch: pytest.MonkeyPatch) -
 
     calls: list[str] = []
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(counter_mj=[0, 0, 500, 500, 1500]))
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(counter_mj=[250 * i for i in range(100)]))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append("sync"))
@@ -187,7 +188,8 @@ def test_cuda_path_with_fakes_at_the_boundary(monkeypatch: pytest.MonkeyPatch) -
             assert r.utilisation == pytest.approx(0.73)  # the fake NVML utilisation rate
             assert math.isfinite(r.energy_j_per_request) and r.energy_j_per_request > 0
     first = profile.models[0].rows[0]
-    assert first.energy_j_per_request == pytest.approx(0.5 / first.repeats)  # 500 mJ, b=1
+    # every counter read advances 250 mJ: two blocks of 250 mJ each at b=1
+    assert first.energy_j_per_request == pytest.approx(2 * 0.25 / first.repeats)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
@@ -202,17 +204,17 @@ def test_real_cuda_device(tiny_family_yaml: Path) -> None:
 def test_foreign_cpu_share_counts_only_other_processes(monkeypatch: pytest.MonkeyPatch) -> None:
     import psutil
 
-    from hybridserve.profiling import profiler
+    from hybridserve.profiling import probes
 
     clock = {"wall": 100.0, "cpu": 10.0, "busy": 1000.0}
-    monkeypatch.setattr(profiler.time, "perf_counter", lambda: clock["wall"])
-    monkeypatch.setattr(profiler.time, "process_time", lambda: clock["cpu"])
+    monkeypatch.setattr(probes.time, "perf_counter", lambda: clock["wall"])
+    monkeypatch.setattr(probes.time, "process_time", lambda: clock["cpu"])
     monkeypatch.setattr(
         psutil,
         "cpu_times",
         lambda: SimpleNamespace(user=clock["busy"], nice=0.0, system=0.0, idle=5.0, guest=9e9),
     )
-    probe = profiler._ForeignCpu(cores=2)
+    probe = probes.ForeignCpu(cores=2)
     # 10 s of wall on 2 cores; this process used 4 s of CPU, the machine 9 s: 5 s were others'
     clock.update(wall=110.0, cpu=14.0, busy=1009.0)
     assert probe.share() == pytest.approx(5.0 / 20.0)

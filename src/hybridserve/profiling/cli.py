@@ -209,6 +209,9 @@ def register(app: typer.Typer) -> None:
         time_budget_s: Annotated[
             float, typer.Option(min=0.01, help="seconds of timed runs per model and batch size")
         ] = ProfilerSettings.time_budget_s,
+        rounds: Annotated[
+            int, typer.Option(min=1, help="interleaved blocks the time budget is split into")
+        ] = ProfilerSettings.rounds,
         meter: Annotated[
             str, typer.Option(help="energy meter: auto|nvml|rapl|modelled|unavailable")
         ] = "auto",
@@ -233,7 +236,7 @@ def register(app: typer.Typer) -> None:
             config=config,
             batch_sizes=sizes,
             serving_batch_size=serving_batch_size,
-            settings=ProfilerSettings(time_budget_s=time_budget_s),
+            settings=ProfilerSettings(time_budget_s=time_budget_s, rounds=rounds),
             meter_source=meter,
             threads=threads,
             force=force,
