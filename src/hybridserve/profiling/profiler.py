@@ -1,11 +1,11 @@
 """``profile_family``: measure every model of a family at every batch size, then fit the curves.
 
 Each (model, batch size ``b``) point is measured in ``rounds`` short blocks, and the blocks are
-interleaved: round 1 visits every model and batch size, then round 2 visits them all again, and
-so on. On a small shared machine (two vCPUs, torch's OpenMP pool on both) the speed drifts by
-30-50 % from one second to the next; a point timed in one contiguous block inherits whatever
-state the machine was in at that moment, while interleaved blocks sample the whole run. That
-makes two profiles agree far better for the same total time. Per point the profiler
+interleaved: round 1 visits every model and batch size in order, later rounds visit them all
+again in a seeded shuffled order. On a small shared machine (two vCPUs, torch's OpenMP pool on
+both) the speed drifts by 30-50 % from one second to the next; a point timed in one contiguous
+block inherits whatever state the machine was in at that moment, while interleaved blocks sample
+the whole run, so two profiles agree far better for the same total time. Per point the profiler
 
 1. warms up in its first block (at least ``min_warmup`` calls and ``warmup_s`` seconds: oneDNN /
    cuDNN choose and cache kernels for a new shape on the first calls) and makes one untimed
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -234,13 +235,16 @@ def profile_family(
     try:
         total = settings.rounds * len(stats)
         done = 0
+        points = [(m, b) for m in chosen for b in sizes]
         for round_ in range(settings.rounds):
-            for m in chosen:
-                for b in sizes:
-                    _block(probe, meter, m, inputs[b], stats[m.name, b], settings, round_ == 0)
-                    done += 1
-                    if progress is not None:
-                        progress(m.name, b, done, total)
+            # round 0 in order (each model warms up once, smallest batch first); later rounds in
+            # a seeded shuffle, so one point's blocks do not share moments with its siblings'
+            order = points if round_ == 0 else random.Random(round_).sample(points, len(points))
+            for m, b in order:
+                _block(probe, meter, m, inputs[b], stats[m.name, b], settings, round_ == 0)
+                done += 1
+                if progress is not None:
+                    progress(m.name, b, done, total)
         used_threads = torch.get_num_threads()
     finally:
         torch.set_num_threads(old_threads)
