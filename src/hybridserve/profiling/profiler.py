@@ -79,7 +79,7 @@ class ProfilerSettings:
     warmup_s: float = 0.1
     min_warmup: int = 2
     min_repeats: int = 5
-    max_repeats: int = 1000
+    max_repeats: int = 100_000
 
     def __post_init__(self) -> None:
         if self.time_budget_s <= 0 or self.warmup_s < 0 or self.rounds < 1:
