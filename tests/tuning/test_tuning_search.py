@@ -12,7 +12,7 @@ from hybridserve.tuning import CascadePolicy
 from hybridserve.tuning.chains import ChainProblem
 from hybridserve.tuning.costs import CostTable
 from hybridserve.tuning.guard import AccuracyGuard
-from hybridserve.tuning.search import APSearch, EOSearch
+from hybridserve.tuning.search import AP_CONFIDENCE_LEVEL, APSearch, EOSearch
 from hybridserve.tuning.simulate import simulate
 from hybridserve.tuning.synthetic import synthetic_family
 
@@ -48,7 +48,7 @@ def test_ap_passes_its_guard_and_beats_the_giant(fitted: dict[str, object], data
     wins = int((res.correct & ~giant_correct).sum())
     losses = int((~res.correct & giant_correct).sum())
     assert ap.guard().feasible(wins, losses, len(labels))  # type: ignore[attr-defined]
-    assert AccuracyGuard(0.001, 0.95) == ap.guard()  # type: ignore[attr-defined]
+    assert AccuracyGuard(0.001, AP_CONFIDENCE_LEVEL) == ap.guard()  # type: ignore[attr-defined]
     assert res.energy_j_per_request < 0.5 * ENERGY["m3"]
     assert policy.summary["val"]["accuracy"] == pytest.approx(res.accuracy)
     assert policy.summary["val"]["energy_j_per_request"] == pytest.approx(res.energy_j_per_request)
