@@ -297,3 +297,52 @@ def test_energy_account_sums_intervals_per_device() -> None:
     # every closed interval adds 0.5 J; the last one is added by stop()
     assert snap["cpu"].joules == pytest.approx(0.5 * meters["cpu"].started)
     assert not math.isnan(snap["cuda:0"].joules)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "fill", "accepted"),
+    [(np.uint8, 255, True), (np.bool_, True, True), (np.int16, 255, True), (np.int16, -1, False)],
+)
+def test_integer_inputs_are_range_checked_unless_their_type_fits(
+    dtype: Any, fill: Any, accepted: bool
+) -> None:
+    family = make_family()
+    policy = make_policy(family, make_inputs(50))
+    batch = np.full((2, 4, 4), fill, dtype=dtype)
+
+    async def go() -> None:
+        async with Engine(policy, one_replica_plan(), family) as engine:
+            if accepted:
+                assert len(await engine.predict(batch)) == 2
+            else:
+                with pytest.raises(InvalidInputError, match=r"input 0 .*\[0, 255\]"):
+                    await engine.predict(batch)
+
+    asyncio.run(go())
+
+
+def test_cpu_replica_threads_use_the_configured_torch_threads() -> None:
+    import torch
+
+    seen: list[int] = []
+    models = tiny_models()
+    original = models[0].predict_logits
+
+    def recording(batch: Any) -> Any:
+        seen.append(torch.get_num_threads())
+        return original(batch)
+
+    object.__setattr__(models[0], "predict_logits", recording)
+    family = make_family(list(models))
+    policy = make_policy(family, make_inputs(50))
+    seen.clear()  # the policy's logits were computed on this thread
+    before = torch.get_num_threads()
+
+    async def go() -> None:
+        config = EngineConfig(cpu_threads_per_replica=1, warmup=False)
+        async with Engine(policy, one_replica_plan(), family, config) as engine:
+            await engine.predict(make_inputs(4))
+
+    asyncio.run(go())
+    assert seen and set(seen) == {1}
+    assert torch.get_num_threads() == before  # only the replica's own thread changed

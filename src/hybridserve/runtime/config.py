@@ -27,3 +27,11 @@ class EngineConfig(BaseModel):
         1.0, gt=0, description="period of the background energy sampler (off the hot path)"
     )
     energy: bool = Field(True, description="account joules per device when a meter is available")
+    cpu_threads_per_replica: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "torch intra-op threads of each replica thread on the CPU (each has its own "
+            "OpenMP team); None: torch's default"
+        ),
+    )

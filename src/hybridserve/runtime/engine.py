@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -40,9 +39,8 @@ class ServingPlan(Protocol):
     def replicas(self, model: str) -> Any: ...
 
 
-@dataclass(frozen=True)
-class Answer:
-    """The cascade's answer for one input."""
+class Answer(NamedTuple):
+    """The cascade's answer for one input (a named tuple: built once per input, it is cheap)."""
 
     label: int
     label_name: str
@@ -119,8 +117,11 @@ class Engine:
             )
 
     def _build_replicas(self) -> list[list[Replica]]:
+        threads = self.config.cpu_threads_per_replica
         return [
-            build_replicas(self.family.model(name), list(self.plan.replicas(name)), "hybridserve-")
+            build_replicas(
+                self.family.model(name), list(self.plan.replicas(name)), "hybridserve-", threads
+            )
             for name in self.chain
         ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -35,6 +36,9 @@ def check_batch(
             f"inputs: batch of {n} inputs is larger than the limit of {max_batch_size}"
         )
     out = np.ascontiguousarray(arr, dtype=np.float32)
+    bounds = None if input_range is None else (float(input_range[0]), float(input_range[1]))
+    if arr.dtype.kind in "biu" and _holds_dtype(bounds, arr.dtype):
+        return out  # integers are finite, and every value of this type is in range
     # two reductions check everything: NaN propagates through min/max, inf is out of range
     low, high = float(out.min()), float(out.max())
     if not (math.isfinite(low) and math.isfinite(high)):
@@ -49,3 +53,16 @@ def check_batch(
                 f"inputs: input {bad} has values outside the family's range [{lo:g}, {hi:g}]"
             )
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _holds_dtype(input_range: tuple[float, float] | None, dtype: np.dtype[Any]) -> bool:
+    """Whether every value of integer ``dtype`` lies in ``input_range`` (no range check needed)."""
+    if input_range is None:
+        return True
+    if dtype.kind == "b":
+        low, high = 0, 1
+    else:
+        info = np.iinfo(dtype)
+        low, high = int(info.min), int(info.max)
+    return input_range[0] <= low and high <= input_range[1]

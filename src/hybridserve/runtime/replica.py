@@ -171,12 +171,23 @@ def _torch_parts(model: TorchModel, devices: list[str], reuse: bool) -> list[Cal
     return fns
 
 
+def _set_threads(n: int) -> None:
+    # OpenMP's thread count is per calling thread: this sets it for the executor's thread only
+    # (each replica thread that runs torch ops has its own OpenMP team)
+    torch.set_num_threads(n)
+
+
 def build_replicas(
     model: Model,
     placements: list[list[tuple[_DeviceLike, _PlacementLike]]],
     thread_prefix: str,
+    threads_on_cpu: int | None = None,
 ) -> list[Replica]:
-    """One ``Replica`` per planned replica of ``model`` (``plan.replicas(model.name)``)."""
+    """One ``Replica`` per planned replica of ``model`` (``plan.replicas(model.name)``).
+
+    ``threads_on_cpu``: torch intra-op threads of each pipeline part placed on the CPU
+    (``None`` leaves torch's default).
+    """
     if not placements:
         raise HybridServeError(f"plan places no replica of model {model.name!r}")
     replicas: list[Replica] = []
@@ -196,11 +207,19 @@ def build_replicas(
                 )
             fns = [_generic(model)]
         parts = [
-            _Part(dev, fn, ThreadPoolExecutor(1, thread_name_prefix=f"{thread_prefix}{name}.{k}"))
+            _Part(dev, fn, _executor(f"{thread_prefix}{name}.{k}", dev, threads_on_cpu))
             for k, (fn, dev) in enumerate(zip(fns, devices, strict=True))
         ]
         replicas.append(Replica(name, parts, head.batch_size, head.max_wait_ms))
     return replicas
+
+
+def _executor(name: str, device: str, threads_on_cpu: int | None) -> ThreadPoolExecutor:
+    if threads_on_cpu is None or not device.startswith("cpu"):
+        return ThreadPoolExecutor(1, thread_name_prefix=name)
+    return ThreadPoolExecutor(
+        1, thread_name_prefix=name, initializer=_set_threads, initargs=(threads_on_cpu,)
+    )
 
 
 def _generic(model: Model) -> Callable[[Any], Any]:
