@@ -96,9 +96,18 @@ def instance(
 
 
 def cpu_profile(
-    names: Sequence[str], family: str = FAMILY, energy_j: float = 0.01, memory_bytes: int = 2**30
+    names: Sequence[str],
+    family: str = FAMILY,
+    energy_j: float = 0.01,
+    memory_bytes: int = 2**30,
+    u_max: float = 0.5,
 ) -> Profile:
-    """A measured-looking CPU profile: model i costs (i+1)× the first, energy included."""
+    """A measured-looking CPU profile: model i costs (i+1)× the first, energy included.
+
+    Utilisation is ``u_max·b²/(b² + 2b + 1)``; a real CPU profile measures ``u ≈ 1`` (every
+    model keeps all cores busy), which ``u_max=1`` with ``beta = gamma = 0`` gives exactly.
+    """
+    beta, gamma = (0.0, 0.0) if u_max >= 1.0 else (2.0, 1.0)
     models = []
     for i, name in enumerate(names):
         k = i + 1
@@ -109,7 +118,7 @@ def cpu_profile(
                 k * (1.2 + 0.12 * b),
                 1000.0 * b / (k * (1 + 0.1 * b)),
                 1000 * k + 10 * b,
-                0.5,
+                u_max,
                 energy_j * k / b,
                 5,
             )
@@ -118,7 +127,7 @@ def cpu_profile(
         fits = ModelFits(
             LinearFit(1.0 * k, 0.1 * k, 0.0),
             LinearFit(1000.0 * k, 10.0, 0.0),
-            UtilisationFit(2.0, 1.0, 0.0, 0.5),
+            UtilisationFit(beta, gamma, 0.0, u_max),
         )
         models.append(
             ModelProfile(name, 100 * k, 1000 * k, 400 * k, rows, fits, energy_j * k / 4, 4)

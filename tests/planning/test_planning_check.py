@@ -76,3 +76,32 @@ def test_capacity_below_lambda_and_missing_models_are_reported(plan: Plan) -> No
     assert any("capacity" in p and "< λ·reach" in p for p in problems(short))
     empty = replace(plan, devices=tuple(replace(d, placements=()) for d in plan.devices))
     assert any("not placed" in p for p in problems(empty))
+
+
+def test_time_shares_scale_utilisation_and_must_agree_across_stages(plan: Plan) -> None:
+    (dev, head), _ = plan.replicas("g")[0]
+    base = replace(head, model="x", stage=0, num_stages=1, utilisation=0.9, memory_bytes=10)
+    halves = tuple(replace(base, replica=k, time_share=0.5) for k in range(2))
+    alone = replace(
+        plan,
+        devices=(replace(dev, placements=halves),),
+        lambda_rps=0.0,
+        capacity_rps={},
+        reach_fraction={},
+    )
+    assert problems(alone) == []  # 0.45 + 0.45 of the device
+    over = replace(alone.devices[0], placements=(*halves, replace(base, replica=2, time_share=0.3)))
+    found = problems(replace(alone, devices=(over,)))
+    assert any("time_share × utilisation sums to 1.170000" in p for p in found)
+    (_, _), (d1, p1) = plan.replicas("g")[0]
+    j = next(k for k, d in enumerate(plan.devices) if d.id == d1.id)
+    moved = tuple(replace(p, time_share=0.5) if p == p1 else p for p in d1.placements)
+    found = problems(_with_device(plan, j, placements=moved))
+    assert any("disagree on time_share" in p for p in found)
+
+
+def test_capacity_beyond_the_replicas_shares_is_reported(plan: Plan) -> None:
+    served = sum(s[0][1].time_share * (s[0][1].throughput_rps or 0.0) for s in plan.replicas("s"))
+    assert served >= plan.capacity_rps["s"] * (1 - 1e-9)
+    inflated = replace(plan, capacity_rps={**plan.capacity_rps, "s": served * 1.01})
+    assert any("> Σ time_share × throughput" in p for p in problems(inflated))

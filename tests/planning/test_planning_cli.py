@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 
 from hybridserve.cli import main
+from hybridserve.errors import HybridServeError
 from hybridserve.planning.check import check_file
 from hybridserve.planning.cli import run_plan
+from hybridserve.planning.costs import load_costs
+from hybridserve.planning.inputs import PlanOptions, read_cluster
 from hybridserve.planning.plan import Plan
 from planning.planning_fixtures import cpu_profile, write_policy
 
@@ -63,6 +66,51 @@ def test_default_cluster_is_this_machine_with_the_measured_profile(tmp_path: Pat
     assert set(plan.models) == {"linear", "mlp", "vgg"}  # reach 0: not placed
     assert plan.energy_j_per_request is not None  # from the profile's measured energy
     check_file(tmp_path / "plan.json")
+
+
+def test_every_model_shares_this_machines_cpu_by_time(tmp_path: Path) -> None:
+    """A CPU profile measures u ≈ 1 for every model; the plan still places every reached model,
+    at shares that fill the CPU exactly: λ = 1 / Σ reach_m·u_m/throughput_m."""
+    reach = {"linear": 1.0, "cnn": 0.4, "vgg": 0.2}
+    write_policy(tmp_path / "policy-ap.json", CHAIN, reach, family="fashion-mnist")
+    profile = cpu_profile(CHAIN, family="fashion-mnist", u_max=1.0)
+    profile.save(tmp_path / "profile.json")
+    plan = run_plan(tmp_path, "local-cpu")
+    check_file(tmp_path / "plan.json")
+    assert set(plan.models) == set(reach)
+    (dev,) = plan.devices
+    assert sum(p.time_share * p.utilisation for p in dev.placements) == pytest.approx(1.0)
+    # the optimum: every model at its cheapest batch size (device-seconds per request)
+    by_name = {m.name: m for m in profile.models}
+    sizes = PlanOptions().batch_sizes
+    busy = sum(
+        f * min(by_name[m].utilisation(b) / by_name[m].throughput_rps(b) for b in sizes)
+        for m, f in reach.items()
+    )
+    assert plan.lambda_rps == pytest.approx(1.0 / busy, rel=1e-6)
+    with pytest.raises(HybridServeError, match="cannot hold every reached model"):
+        run_plan(tmp_path, "local-cpu", options=PlanOptions(time_share=False), save=False)
+
+
+def test_a5000_cascade_reaches_the_device_time_ceiling(tmp_path: Path) -> None:
+    """With time shares the cascade's gain over giant-only on 4×A5000 is the ceiling
+    1 / Σ_m reach_m·cost_m/cost_giant (cost: device-seconds per request at the best batch);
+    reach: the AP policy measured for the bundled family (mlp 1, cnn .39, vgg .21)."""
+    reach = {"mlp": 1.0, "cnn": 0.3906, "vgg": 0.2118}
+    cascade = run_plan(tmp_path, "4x-a5000", reach_override=reach, save=False)
+    giant = run_plan(tmp_path, "4x-a5000", reach_override={"vgg": 1.0}, save=False)
+    table = load_costs(read_cluster("4x-a5000"), None, "fashion-mnist", list(reach))["a5000"]
+    sizes = PlanOptions().batch_sizes
+    cost = {
+        m: min(table.model(m).utilisation(b) / table.model(m).throughput_rps(b) for b in sizes)
+        for m in reach
+    }
+    ceiling = 1.0 / sum(f * cost[m] / cost["vgg"] for m, f in reach.items())
+    assert cascade.lambda_rps / giant.lambda_rps == pytest.approx(ceiling, rel=1e-4)
+    assert ceiling >= 3.0
+    flat = PlanOptions(time_share=False)
+    lumpy = run_plan(tmp_path, "4x-a5000", reach_override=reach, options=flat, save=False)
+    assert lumpy.lambda_rps < cascade.lambda_rps
 
 
 def test_energy_objective_plans_for_a_rate(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.unit
 
 
 def _placement(model: str, stage: int = 0, stages: int = 1, replica: int = 0) -> Placement:
-    return Placement(model, stage, stages, replica, 8, 2.5, 100 + stage, 0.25)
+    return Placement(model, stage, stages, replica, 8, 2.5, 100 + stage, 0.25, 0.5, 400.0)
 
 
 def _plan() -> Plan:
@@ -50,6 +50,23 @@ def test_round_trip_through_json(tmp_path: Path) -> None:
     assert body["format"] == "hybridserve/plan" and body["version"] == 1
     assert body["devices"][0]["placements"][1]["num_stages"] == 2
     assert Plan.load(tmp_path / "plan.json") == plan
+
+
+def test_plans_written_before_time_shares_load_flat_out(tmp_path: Path) -> None:
+    body = _plan().to_dict()
+    for dev in body["devices"]:
+        for p in dev["placements"]:
+            del p["time_share"], p["throughput_rps"]
+    write_json(tmp_path / "plan.json", "plan", 1, body)
+    loaded = Plan.load(tmp_path / "plan.json")
+    shares = {(p.time_share, p.throughput_rps) for d in loaded.devices for p in d.placements}
+    assert shares == {(1.0, None)}
+
+
+@pytest.mark.parametrize("share", [0.0, -0.1, 1.5])
+def test_a_time_share_outside_zero_to_one_is_refused(share: float) -> None:
+    with pytest.raises(HybridServeError, match="time_share must lie in"):
+        Placement("m", 0, 1, 0, 8, 2.5, 100, 0.25, share)
 
 
 def test_replicas_come_in_stage_order_with_their_devices() -> None:

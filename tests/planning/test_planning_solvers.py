@@ -62,6 +62,7 @@ def tiny_instances(draw: st.DrawFn) -> Instance:
         batch_sizes=tuple(sizes),
         max_stages=draw(st.integers(1, 3)),
         max_replicas_per_device=draw(st.integers(1, 3)),
+        time_share=draw(st.booleans()),
         mip_rel_gap=1e-9,
         accept_gap=0.0,
         time_limit_s=30.0,
@@ -76,9 +77,10 @@ def maybe_instance(draw: st.DrawFn) -> Instance | str:
         return str(err)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(maybe_instance())
 def test_milp_lambda_equals_brute_force_on_tiny_instances(inst: Instance | str) -> None:
+    """Both semantics: integer replicas, and time shares (an LP over shares per placement)."""
     if isinstance(inst, str):
         assert "short by" in inst and "bytes" in inst
         return
@@ -94,6 +96,74 @@ def test_milp_lambda_equals_brute_force_on_tiny_instances(inst: Instance | str) 
     heuristic = solve_heuristic(inst)
     assert heuristic.feasible()
     assert heuristic.lam() <= best * (1 + 1e-9)
+    for dev in plan.devices:  # shares below 1 only where the semantics allow them
+        for p in dev.placements:
+            assert p.time_share == 1.0 or (inst.options.time_share and p.num_stages == 1)
+
+
+def _integer(inst: Instance) -> Instance:
+    """The same instance with every replica flat out."""
+    opts = inst.options.model_copy(update={"time_share": False})
+    return replace(
+        inst, options=opts, configs=tuple(replace(c, time_shared=False) for c in inst.configs)
+    )
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(maybe_instance())
+def test_time_shares_never_lower_the_optimum(inst: Instance | str) -> None:
+    if isinstance(inst, str):
+        return
+    shared = (
+        inst
+        if inst.options.time_share
+        else replace(
+            inst,
+            options=inst.options.model_copy(update={"time_share": True}),
+            configs=tuple(replace(c, time_shared=c.num_stages == 1) for c in inst.configs),
+        )
+    )
+    assert brute_force_lambda(shared) >= brute_force_lambda(_integer(inst)) * (1 - 1e-9)
+
+
+def test_models_time_share_one_cpu() -> None:
+    """Three models that each keep the device busy (u = 1, as a CPU measures) share it by time:
+    λ·Σ reach_m/throughput_m = 1. Flat-out replicas cannot: one model fills the device."""
+    specs = [
+        Spec("a", a=1.0, c=0.0, u=1.0),
+        Spec("b", a=4.0, c=0.0, u=1.0),
+        Spec("c", a=10.0, c=0.0, u=1.0),
+    ]
+    reach = {"a": 1.0, "b": 0.5, "c": 0.2}
+    inst = instance(specs, [("n0", 1000)], reach=reach, batch_sizes=(8,))
+    plan = plan_instance(inst)
+    assert problems(plan) == []
+    thr = {s.name: 8000.0 / s.a for s in specs}  # batch of 8 in a ms
+    assert plan.lambda_rps == pytest.approx(1.0 / sum(reach[m] / thr[m] for m in reach), rel=1e-6)
+    (dev,) = plan.devices
+    assert {p.model for p in dev.placements} == {"a", "b", "c"}
+    assert sum(p.time_share * p.utilisation for p in dev.placements) == pytest.approx(1.0)
+    shares = {p.model: p.time_share for p in dev.placements}
+    assert shares["c"] == pytest.approx(0.2 * plan.lambda_rps / thr["c"])
+    with pytest.raises(HybridServeError, match="cannot hold every reached model"):
+        plan_instance(
+            instance(specs, [("n0", 1000)], reach=reach, batch_sizes=(8,), time_share=False)
+        )
+
+
+def test_pipelined_replicas_run_flat_out_beside_time_shared_ones() -> None:
+    specs = [Spec("small", m0=20, u=0.5), Spec("giant", m0=300, u=0.6, a=2.0)]
+    inst = instance(
+        specs, [("n0", 200), ("n0", 200)], reach={"small": 1.0, "giant": 0.5}, batch_sizes=(4,)
+    )
+    plan = plan_instance(inst)
+    assert problems(plan) == []
+    assert plan.lambda_rps == pytest.approx(brute_force_lambda(inst), rel=1e-6)
+    (giant,) = plan.replicas("giant")
+    assert [p.time_share for _, p in giant] == [1.0, 1.0]
+    # the small model takes the time the giant's stages leave: 0.4 of each device at u = 0.5
+    small = sum(p.time_share for _, p in (s[0] for s in plan.replicas("small")))
+    assert small == pytest.approx(1.6, rel=1e-6)
 
 
 def test_giant_larger_than_any_device_is_split_across_devices() -> None:

@@ -1,17 +1,23 @@
 """Turn MILP counts per device group into concrete replicas on concrete devices.
 
-Per group, stage copies are packed first-fit-decreasing (by the larger of utilisation and memory
-share) onto the group's devices, best fit; a device never takes more copies of a pipelined
-configuration than it has replicas (so stages can sit on distinct devices). With one device per
-group this is the identity. Copies that do not fit (aggregated groups only) are dropped; the
-pipelined replicas that lost a stage shrink to what the remaining copies can form. Pipelined
-replicas are then formed from per-device copies: each replica takes one copy from every device
-still holding as many copies as replicas remain ("tight"), then from devices on the same node,
-which keeps the replicas on distinct devices (the invariant ``copies ≤ replicas left`` holds)
-and mostly on one node.
+Per group, stage copies are packed first-fit-decreasing (share-1 copies first, then by the
+larger of utilisation and memory share) onto the group's devices, best fit; a device never takes
+more copies of a pipelined configuration than it has replicas (so stages can sit on distinct
+devices). With one device per group this is the identity. Copies that do not fit (aggregated
+groups only) are dropped; the pipelined replicas that lost a stage shrink to what the remaining
+copies can form. Pipelined replicas are then formed from per-device copies: each replica takes
+one copy from every device still holding as many copies as replicas remain ("tight"), then from
+devices on the same node, which keeps the replicas on distinct devices (the invariant
+``copies ≤ replicas left`` holds) and mostly on one node. A time-shared configuration gets only
+the ``⌈y⌉`` copies its summed share ``y`` needs; each needs only memory (and its model's
+per-device cap) and goes to the device with the most time left, taking the mean share
+``y/⌈y⌉`` or what the device has left (possibly 0); ``shares.rebalance`` re-divides the time
+afterwards.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -76,19 +82,32 @@ def assemble(inst: Instance, groups: tuple[Group, ...], sol: MilpSolution) -> La
     model_count = layout.stage_count.copy()
     cap = inst.options.max_replicas_per_device
     per_device: dict[int, dict[int, int]] = {}  # config -> device -> copies
+    share_of: dict[int, dict[int, list[float]]] = {}  # time-shared config -> device -> shares
 
     for g in groups:
-        items = [(ci, n) for (ci, gi), n in sol.counts.items() if gi == g.index]
-        items.sort(
-            key=lambda it: (
-                -max(
-                    inst.configs[it[0]].stage_utilisation,
-                    inst.configs[it[0]].stage_memory_bytes / g.memory_bytes,
-                )
+        items: list[tuple[int, int, float]] = []  # config, copies, share of each
+        for (ci, gi), n in sol.counts.items():
+            if gi != g.index:
+                continue
+            if inst.configs[ci].time_shared:
+                # only as many copies as the shares need: the rest would idle in memory
+                y = sol.shares.get((ci, gi), float(n))
+                n = min(n, math.ceil(y - 1e-9))
+                if n > 0:
+                    items.append((ci, n, min(y / n, 1.0)))
+            else:
+                items.append((ci, n, 1.0))
+
+        def size(it: tuple[int, int, float], g: Group = g) -> tuple[bool, float]:
+            c = inst.configs[it[0]]
+            # share-1 stages first (they need whole utilisation), then by the larger share
+            return c.time_shared, -max(
+                it[2] * c.stage_utilisation, c.stage_memory_bytes / g.memory_bytes
             )
-        )
+
+        items.sort(key=size)
         devs = np.array(g.devices)
-        for ci, n in items:
+        for ci, n, hint in items:
             c = inst.configs[ci]
             mi = layout.model_index[c.model]
             limit = sol.replicas.get(ci, n) if c.num_stages > 1 else n
@@ -96,21 +115,33 @@ def assemble(inst: Instance, groups: tuple[Group, ...], sol: MilpSolution) -> La
             for _ in range(n):
                 ok = (
                     (free_mem[devs] >= c.stage_memory_bytes)
-                    & (free_util[devs] >= c.stage_utilisation - UTIL_TOL)
+                    & (c.time_shared | (free_util[devs] >= c.stage_utilisation - UTIL_TOL))
                     & (model_count[mi, devs] < cap)
                     & np.array([placed.get(int(d), 0) < limit for d in devs])
                 )
                 if not ok.any():
                     break  # the rest of this configuration does not fit this group
                 cand = devs[ok]
-                d = int(cand[np.argmin(free_util[cand] + free_mem[cand] / g.memory_bytes)])
+                share = 1.0
+                if c.time_shared:  # most time left, then best fit in memory
+                    left = np.maximum(free_util[cand], 0.0)
+                    d = int(cand[np.lexsort((free_mem[cand], -left))[0]])
+                    share = min(hint, max(free_util[d], 0.0) / c.stage_utilisation)
+                    share_of.setdefault(ci, {}).setdefault(d, []).append(share)
+                else:
+                    d = int(cand[np.argmin(free_util[cand] + free_mem[cand] / g.memory_bytes)])
                 free_mem[d] -= c.stage_memory_bytes
-                free_util[d] -= c.stage_utilisation
+                free_util[d] -= share * c.stage_utilisation
                 model_count[mi, d] += 1
                 placed[d] = placed.get(d, 0) + 1
 
     for ci, copies in sorted(per_device.items()):
         c = inst.configs[ci]
+        if c.time_shared:
+            for d, shares in sorted(share_of.get(ci, {}).items()):
+                for share in shares:
+                    layout.add(ci, (d,), share)
+            continue
         if c.num_stages == 1:
             for d, n in sorted(copies.items()):
                 for _ in range(n):

@@ -1,5 +1,7 @@
-"""Verify a plan from ``plan.json`` alone: every device within memory and utilisation, every
-replica whole and on distinct devices, and the predictions consistent with each other."""
+"""Verify a plan from ``plan.json`` alone: every device within memory (Σ memory of its copies)
+and utilisation (Σ time_share × utilisation ≤ 1), every replica whole, on distinct devices and at
+one share, and the predictions consistent with each other (capacity ≥ λ·reach, and no more than
+the replicas' Σ time_share × throughput where the plan records throughputs)."""
 
 from __future__ import annotations
 
@@ -22,20 +24,30 @@ def problems(plan: Plan) -> list[str]:
                 f"{dev.id}: placements need {mem} bytes, the device has {dev.memory_bytes} "
                 f"(over by {mem - dev.memory_bytes})"
             )
-        util = sum(p.utilisation for p in dev.placements)
+        util = sum(p.time_share * p.utilisation for p in dev.placements)
         if util > 1.0 + UTIL_SLACK:
-            out.append(f"{dev.id}: utilisation sums to {util:.6f} > 1")
+            out.append(f"{dev.id}: time_share × utilisation sums to {util:.6f} > 1")
         for p in dev.placements:
             if p.memory_bytes < 0 or not 0.0 <= p.utilisation <= 1.0:
                 out.append(f"{dev.id}: {p.model} replica {p.replica} has invalid costs")
+    served: dict[str, float | None] = {}
     try:
         for model in plan.models:
+            total: float | None = 0.0
             for k, stages in enumerate(plan.replicas(model)):
                 ids = [d.id for d, _ in stages]
                 if len(set(ids)) != len(ids):
                     out.append(f"{model} replica {k}: two stages share a device ({ids})")
                 if len({p.batch_size for _, p in stages}) != 1:
                     out.append(f"{model} replica {k}: stages disagree on batch size")
+                if len({p.time_share for _, p in stages}) != 1:
+                    out.append(f"{model} replica {k}: stages disagree on time_share")
+                head = stages[0][1]
+                if total is not None and head.throughput_rps is not None:
+                    total += head.time_share * head.throughput_rps
+                else:
+                    total = None
+            served[model] = total
     except HybridServeError as err:
         out.append(str(err))
     reached = [m for m, f in plan.reach_fraction.items() if f > 0]
@@ -48,6 +60,11 @@ def problems(plan: Plan) -> list[str]:
             have = plan.capacity_rps.get(m, 0.0)
             if have < need * (1 - 1e-9):
                 out.append(f"{m}: capacity {have:.6g} rps < λ·reach = {need:.6g} rps")
+            most = served.get(m)
+            if most is not None and have > most * (1 + 1e-9):
+                out.append(
+                    f"{m}: capacity {have:.6g} rps > Σ time_share × throughput = {most:.6g} rps"
+                )
     if plan.optimality_gap is not None and not 0.0 <= plan.optimality_gap <= 1.0:
         out.append(f"optimality_gap {plan.optimality_gap} is outside [0, 1]")
     return out

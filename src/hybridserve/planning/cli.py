@@ -45,6 +45,12 @@ def register(app: typer.Typer) -> None:
             str, typer.Option(help="candidate batch sizes, comma-separated")
         ] = "1,4,16,64,256",
         max_stages: Annotated[int, typer.Option(help="most pipeline stages per replica")] = 4,
+        time_share: Annotated[
+            bool,
+            typer.Option(
+                help="replicas may take a time share of a device (off: every replica flat out)"
+            ),
+        ] = True,
         reach: Annotated[
             str | None,
             typer.Option(help="override reach fractions, e.g. 'linear=1,mlp=0.45,vgg=0.12'"),
@@ -70,6 +76,7 @@ def register(app: typer.Typer) -> None:
                     "slo_p90_ms": slo_p90_ms,
                     "batch_sizes": sizes,
                     "max_stages": max_stages,
+                    "time_share": time_share,
                 }
             )
         except ValidationError as err:

@@ -16,6 +16,12 @@ gets its most efficient configuration that still fits (throughput per device sha
 scarcer resource), placed best-fit so small replicas pack together and whole devices stay free
 for large ones; a pipelined replica prefers ``S`` devices on one node. It stops when the
 bottleneck cannot grow (λ cannot rise) or, for the energy objective, once λ reaches the target.
+
+With time shares a new unsplit copy takes the share its device has left (``min(1, free/u)``),
+on the device where that share is largest; a model still missing may take a copy at share 0
+on a full device (memory is what it needs). Then ``shares.rebalance`` re-divides the devices'
+time by LP and ``shares.trim`` drops idle copies; water-filling and rebalancing alternate while
+λ rises (at most ``SHARE_ROUNDS`` rounds).
 """
 
 from __future__ import annotations
@@ -26,6 +32,12 @@ import numpy as np
 
 from hybridserve.planning.instance import Config, Instance
 from hybridserve.planning.layout import Layout
+from hybridserve.planning.shares import rebalance, trim
+
+#: Water-fill/rebalance rounds with time shares.
+SHARE_ROUNDS = 8
+#: A new copy needs at least this share of its device (a missing model's first copy excepted).
+MIN_SHARE = 1e-6
 
 
 def _share(inst: Instance) -> dict[int, float]:
@@ -49,8 +61,33 @@ def efficiency_order(inst: Instance, model: str) -> list[Config]:
     )
 
 
-def place(layout: Layout, c: Config) -> tuple[int, ...] | None:
-    """Best-fit devices for one replica of ``c`` (one node if possible), or None."""
+def place(layout: Layout, c: Config, idle_ok: bool = False) -> tuple[tuple[int, ...], float] | None:
+    """Devices and time share for one replica of ``c``, or None.
+
+    A time-shared copy goes where the share it can take (``min(1, free/u)``, above
+    ``MIN_SHARE`` unless ``idle_ok``) is largest, then best fit in memory; anything else
+    best-fit at share 1 (a pipeline on one node if possible).
+    """
+    if c.time_shared:
+        idx = np.flatnonzero(layout.fits_mask(c, share=0.0))
+        if len(idx) == 0:
+            return None
+        share = np.minimum(1.0, np.maximum(layout.free_util[idx], 0.0) / c.stage_utilisation)
+        if not idle_ok:
+            keep = share > MIN_SHARE
+            idx, share = idx[keep], share[keep]
+            if len(idx) == 0:
+                return None
+        mem_total = np.array([layout.inst.devices[i].memory_bytes for i in idx], dtype=np.float64)
+        mem_left = (layout.free_mem[idx] - c.stage_memory_bytes) / mem_total
+        k = int(np.lexsort((mem_left, -share))[0])
+        return (int(idx[k]),), float(share[k])
+    found = _place_whole(layout, c)
+    return None if found is None else (found, 1.0)
+
+
+def _place_whole(layout: Layout, c: Config) -> tuple[int, ...] | None:
+    """Best-fit devices for one replica of ``c`` at share 1 (one node if possible), or None."""
     idx = np.flatnonzero(layout.fits_mask(c))
     s = c.num_stages
     if len(idx) < s:
@@ -80,46 +117,79 @@ def fill(layout: Layout, target_rps: float | None = None, first: str = "small") 
     """Water-fill ``layout`` in place (it may already hold replicas) and return it.
 
     Models without a replica first get one: of the smallest footprint (``first="small"``,
-    so all fit before any grows) or the most efficient (``"efficient"``).
+    so all fit before any grows) or the most efficient (``"efficient"``). With time-shared
+    configurations, water-filling alternates with ``rebalance`` (see the module docstring).
     """
+    _water_fill(layout, target_rps, first)
+    if not any(c.time_shared for c in layout.inst.configs):
+        return layout
+    lam = -1.0
+    for k in range(SHARE_ROUNDS):
+        trim(rebalance(layout, target_rps))
+        now = layout.lam()
+        done = target_rps is not None and now >= target_rps
+        if done or now <= lam * (1 + 1e-6) or k == SHARE_ROUNDS - 1:
+            break
+        lam = now
+        _water_fill(layout, target_rps, first)  # into the time the rebalance freed
+    return layout
+
+
+def _water_fill(layout: Layout, target_rps: float | None, first: str) -> None:
     inst = layout.inst
     orders = {m: efficiency_order(inst, m) for m in inst.models}
     cap = layout.capacity()
+    largest = {
+        t: max(d.memory_bytes for d in inst.devices if d.type == t) for t in inst.cluster.types
+    }
 
-    share = _share(inst)
+    def cost(c: Config, s: float) -> float:
+        """Device share a replica at time share ``s`` takes of its scarcer resource."""
+        mem = c.stage_memory_bytes / largest[c.device_type]
+        return c.num_stages * max(s * c.stage_utilisation, mem, 1e-12)
 
-    def grow(model: str, need: float) -> bool:
+    def grow(model: str, need: float, idle_ok: bool = False) -> bool:
         """Add the replica with the most *useful* throughput (at most ``need``) per share."""
-        best: tuple[float, Config, tuple[int, ...]] | None = None
+        best: tuple[float, float, Config, tuple[int, ...], float] | None = None
         for c in orders[model]:
-            devices = place(layout, c)
-            if devices is None:
+            spot = place(layout, c, idle_ok)
+            if spot is None:
                 continue
+            devices, s = spot
             if math.isinf(need):  # plain efficiency: the order is the ranking
-                best = (0.0, c, devices)
+                best = (0.0, 0.0, c, devices, s)
                 break
-            score = min(c.throughput_rps, need) / share[c.index]
-            if best is None or score > best[0] * (1 + 1e-12):
-                best = (score, c, devices)
+            score = min(s * c.throughput_rps, need) / cost(c, s)
+            key = (score, -cost(c, s))
+            if (
+                best is None
+                or key[0] > best[0] * (1 + 1e-12)
+                or (key[0] >= best[0] and key[1] > best[1])
+            ):
+                best = (key[0], key[1], c, devices, s)
         if best is None:
             return False
-        layout.add(best[1].index, best[2])
+        layout.add(best[2].index, best[3], best[4])
         cap[model] += layout.throughput_rps(layout.replicas[-1])
         return True
 
-    missing = [m for m in inst.models if cap[m] <= 0]
+    missing = [
+        m
+        for m in inst.models
+        if not any(inst.configs[r.config].model == m for r in layout.replicas)
+    ]
     smallest_stage = {m: min(c.stage_memory_bytes for c in orders[m]) for m in missing}
     for m in sorted(missing, key=lambda m: -smallest_stage[m]):
         # the smallest footprint first, so every model gets a place before any grows
-        if not grow(m, need=1e-9 if first == "small" else math.inf):
-            return layout  # the cluster cannot hold every model at once: λ = 0
+        if not grow(m, need=1e-9 if first == "small" else math.inf, idle_ok=True):
+            return  # the cluster cannot hold every model at once: λ = 0
     while True:
         ratio = {k: cap[k] / inst.reach[k] for k in inst.models}
         m = min(inst.models, key=lambda k: ratio[k])
         if target_rps is not None and ratio[m] >= target_rps:
-            return layout
+            return
         if not grow(m, math.inf):
-            return layout
+            return
 
 
 def compact(layout: Layout) -> Layout:
@@ -131,8 +201,8 @@ def compact(layout: Layout) -> Layout:
     """
     inst = layout.inst
     lam = layout.lam()
-    if lam <= 0:
-        return layout
+    if lam <= 0 or any(c.time_shared for c in inst.configs):
+        return layout  # time shares: ``shares.trim`` merges copies instead
     for m in inst.models:
         old = [r for r in layout.replicas if inst.configs[r.config].model == m]
         single = [r for r in old if inst.configs[r.config].num_stages == 1]
@@ -152,7 +222,7 @@ def compact(layout: Layout) -> Layout:
                 (c for c in options if c.throughput_rps < short), key=lambda c: -c.throughput_rps
             )
             for c in ranked:
-                devices = place(layout, c)
+                devices = _place_whole(layout, c)
                 if devices is not None:
                     layout.add(c.index, devices)
                     added.append(layout.replicas[-1])

@@ -274,6 +274,9 @@ class PlanOptions(BaseModel):
         None, gt=0, description="rate for the energy objective (default: half the max λ)"
     )
     max_replicas_per_device: int = Field(16, ge=1, description="per model and device")
+    #: Unsplit replicas may take a time share s ∈ (0, 1] of their device: capacity s·throughput(b),
+    #: utilisation s·u(b) (see ``instance.py``). False: every replica runs flat out (share 1).
+    time_share: bool = True
     solver: Literal["auto", "milp", "heuristic"] = "auto"
     time_limit_s: float = Field(5.0, gt=0)
     mip_rel_gap: float = Field(1e-4, ge=0)

@@ -8,9 +8,18 @@ The cost model (documented here, used by the MILP, the heuristic and the brute f
   ``latency(b)/S`` ms per batch; for ``S > 1`` each stage also pays the hand-off of one batch of
   activations over the node's link (``b·activation_bytes / same_node_gbps`` plus ``hop_ms``).
   A pipelined replica's throughput is ``b / (stage latency)``; an unsplit one's is ``b/latency(b)``.
-* A stage keeps its device ``u(b)`` busy (occupancy depends on the batch, not on the depth), so
-  a device holds any mix of stages with Σ memory ≤ its memory and Σ utilisation ≤ 1, and at most
-  ``max_replicas_per_device`` stages of one model (the runtime's worker threads).
+* A stage running flat out keeps its device ``u(b)`` busy (occupancy depends on the batch, not on
+  the depth). Utilisation is a rate budget: a device does at most one device-second of work per
+  second. With ``time_share`` (the default) an unsplit replica may take a *time share*
+  ``s ∈ (0, 1]`` of its device: it serves ``s·throughput(b)`` requests/s and uses ``s·u(b)`` of
+  the budget, because a replica fed less than it can serve idles in between batches and the
+  device (OS scheduler on a CPU, interleaved kernels on a GPU) runs other replicas' work then. A
+  CPU replica at any batch measures ``u ≈ 1``, so models share the CPU only through shares. A
+  pipelined replica always runs at share 1 (its stages hand batches on in lock-step; a partial
+  share would have to be the same on every stage's device). So a device holds any mix of stages
+  with Σ memory ≤ its memory (every copy holds its weights and activations, whatever its share)
+  and Σ share·utilisation ≤ 1, and at most ``max_replicas_per_device`` stages of one model (the
+  runtime's worker threads). Without ``time_share`` every share is 1 (integer replicas).
 * A model is only split as far as needed: ``S`` runs from the fewest stages that fit the type's
   largest device up to the fewest that fit its smallest one (capped by ``max_stages`` and the
   number of devices), because extra stages only add hand-offs in this model.
@@ -51,6 +60,8 @@ class Config:
     #: Unsplit batch latency, and bytes one batch hands from stage to stage (pipelines).
     compute_ms: float = 0.0
     handoff_bytes: float = 0.0
+    #: Its replicas may take a time share below 1 (unsplit, and ``time_share`` on).
+    time_shared: bool = False
 
 
 @dataclass(frozen=True)
@@ -193,6 +204,7 @@ def _configs_for(
                     energy_j_per_request=cost.energy_j_per_request(b),
                     compute_ms=cost.latency_ms(b),
                     handoff_bytes=float(b * cost.activation_bytes),
+                    time_shared=options.time_share and s == 1,
                 )
             )
     return out

@@ -1,7 +1,9 @@
 """A mutable placement under construction, its predicted capacity and energy, and its ``Plan``.
 
 Every solver ends in a ``Layout`` (the MILP after disaggregation, the heuristic directly), so
-capacity, λ, energy and the plan's JSON are computed one way for all of them.
+capacity, λ, energy and the plan's JSON are computed one way for all of them. A replica carries
+its time share ``s`` (1 unless its configuration is time-shared): it uses ``s·u`` of each of its
+devices and serves ``s`` times its flat-out throughput.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ UTIL_TOL = 1e-9
 
 @dataclass(frozen=True)
 class Replica:
-    """One replica: a configuration and its stages' devices, in stage order."""
+    """One replica: a configuration, its stages' devices in stage order, and its time share."""
 
     config: int
     devices: tuple[int, ...]
+    share: float = 1.0
 
 
 class Layout:
@@ -46,26 +49,28 @@ class Layout:
         self.node_of = np.array([inst.cluster.nodes.index(d.node) for d in inst.devices])
 
     # ------------------------------------------------------------------ placement
-    def fits_mask(self, c: Config) -> npt.NDArray[np.bool_]:
-        """Devices that can take one more stage of ``c``."""
+    def fits_mask(self, c: Config, share: float = 1.0) -> npt.NDArray[np.bool_]:
+        """Devices that can take one more stage of ``c`` at time share ``share``."""
         mi = self.model_index[c.model]
         mask: npt.NDArray[np.bool_] = (
             self.type_mask[c.device_type]
             & (self.free_mem >= c.stage_memory_bytes)
-            & (self.free_util >= c.stage_utilisation - UTIL_TOL)
+            & (self.free_util >= share * c.stage_utilisation - UTIL_TOL)
             & (self.stage_count[mi] < self.inst.options.max_replicas_per_device)
         )
         return mask
 
-    def add(self, config: int, devices: tuple[int, ...]) -> None:
+    def add(self, config: int, devices: tuple[int, ...], share: float = 1.0) -> None:
         c = self.inst.configs[config]
+        share = float(share)
         assert len(devices) == c.num_stages and len(set(devices)) == len(devices)
+        assert 0.0 <= share <= 1.0 and (share == 1.0 or c.time_shared)
         mi = self.model_index[c.model]
         for d in devices:
             self.free_mem[d] -= c.stage_memory_bytes
-            self.free_util[d] -= c.stage_utilisation
+            self.free_util[d] -= share * c.stage_utilisation
             self.stage_count[mi, d] += 1
-        self.replicas.append(Replica(config, devices))
+        self.replicas.append(Replica(config, devices, share))
 
     def remove(self, replica: Replica) -> None:
         """Take ``replica`` out and free its devices."""
@@ -74,8 +79,17 @@ class Layout:
         self.replicas.remove(replica)
         for d in replica.devices:
             self.free_mem[d] += c.stage_memory_bytes
-            self.free_util[d] += c.stage_utilisation
+            self.free_util[d] += replica.share * c.stage_utilisation
             self.stage_count[mi, d] -= 1
+
+    def replace_all(self, replicas: list[Replica]) -> None:
+        """Swap in ``replicas`` (new shares, fewer copies) and recount free memory/utilisation."""
+        self.free_mem[:] = [d.memory_bytes for d in self.inst.devices]
+        self.free_util[:] = 1.0
+        self.stage_count[:] = 0
+        self.replicas = []
+        for r in replicas:
+            self.add(r.config, r.devices, r.share)
 
     def feasible(self) -> bool:
         return bool(
@@ -86,7 +100,11 @@ class Layout:
 
     # ------------------------------------------------------------------ predictions
     def throughput_rps(self, r: Replica) -> float:
-        """A replica's throughput; a pipeline crossing nodes pays the slower link."""
+        """What a replica serves at its time share."""
+        return r.share * self.full_throughput_rps(r)
+
+    def full_throughput_rps(self, r: Replica) -> float:
+        """A replica's flat-out throughput; a pipeline crossing nodes pays the slower link."""
         c = self.inst.configs[r.config]
         if c.num_stages == 1 or len({int(self.node_of[d]) for d in r.devices}) == 1:
             return c.throughput_rps
@@ -135,7 +153,7 @@ class Layout:
                 joules = c.energy_j_per_request
                 if math.isfinite(joules) and self._dynamic_w(r) == 0.0:
                     return joules
-                return self._dynamic_w(r) * c.stage_utilisation / self.throughput_rps(r)
+                return self._dynamic_w(r) * c.stage_utilisation / self.full_throughput_rps(r)
 
             for r in sorted(mine, key=cost):
                 load = min(need, self.throughput_rps(r))
@@ -155,7 +173,7 @@ class Layout:
         for r, load in self.routed_load(rate_rps):
             c = self.inst.configs[r.config]
             for d in r.devices:
-                busy[d] += c.stage_utilisation * load / self.throughput_rps(r)
+                busy[d] += c.stage_utilisation * load / self.full_throughput_rps(r)
         total = 0.0
         for d in used:
             p_max = float(devs[d].power_w or 0.0)
@@ -197,6 +215,8 @@ class Layout:
             key=lambda r: (inst.chain.index(inst.configs[r.config].model), r.devices),
         )
         for r in ordered:
+            if r.share <= 0.0:
+                continue  # an idle copy serves nothing (``shares.trim`` drops them first)
             c = inst.configs[r.config]
             k = counter.get(c.model, 0)
             counter[c.model] = k + 1
@@ -211,6 +231,8 @@ class Layout:
                         max_wait_ms=inst.options.max_wait_ms,
                         memory_bytes=c.stage_memory_bytes,
                         utilisation=c.stage_utilisation,
+                        time_share=r.share,
+                        throughput_rps=self.full_throughput_rps(r),
                     )
                 )
         devices = tuple(

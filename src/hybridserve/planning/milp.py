@@ -1,27 +1,31 @@
 """The placement MILP (``scipy.optimize.milp``, HiGHS) over groups of identical devices.
 
-Variables (all integer except λ):
+Variables (all integer except λ, ``y`` and ``f``):
 
 * ``x[c,g]``: stage copies of configuration ``c`` on group ``g`` (a group is one device in the
   exact formulation; aggregated, all devices of one kind on a class of identical nodes);
+* ``y[c,g]`` (continuous, time-shared configurations only): the copies' summed time shares,
+  ``0 ≤ y ≤ x`` (each copy's share is at most 1); they carry the utilisation and the capacity,
+  ``x`` the memory. Other configurations run at share 1 (``y = x``, no column);
 * ``r[c]``: replicas of a pipelined configuration (``S > 1``); an unsplit one has ``Σ_g x``;
 * ``w[c,n]``: replicas of ``c`` kept whole on one node of ``n`` (the rest cross nodes);
 * ``λ`` (throughput objective); or, for the energy objective, ``on[g]`` (devices of ``g``
-  powered on) and continuous ``f[c,g]`` (requests/s routed to those replicas, ``f ≤ thr·x``,
+  powered on) and continuous ``f[c,g]`` (requests/s routed to those replicas, ``f ≤ thr·y``,
   Σ over a model's configurations = target · reach).
 
-Constraints, per group: Σ u·x ≤ n_g (or on_g) and Σ memory·x ≤ n_g·M_g; at most
+Constraints, per group: Σ u·y ≤ n_g (or on_g) and Σ memory·x ≤ n_g·M_g; at most
 ``max_replicas_per_device·n_g`` stages of one model; for n_g > 1 also "at most n_g items larger
-than half a device, 2·n_g larger than a third" (valid cuts that keep the aggregate packable).
+than half a device, 2·n_g larger than a third" (valid cuts that keep the aggregate packable;
+for utilisation only over the share-1 items, since time shares are divisible).
 Per pipelined configuration: Σ_g x = S·r and x[c,g] ≤ n_g·r (each replica uses a device at most
 once; by König's edge-colouring theorem that is enough to form the r replicas). Per model with
-reach > 0: Σ throughput · replicas ≥ λ · reach (or ≥ target · reach).
+reach > 0: Σ throughput · (y, or replicas) ≥ λ · reach (or ≥ target · reach).
 
 Objective: maximise λ, or minimise power at the target rate: idle watts of devices on plus each
 device's dynamic watts times the share it is busy serving its routed load (``u·f/thr``); the
 number of devices on when the cluster gives no power figures. Then, weighted by 1e-6, the
-replicas that hand off across nodes and (throughput) the mean device utilisation, so ties go to
-efficient batch sizes.
+replicas that hand off across nodes and (throughput) the mean device utilisation and memory of
+time-shared copies, so ties go to efficient batch sizes and fewer copies.
 Identical devices of a node and identical nodes are ordered by total utilisation to break
 symmetry. With one device per group this is exact; aggregated, it is a relaxation whose bound
 is a valid upper bound (so the gap reported after disaggregation is honest).
@@ -52,6 +56,8 @@ class MilpSolution:
     status: str  # optimal | time_limit | infeasible | no_solution | failed
     counts: Mapping[tuple[int, int], int] = field(default_factory=dict)
     replicas: Mapping[int, int] = field(default_factory=dict)
+    #: Summed time shares ``y`` of time-shared configurations' copies, per (config, group).
+    shares: Mapping[tuple[int, int], float] = field(default_factory=dict)
     value: float | None = None  # λ (rps) or power (W, or devices) of the solution
     bound: float | None = None  # upper bound on λ, or lower bound on power
     n_vars: int = 0
@@ -122,10 +128,14 @@ def solve_milp(
     ub: list[float] = []
     for ci, gi in pairs:
         c, g = configs[ci], groups[gi]
+        # time-shared: more than ⌈1/u⌉ copies cannot add share (y ≤ 1/u per device anyway)
+        by_util = (
+            math.ceil(1.0 / c.stage_utilisation - 1e-9)
+            if c.time_shared
+            else math.floor(1.0 / c.stage_utilisation + 1e-9)
+        )
         per_dev = min(
-            opts.max_replicas_per_device,
-            math.floor(1.0 / c.stage_utilisation + 1e-9),
-            g.memory_bytes // max(c.stage_memory_bytes, 1),
+            opts.max_replicas_per_device, by_util, g.memory_bytes // max(c.stage_memory_bytes, 1)
         )
         ub.append(float(per_dev * g.count))
     split = [c.index for c in configs if c.num_stages > 1]
@@ -142,6 +152,13 @@ def solve_milp(
             if room >= configs[ci].num_stages:
                 wcol[(ci, n)] = len(ub)
                 ub.append(ub[rcol[ci]])
+    ycol: dict[tuple[int, int], int] = {}
+    for p in pairs:
+        if configs[p[0]].time_shared:
+            ycol[p] = len(ub)
+            ub.append(ub[xcol[p]])
+    # the column carrying a pair's utilisation and capacity: y if time-shared, else x
+    busy = {p: ycol.get(p, xcol[p]) for p in pairs}
     fcol: dict[tuple[int, int], int] = {}  # energy: requests/s (÷ lam_ref) served per (c, g)
     if energy:
         oncol = {g.index: len(ub) + k for k, g in enumerate(groups)}
@@ -162,10 +179,15 @@ def solve_milp(
 
     rows = _Rows()
     util_terms: dict[int, dict[int, float]] = {g.index: {} for g in groups}
+    item_terms: dict[int, dict[int, float]] = {g.index: {} for g in groups}  # share-1 copies
     mem_terms: dict[int, dict[int, float]] = {g.index: {} for g in groups}
     for (ci, gi), k in xcol.items():
-        util_terms[gi][k] = configs[ci].stage_utilisation
+        util_terms[gi][busy[(ci, gi)]] = configs[ci].stage_utilisation
+        if (ci, gi) not in ycol:
+            item_terms[gi][k] = configs[ci].stage_utilisation
         mem_terms[gi][k] = configs[ci].stage_memory_bytes / groups[gi].memory_bytes
+    for p, k in ycol.items():
+        rows.add({k: 1.0, xcol[p]: -1.0}, -np.inf, 0.0)  # each copy's share ≤ 1
     for g in groups:
         n_g = float(g.count)
         for terms in (util_terms[g.index], mem_terms[g.index]):
@@ -182,7 +204,7 @@ def solve_milp(
             if sum(ub[k] for k in ks) > opts.max_replicas_per_device * n_g:
                 rows.add(ks, -np.inf, opts.max_replicas_per_device * n_g)
         if g.count > 1:
-            for sizes in (util_terms[g.index], mem_terms[g.index]):
+            for sizes in (item_terms[g.index], mem_terms[g.index]):
                 for terms, mult in _packing_cuts(sizes):
                     if energy:
                         rows.add({**terms, oncol[g.index]: -mult}, -np.inf, 0.0)
@@ -213,7 +235,7 @@ def solve_milp(
             else:
                 for p in pairs:
                     if p[0] == c.index:
-                        cap_terms[xcol[p]] = scale
+                        cap_terms[busy[p]] = scale
         if energy:
             assert target_rps is not None
             demand = target_rps * inst.reach[m] / lam_ref
@@ -226,7 +248,7 @@ def solve_milp(
     # energy: a replica serves at most its throughput (f ≤ thr·x, in units of lam_ref)
     for (ci, gi), k in fcol.items():
         scale = configs[ci].throughput_rps / lam_ref
-        source = rcol[ci] if gi < 0 else xcol[(ci, gi)]
+        source = rcol[ci] if gi < 0 else busy[(ci, gi)]
         rows.add({k: 1.0, source: -scale}, -np.inf, 0.0)
 
     _symmetry_rows(rows, groups, util_terms)
@@ -271,11 +293,15 @@ def solve_milp(
             for k, u in util_terms[g.index].items():
                 cost[k] += TRANSFER_WEIGHT * u / n_dev
         pen_max += TRANSFER_WEIGHT
+        # ... and, for time-shared copies, the least memory (no copy beyond what its share needs)
+        for p in ycol:
+            cost[xcol[p]] += TRANSFER_WEIGHT * mem_terms[p[1]][xcol[p]] / n_dev
+        pen_max += TRANSFER_WEIGHT if ycol else 0.0
 
     integrality = np.zeros(n_vars) if relax else np.ones(n_vars)
     if not energy:
         integrality[lamcol] = 0
-    for k in fcol.values():
+    for k in (*fcol.values(), *ycol.values()):
         integrality[k] = 0
     t0 = time.perf_counter()
     res = milp(
@@ -307,8 +333,11 @@ def solve_milp(
     xs = np.asarray(res.x)
     counts = {p: round(float(xs[xcol[p]])) for p in pairs if round(float(xs[xcol[p]])) > 0}
     reps = {ci: round(float(xs[rcol[ci]])) for ci in split}
+    shares = {p: max(float(xs[k]), 0.0) for p, k in ycol.items() if p in counts}
     value = lam_ref * float(xs[lamcol]) if not energy else None
-    return MilpSolution(status, counts, reps, value, bound, n_vars, elapsed, str(res.message))
+    return MilpSolution(
+        status, counts, reps, shares, value, bound, n_vars, elapsed, str(res.message)
+    )
 
 
 def _packing_cuts(sizes: Mapping[int, float]) -> list[tuple[dict[int, float], float]]:

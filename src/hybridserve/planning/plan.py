@@ -2,7 +2,11 @@
 
 The planner writes it; the runtime only reads it. A model may run as several *replicas*, and a
 replica may be cut into ``num_stages`` pipeline *stages* (stage ``0 .. num_stages-1``), each on
-one device. ``Plan.default`` is the no-planner fallback: one replica of every model on one device.
+one device. A replica's ``time_share`` is the part of its device's time the plan gives it (1:
+flat out; below 1 it shares the device with other replicas by time, and the traffic the plan
+routes to it keeps it that busy); the runtime needs no share setting, since a replica fed
+``time_share × throughput_rps`` requests/s idles the rest. ``Plan.default`` is the no-planner
+fallback: one replica of every model on one device.
 """
 
 from __future__ import annotations
@@ -30,7 +34,13 @@ class Placement:
     batch_size: int
     max_wait_ms: float
     memory_bytes: int
+    #: Device share the replica keeps busy when it runs flat out (the profile's ``u(b)``).
     utilisation: float
+    #: Share of the device's time planned for this replica (1: flat out); it uses
+    #: ``time_share × utilisation`` of the device and serves ``time_share × throughput_rps``.
+    time_share: float = 1.0
+    #: The replica's flat-out requests/s (a pipeline's, on every stage); None if not predicted.
+    throughput_rps: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.stage < self.num_stages:
@@ -42,6 +52,11 @@ class Placement:
             raise HybridServeError(f"plan: {self.model}: batch_size must be >= 1")
         if self.max_wait_ms < 0:
             raise HybridServeError(f"plan: {self.model}: max_wait_ms must be >= 0")
+        if not 0.0 < self.time_share <= 1.0:
+            raise HybridServeError(
+                f"plan: {self.model} replica {self.replica}: time_share must lie in (0, 1], "
+                f"got {self.time_share}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +68,8 @@ class Placement:
             "max_wait_ms": self.max_wait_ms,
             "memory_bytes": self.memory_bytes,
             "utilisation": self.utilisation,
+            "time_share": self.time_share,
+            "throughput_rps": self.throughput_rps,
         }
 
     @classmethod
@@ -66,6 +83,9 @@ class Placement:
             max_wait_ms=float(d["max_wait_ms"]),
             memory_bytes=int(d["memory_bytes"]),
             utilisation=float(d["utilisation"]),
+            # plans written before time shares: every replica ran flat out
+            time_share=float(d.get("time_share", 1.0)),
+            throughput_rps=None if d.get("throughput_rps") is None else float(d["throughput_rps"]),
         )
 
 

@@ -1,4 +1,5 @@
-"""Rich tables of a plan: per model (reach, replicas, capacity) and per device (placements)."""
+"""Rich tables of a plan: per model (reach, replicas, capacity) and per device (placements,
+with each replica's time share when it is below 1)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def plan_tables(plan: Plan, max_devices: int = 16) -> Group:
         )
 
     devices = Table(title="devices")
-    for col in ("device", "type", "memory GiB", "used GiB", "utilisation", "placements"):
+    for col in ("device", "type", "memory GiB", "used GiB", "busy", "placements"):
         devices.add_column(col, justify="left" if col in ("device", "placements") else "right")
     shown = [d for d in plan.devices if d.placements][:max_devices]
     for d in shown:
@@ -53,13 +54,15 @@ def plan_tables(plan: Plan, max_devices: int = 16) -> Group:
             key = f"{p.model}@{p.batch_size}" + (
                 f" s{p.stage + 1}/{p.num_stages}" if p.num_stages > 1 else ""
             )
+            if p.time_share < 1.0:
+                key += f" share {p.time_share:.3g}"
             counts[key] = counts.get(key, 0) + 1
         devices.add_row(
             d.id,
             d.type,
             _gib(d.memory_bytes),
             _gib(sum(p.memory_bytes for p in d.placements)),
-            f"{sum(p.utilisation for p in d.placements):.2f}",
+            f"{sum(p.time_share * p.utilisation for p in d.placements):.2f}",
             ", ".join(f"{n}×{k}" for k, n in counts.items()),
         )
     hidden = sum(1 for d in plan.devices if d.placements) - len(shown)

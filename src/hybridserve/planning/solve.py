@@ -16,7 +16,9 @@ Which solver runs (``solver=auto``):
 
 The best plan found is returned (on ties the MILP's), so a MILP that times out without a good
 incumbent never makes the plan worse; the reported gap uses the tightest bound. ``solver=milp``
-skips the size test of step 4; ``solver=heuristic`` skips steps 2-3.
+skips the size test of step 4; ``solver=heuristic`` skips steps 2-3. With time shares every
+candidate layout ends with ``shares.rebalance`` (the best shares for its copies, by LP) and
+``shares.trim`` (no idle or surplus copies); without, the throughput plan is ``compact``-ed.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from hybridserve.planning.instance import Group, Instance
 from hybridserve.planning.layout import Layout
 from hybridserve.planning.milp import count_vars, solve_milp
 from hybridserve.planning.plan import Plan
+from hybridserve.planning.shares import rebalance, trim
 
 #: Default energy-objective rate, as a share of the throughput-optimal λ.
 DEFAULT_LOAD_SHARE = 0.5
@@ -51,7 +54,14 @@ def _milp_layout(
     notes.append(f"MILP ({kind}, {sol.n_vars} variables): {sol.status} in {sol.solve_time_s:.2f} s")
     if not (sol.counts or sol.replicas):
         return None, sol.bound
-    return fill(assemble(inst, groups, sol)), sol.bound
+    return _finish(fill(assemble(inst, groups, sol)), None), sol.bound
+
+
+def _finish(layout: Layout, target: float | None) -> Layout:
+    """Best time shares for the layout's copies, without idle ones (no-op without shares)."""
+    if any(c.time_shared for c in layout.inst.configs):
+        trim(rebalance(layout, target))
+    return layout
 
 
 def _throughput(inst: Instance) -> _Outcome:
@@ -144,6 +154,7 @@ def _energy(inst: Instance, target: float) -> _Outcome:
             lay = assemble(inst, groups, sol)
             if lay.lam() < target:
                 lay = fill(lay, target_rps=target)
+            lay = _finish(lay, target)
             if lay.lam() >= target * (1 - 1e-9):
                 candidates.append((lay, f"milp-{kind}"))
     low = min(_energy_value(lay, target) for lay, _ in candidates)
@@ -178,8 +189,9 @@ def plan_instance(inst: Instance) -> Plan:
         out = _energy(inst, target)
     if out.layout.lam() <= 0:
         _raise_empty(inst)
+    _finish(out.layout, target)
     if inst.options.objective == "throughput":
-        compact(out.layout)
+        compact(out.layout)  # a no-op with time shares
     return out.layout.to_plan(
         out.solver, out.gap, time.perf_counter() - t0, tuple(out.notes), target
     )
@@ -190,6 +202,18 @@ def _raise_empty(inst: Instance) -> None:
         m: min(c.stage_memory_bytes * c.num_stages for c in inst.configs_of(m)) for m in inst.models
     }
     have = sum(d.memory_bytes for d in inst.devices)
+    busy = {
+        m: min(c.stage_utilisation * c.num_stages for c in inst.configs_of(m) if not c.time_shared)
+        for m in inst.models
+        if any(not c.time_shared for c in inst.configs_of(m))
+    }
+    if sum(need.values()) <= have and len(busy) == len(inst.models):
+        raise HybridServeError(
+            f"cluster {inst.cluster.name!r} cannot hold every reached model at once with every "
+            f"replica flat out: their smallest replicas keep {sum(busy.values()):.3g} devices busy "
+            f"({ {m: round(u, 3) for m, u in busy.items()} }), it has {len(inst.devices)} "
+            "(plan with time shares, or give it more devices)"
+        )
     raise HybridServeError(
         f"cluster {inst.cluster.name!r} cannot hold every reached model at once: they need at "
         f"least {sum(need.values())} bytes together ({need}), the devices hold {have} bytes "
