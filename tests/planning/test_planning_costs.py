@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 
 from hybridserve.errors import HybridServeError
-from hybridserve.planning.costs import load_costs, read_table
+from hybridserve.planning.costs import ModelCost, load_costs, read_table
 from hybridserve.planning.estimate import A5000, H100, bundled_shapes, estimate_table
 from hybridserve.planning.inputs import bundled_dir, read_cluster
 from planning.planning_fixtures import cpu_profile
@@ -49,6 +50,17 @@ def test_a_measured_profile_serves_its_device_type(tmp_path: Path) -> None:
     assert vgg.utilisation(1_000_000) == pytest.approx(0.5, rel=1e-4)  # the fitted u_max
     assert vgg.p90_ratio > 1.0
     assert vgg.energy_j_per_request(4) == pytest.approx(0.01 * 5 / 4, rel=1e-6)  # measured row
+
+
+def test_measured_rows_beat_the_fits_at_the_batch_sizes_they_measured() -> None:
+    profile = cpu_profile(["vgg"], family="fashion-mnist")
+    (m,) = profile.models
+    slow = replace(m.rows[-1], latency_ms_median=40.0, utilisation=0.9, memory_bytes=5000)
+    cost = ModelCost.from_profile(replace(m, rows=(*m.rows[:-1], slow)))
+    b = slow.batch_size  # 16: the fit says 1 + 1.6 ms, the row 40 ms (a CPU's cache, say)
+    assert cost.latency_ms(b) == 40.0 and cost.throughput_rps(b) == pytest.approx(400.0)
+    assert cost.utilisation(b) == 0.9 and cost.memory_bytes(b) == 5000
+    assert cost.latency_ms(8) == pytest.approx(1.0 + 0.8)  # not measured: the fit
 
 
 def test_missing_or_mismatched_profiles_are_user_errors(tmp_path: Path) -> None:
