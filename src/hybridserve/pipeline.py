@@ -57,8 +57,8 @@ def quickstart(
     try:
         run_plan(wd)
     except HybridServeError as err:
-        # One CPU device whose measured utilisation per model is near 1 cannot satisfy
-        # Σ utilisation ≤ 1 with every model on it; serving still works, time-shared.
+        # The planner time-shares this machine's CPU between the models; this only happens on
+        # bad inputs (no policy, a model larger than the host's memory).
         wd.plan.unlink(missing_ok=True)
         console.print(
             f"[yellow]planner:[/yellow] {err}\nserving with the default plan instead "

@@ -43,12 +43,18 @@ def run_bench(
     family_name: str | None = None,
     config: Path | None = None,
     systems: list[str] | None = None,
+    device: str | None = None,
     console: Console = console,
 ) -> dict[str, Any]:
-    """Bench every system of ``workdir`` in-process; write report.json, report.md and plots."""
+    """Bench every system of ``workdir`` in-process; write report.json, report.md and plots.
+
+    Each system is served as ``plan.json`` places it when the plan is for its chain; otherwise
+    (and always when ``device`` is given) with one replica per model on ``device`` (default cpu).
+    """
     from hybridserve.calibration import load_calibration
     from hybridserve.models import family_logits, load_family
     from hybridserve.planning.plan import Plan
+    from hybridserve.profiling.devices import resolve_device
     from hybridserve.runtime import Engine, EngineConfig
     from hybridserve.tuning.policy import CascadePolicy
 
@@ -63,13 +69,15 @@ def run_bench(
         policies = {k: v for k, v in policies.items() if k in systems}
     batch = _serving_batch_size(workdir)
     energy_j = _energy_table(workdir, family.names, batch)
-    planned = Plan.load(workdir.plan) if workdir.plan.is_file() else None
+    planned = Plan.load(workdir.plan) if workdir.plan.is_file() and device is None else None
+    if device is not None:
+        device = resolve_device(device).torch_device
     engine_config = EngineConfig(queue_size=max(4096, 4 * load.concurrency))
 
     def make_engine(policy: CascadePolicy) -> Any:
         plan = planned
         if plan is None or tuple(plan.models) != tuple(policy.chain):
-            plan = Plan.default(family.name, policy.chain, batch_size=batch)
+            plan = Plan.default(family.name, policy.chain, device=device or "cpu", batch_size=batch)
         return Engine(policy, plan, family, engine_config)
 
     test_logits = family_logits(family, "test", workdir, progress=False)
@@ -165,6 +173,13 @@ def register(app: typer.Typer) -> None:
         ] = None,
         family: Annotated[str | None, typer.Option(help="bundled family name")] = None,
         config: Annotated[Path | None, typer.Option(help="family YAML")] = None,
+        device: Annotated[
+            str | None,
+            typer.Option(
+                help="serve every system with one replica per model on this device "
+                "(cpu, cuda:N) instead of plan.json"
+            ),
+        ] = None,
     ) -> None:
         """Serve giant-only, each model alone and the tuned cascades; compare them."""
         if rate is not None and saturate:
@@ -188,11 +203,15 @@ def register(app: typer.Typer) -> None:
             process=arrivals,
             cv=cv,
         )
+        if url is not None and device is not None:
+            raise HybridServeError("--device places in-process serving; --url benches a server")
         wd = Workdir(workdir).ensure()
         if url is not None:
             _bench_url(wd, url, load, family, config, api_key)
             return
-        body = run_bench(wd, load, family_name=family, config=config, systems=systems)
+        body = run_bench(
+            wd, load, family_name=family, config=config, systems=systems, device=device
+        )
         console.print(comparison_table(body))
         console.print(f"wrote {wd.report} and {wd.report_md}")
 

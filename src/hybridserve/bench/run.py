@@ -1,11 +1,14 @@
 """Run the bench: serve each system in turn on the same runtime and cores, measure, report.
 
-Energy per request is read from one meter (``select_meter("cpu")``: RAPL where readable, else
-the CPU-time model) around each system's whole run, so it covers everything the serving process
-spends per answered request: model compute, batching, routing and the load generator's share,
-which is the same for every system. ``energy_j_per_request_profile`` is the profile's
-prediction (Σ reach × per-model energy at the serving batch size), the basis on which the
-``oracle`` (computed from logits, never served) is stated.
+Energy per request is read from one meter per device of the system's plan (``select_meter``:
+NVML on a CUDA device; on the CPU, RAPL where readable, else the CPU-time model) around the
+system's whole run, and summed. On the CPU it covers everything the serving process spends per
+answered request: model compute, batching, routing and the load generator's share, which is the
+same for every system; on a GPU plan it is the GPUs' energy (the host's CPU is not counted; the
+per-device figures are in ``energy_j_per_request_by_device``).
+``energy_j_per_request_profile`` is the profile's prediction (Σ reach × per-model energy at
+the serving batch size), the basis on which the ``oracle`` (computed from logits, never
+served) is stated.
 """
 
 from __future__ import annotations
@@ -81,6 +84,29 @@ def predicted_energy(reach: Mapping[str, float], energy_j: Mapping[str, float]) 
     return float(sum(frac * energy_j[m] for m, frac in reach.items()))
 
 
+@dataclass(frozen=True)
+class Metered:
+    """Joules spent during one system's run, per device of its plan, and each meter's source."""
+
+    joules: dict[str, float]
+    sources: dict[str, str]
+
+    @property
+    def total_j(self) -> float:
+        return float(sum(self.joules.values())) if self.joules else float("nan")
+
+    @property
+    def source(self) -> str:
+        """One source name, or the distinct ones joined by ``+`` (``nvml+modelled``)."""
+        names = list(dict.fromkeys(self.sources.values()))
+        return "+".join(names) if names else "unavailable"
+
+
+def _device_of_meter(device: str) -> str:
+    # every CPU replica shares one package: meter the CPU once however the plan names it
+    return "cpu" if device.startswith("cpu") else device
+
+
 async def _serve_and_load(
     make_engine: Callable[[CascadePolicy], Any],
     policy: CascadePolicy,
@@ -88,15 +114,15 @@ async def _serve_and_load(
     y: np.ndarray,
     load: LoadSettings,
     progress: Callable[[int], None],
-    source_out: list[str],
-) -> tuple[RunResult, float]:
+) -> tuple[RunResult, Metered]:
     async with make_engine(policy) as engine:
-        meter = select_meter("cpu")
-        source_out.append(meter.source)
-        meter.start()
+        devices = list(dict.fromkeys(_device_of_meter(d) for d in getattr(engine, "devices", [])))
+        meters = {d: select_meter(d) for d in devices or ["cpu"]}
+        for meter in meters.values():
+            meter.start()
         run = await _drive(engine, x, y, load, progress)
-        joules = meter.stop()
-    return run, joules
+        joules = {d: m.stop() for d, m in meters.items()}
+    return run, Metered(joules, {d: m.source for d, m in meters.items()})
 
 
 def bench_systems(
@@ -127,13 +153,17 @@ def bench_systems(
             def advance(k: int, task: TaskID = task) -> None:
                 bar.advance(task, k)
 
-            run, joules = asyncio.run(
-                _serve_and_load(make_engine, policy, test.x, test.y, load, advance, sources)
+            run, metered = asyncio.run(
+                _serve_and_load(make_engine, policy, test.x, test.y, load, advance)
             )
             bar.remove_task(task)
-            summary = summarise(run, policy.chain, joules)
+            sources.append(metered.source)
+            summary = summarise(run, policy.chain, metered.total_j)
+            n = max(len(run.completed), 1)
             extra = {
                 "chain": list(policy.chain),
+                "energy_source": metered.source,
+                "energy_j_per_request_by_device": {d: j / n for d, j in metered.joules.items()},
                 "energy_j_per_request_profile": predicted_energy(summary.reach_fraction, energy_j),
                 "wall_s": run.wall_s,
             }
@@ -153,7 +183,7 @@ def bench_systems(
     }
     return {
         "machine": machine_description(),
-        "energy_source": sources[0] if sources else "unavailable",
+        "energy_source": "+".join(dict.fromkeys(sources)) or "unavailable",
         "load": {
             "mode": load.mode,
             "rate_rps": load.rate_rps if load.mode == "open-loop" else None,

@@ -164,8 +164,7 @@ class Engine:
         for stage in self.stages:
             stage.start()
         if self.config.energy:
-            devices = [d for s in self.stages for r in s.replicas for d in r.devices]
-            self.energy = EnergyAccount(devices, self.config.energy_interval_s)
+            self.energy = EnergyAccount(self.devices, self.config.energy_interval_s)
             self.energy.start()
         self._state = "ready"
         log.info(
@@ -173,6 +172,12 @@ class Engine:
             ", ".join(f"{s.name}×{len(s.replicas)}" for s in self.stages),
         )
         return self
+
+    @property
+    def devices(self) -> list[str]:
+        """The distinct devices the started replicas run on, in first-use order."""
+        seen = [d for s in self.stages for r in s.replicas for d in r.devices]
+        return list(dict.fromkeys(seen))
 
     async def stop(self, drain: bool = True) -> None:
         """Stop accepting; with ``drain``, let accepted requests finish first (bounded wait)."""
