@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hybridserve.profiling.profile import Profile
-from hybridserve.profiling.profiler import DEFAULT_BATCH_SIZES, profile_family
+from hybridserve.profiling.profiler import DEFAULT_BATCH_SIZES, ProfilerSettings, profile_family
 
 OUT = Path(__file__).resolve().parent / "out"
 SPREAD_TARGET = 0.15
@@ -117,6 +117,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--rounds", type=int, default=ProfilerSettings.rounds, help="interleaved blocks per point"
+    )
+    parser.add_argument(
+        "--min-repeats", type=int, default=ProfilerSettings.min_repeats, help="calls per point"
+    )
     parser.add_argument("--out", type=Path, default=OUT / "bench_profile.json")
     parser.add_argument(
         "--wait-quiet-s", type=float, default=600.0, help="most seconds to wait for a quiet CPU"
@@ -130,7 +136,11 @@ def main() -> None:
         waited.append(wait_quiet(args.wait_quiet_s))
         t0 = time.perf_counter()
         profile = profile_family(
-            args.family, args.device, DEFAULT_BATCH_SIZES, threads=args.threads
+            args.family,
+            args.device,
+            DEFAULT_BATCH_SIZES,
+            threads=args.threads,
+            settings=ProfilerSettings(rounds=args.rounds, min_repeats=args.min_repeats),
         )
         walls.append(round(time.perf_counter() - t0, 2))
         profile.save(args.out.with_name(f"{args.out.stem}-run{i + 1}.json"))

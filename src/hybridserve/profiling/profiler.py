@@ -5,7 +5,8 @@ interleaved: round 1 visits every model and batch size in order, later rounds vi
 again in a seeded shuffled order. On a small shared machine (two vCPUs, torch's OpenMP pool on
 both) the speed drifts by 30-50 % from one second to the next; a point timed in one contiguous
 block inherits whatever state the machine was in at that moment, while interleaved blocks sample
-the whole run, so two profiles agree far better for the same total time. Per point the profiler
+the whole run, so two profiles agree far better for the same total time (more, shorter blocks
+sample more moments: see ``ProfilerSettings.rounds``). Per point the profiler
 
 1. warms up in its first block (at least ``min_warmup`` calls and ``warmup_s`` seconds: oneDNN /
    cuDNN choose and cache kernels for a new shape on the first calls) and makes one untimed
@@ -75,10 +76,14 @@ class ProfilerSettings:
     """How long and how often to measure each point (times are per point, all rounds together)."""
 
     time_budget_s: float = 2.0
-    rounds: int = 5
+    #: Two quiet-machine profiles (benchmarks/bench_profile.py, 2 vCPUs) differed by 7 % at the
+    #: median point and 37 % at the worst with 5 rounds; by 1-2 % and 25 % with 20 rounds; the
+    #: worst points were the giant's largest batches, timed ~once per block. With 20 rounds and
+    #: at least 40 calls per point (two per block) the worst was 11 %.
+    rounds: int = 20
     warmup_s: float = 0.1
     min_warmup: int = 2
-    min_repeats: int = 5
+    min_repeats: int = 40
     max_repeats: int = 100_000
 
     def __post_init__(self) -> None:
