@@ -7,7 +7,7 @@ family's cascade (the real AP policy's reach) reaches λ ≥ 3× a giant-only pl
 
     python benchmarks/bench_planner.py                  # writes benchmarks/out/bench_planner.json
     python benchmarks/bench_planner.py --policy hybridserve-out/policy-ap.json --max-gpus 128
-    python benchmarks/bench_planner.py --skip-scaling   # the A5000 comparison only
+    python benchmarks/bench_planner.py --skip-scaling   # the A5000 and H200 comparisons only
 
 The A5000 comparison reads ``--policy`` (default ``DIR/policy-ap.json`` of ``--workdir``, itself
 defaulting to the repository's ``hybridserve-out``); without a policy file it falls back to a
@@ -16,6 +16,7 @@ default) and with integer replicas (``time_share=False``), and reports the ratio
 ``1 / Σ_m reach_m·cost_m/cost_giant`` with ``cost = min_b u(b)/throughput(b)`` (device-seconds
 per request): the most any plan on any number of such devices can gain while memory is not
 binding. Every plan is checked with ``planning.check`` (memory and utilisation per device).
+The same comparison runs on ``1x-h200``, whose costs were measured on an H200 (not estimated).
 """
 
 from __future__ import annotations
@@ -136,8 +137,10 @@ def fluid_ceiling(costs: TypeCosts, reach: Reach, batch_sizes: tuple[int, ...]) 
     }
 
 
-def a5000_gain(policy: Path | None) -> dict[str, Any]:
-    cluster = read_cluster("4x-a5000")
+def cluster_gain(cluster_name: str, policy: Path | None) -> dict[str, Any]:
+    """λ(cascade) / λ(giant-only) on a bundled single-type cluster, and its ceiling."""
+    cluster = read_cluster(cluster_name)
+    (device_type,) = cluster.types
     if policy is not None and policy.is_file():
         reach = read_policy_reach(policy)
         source = str(policy)
@@ -148,12 +151,13 @@ def a5000_gain(policy: Path | None) -> dict[str, Any]:
     giant_only = Reach(reach.family, (giant,), {giant: 1.0})
     costs = load_costs(cluster, None, reach.family, list(reach.chain))
     options = PlanOptions()
-    ceiling = fluid_ceiling(costs["a5000"], reach, options.batch_sizes)
+    ceiling = fluid_ceiling(costs[device_type], reach, options.batch_sizes)
+    kind = "ESTIMATE from datasheet specs" if costs[device_type].estimate else "MEASURED"
     out: dict[str, Any] = {
         "cluster": cluster.name,
         "reach_source": source,
         "reach_fraction": dict(reach.fraction),
-        "costs": "profile-a5000.yaml (ESTIMATE from datasheet specs)",
+        "costs": f"{Path(costs[device_type].source).name} ({kind})",
         "fluid": ceiling,
         "target_gain": TARGET_GAIN,
     }
@@ -184,7 +188,7 @@ def a5000_gain(policy: Path | None) -> dict[str, Any]:
         row["meets_target"] = row["gain"] >= TARGET_GAIN
         out[mode] = row
         print(
-            f"4x-a5000 ({mode}): cascade λ={plans['cascade'].lambda_rps:,.0f}  giant-only "
+            f"{cluster.name} ({mode}): cascade λ={plans['cascade'].lambda_rps:,.0f}  giant-only "
             f"λ={plans['giant_only'].lambda_rps:,.0f}  gain {row['gain']:.2f}x"
         )
     out["gain"] = out["time_share"]["gain"]
@@ -201,7 +205,9 @@ def main() -> None:
         "--workdir", type=Path, default=DEFAULT_WORKDIR, help="its policy-ap.json is the default"
     )
     parser.add_argument("--policy", type=Path, default=None, help="policy JSON for the A5000 run")
-    parser.add_argument("--skip-scaling", action="store_true", help="the A5000 comparison only")
+    parser.add_argument(
+        "--skip-scaling", action="store_true", help="the A5000 and H200 comparisons only"
+    )
     parser.add_argument(
         "--out", type=Path, default=None, help="default out/bench_planner.json (…_a5000.json)"
     )
@@ -221,7 +227,8 @@ def main() -> None:
         "meets_64_gpu_target": None
         if at64 is None
         else bool(at64["solve_time_s"] < TARGET_64_S and at64["optimality_gap"] is not None),
-        "a5000": a5000_gain(policy),
+        "a5000": cluster_gain("4x-a5000", policy),
+        "h200": cluster_gain("1x-h200", policy),
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(report, indent=2) + "\n")

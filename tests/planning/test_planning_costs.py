@@ -73,3 +73,25 @@ def test_missing_or_mismatched_profiles_are_user_errors(tmp_path: Path) -> None:
     cpu_profile(["linear"], family="fashion-mnist").save(tmp_path / "profile.json")
     with pytest.raises(HybridServeError, match="no costs for model 'mlp'"):
         load_costs(local, tmp_path / "profile.json", "fashion-mnist", BUNDLED)
+
+
+def test_a_json_table_is_a_measured_profile_and_the_h200_one_is_bundled() -> None:
+    cluster = read_cluster("1x-h200")
+    costs = load_costs(cluster, None, "fashion-mnist", BUNDLED)["h200"]
+    assert costs.estimate is False and costs.source.endswith("profile-h200.json")
+    vgg, linear = costs.model("vgg"), costs.model("linear")
+    # measured rows, not fits: the H200's batch of 64 on the giant took 1.23 ms
+    assert vgg.latency_ms(64) == pytest.approx(1.232, abs=0.01)
+    assert vgg.latency_ms(64) > linear.latency_ms(64)
+    assert 0 < vgg.utilisation(64) < 0.5  # launch-bound: NVML saw the GPU mostly idle
+
+
+def test_a_json_table_of_another_family_is_refused(tmp_path: Path) -> None:
+    profile = cpu_profile(BUNDLED, family="other")
+    profile.save(tmp_path / "p.json")
+    (tmp_path / "c.yaml").write_text(
+        "name: c\nnodes:\n  - name: n\n    devices:\n      - {type: x, memory_bytes: 1GiB}\n"
+        "profiles: {x: p.json}\n"
+    )
+    with pytest.raises(HybridServeError, match="family 'other'"):
+        load_costs(read_cluster(str(tmp_path / "c.yaml")), None, "fashion-mnist", BUNDLED)

@@ -37,7 +37,7 @@ def test_bad_sizes_name_the_field(text: str) -> None:
 
 
 def test_bundled_clusters_expand_to_unique_devices() -> None:
-    assert {"local-cpu", "4x-a5000", "64x-h100"} <= set(bundled_clusters())
+    assert {"local-cpu", "4x-a5000", "64x-h100", "1x-h200"} <= set(bundled_clusters())
     local = read_cluster("local-cpu")
     (cpu,) = local.devices
     assert (cpu.id, cpu.device, cpu.type) == ("local/cpu", "cpu", "cpu")

@@ -11,6 +11,9 @@ utilisation ``u_max·b²/(b² + β·b + γ)``):
 * a *profile table* YAML (``kind: device-profile``), e.g. the bundled ``profile-a5000.yaml``,
   which may be an estimate (``estimate: true``, with its method written in the file).
 
+A table reference ending in ``.json`` is a measured ``profile.json`` taken elsewhere (the
+bundled ``profile-h200.json`` was measured on an NVIDIA H200 with ``benchmarks/gpu_check.sh``).
+
 A cluster's ``profiles`` maps a device type to a table file (relative to the cluster file, else
 bundled) or to ``workdir`` (``DIR/profile.json``). Unmapped types use ``DIR/profile.json`` when it
 was taken on that type, else a bundled ``profile-<type>.yaml``.
@@ -229,6 +232,9 @@ def load_costs(
                     f"{profile_path} does not exist (run `hybridserve profile` first)"
                 )
             costs = costs_from_profile(measured, str(profile_path))
+        elif ref is not None and ref.endswith(".json"):
+            path = _resolve_table(ref, cluster)
+            costs = costs_from_profile(Profile.load(path), str(path))
         elif ref is not None:
             path = _resolve_table(ref, cluster)
             costs = read_table(path).to_costs(str(path))
