@@ -35,7 +35,7 @@ log=$out/gpu-check.log
   echo "== tune on the GPU's costs"
   hs tune --mode ap --workdir "$wd" && hs tune --mode eo --workdir "$wd"
   echo "== bench: every system served on cuda:0, NVML energy"
-  time hs bench --device cuda:0 --workdir "$wd" --saturate
+  time hs bench --device cuda:0 --workdir "$wd" --saturate --max-requests 20000
 } >"$log" 2>&1
 cp "$wd"/profile.json "$wd"/report.json "$wd"/policy-ap.json "$wd"/policy-eo.json "$out"/ 2>/dev/null
 tail -60 "$log"
