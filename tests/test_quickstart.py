@@ -13,8 +13,6 @@ from hybridserve.profiling.cli import run_profile
 from hybridserve.profiling.profiler import ProfilerSettings
 from hybridserve.workdir import Workdir
 
-pytestmark = pytest.mark.e2e
-
 FAST = ProfilerSettings(
     time_budget_s=0.02, rounds=2, warmup_s=0.0, min_warmup=1, min_repeats=2, max_repeats=20
 )
@@ -24,6 +22,7 @@ def _mtimes(paths: list[Path]) -> dict[Path, int]:
     return {p: p.stat().st_mtime_ns for p in paths}
 
 
+@pytest.mark.e2e
 def test_quickstart_serves_every_system_then_reuses_logits_and_profile(
     tmp_path: Path, tiny_family_yaml: Path
 ) -> None:
@@ -53,3 +52,12 @@ def test_quickstart_serves_every_system_then_reuses_logits_and_profile(
     quickstart(wd, config=tiny_family_yaml, passes=1, duration_s=60.0)
     assert _mtimes(list(cached)) == cached  # logits and profile reused, not recomputed
     assert wd.report.stat().st_mtime_ns > report_before
+
+
+@pytest.mark.unit
+def test_quickstart_refuses_zero_passes_before_any_stage_runs(tmp_path: Path) -> None:
+    from hybridserve.errors import HybridServeError
+
+    with pytest.raises(HybridServeError, match="--passes"):
+        quickstart(Workdir(tmp_path / "out"), passes=0)
+    assert not (tmp_path / "out").exists()  # nothing was calibrated or written

@@ -39,6 +39,8 @@ def quickstart(
     from hybridserve.profiling.cli import run_profile
     from hybridserve.tuning.cli import run_tune
 
+    if passes < 1:  # before minutes of calibration and profiling, not after
+        raise HybridServeError(f"--passes must be ≥ 1, got {passes}")
     wd = workdir.ensure()
     started = time.perf_counter()
 
@@ -66,8 +68,6 @@ def quickstart(
             "(one replica of every model on this machine's CPU)"
         )
     step("5/6 serve and 6/6 bench")
-    if passes < 1:
-        raise HybridServeError(f"--passes must be ≥ 1, got {passes}")
     # several passes over the test split: a one-pass run of the cheap systems lasts well under
     # a second on this machine, too short for their energy and throughput to settle
     requests = passes * len(family.split("test").y)
