@@ -39,7 +39,7 @@ from hybridserve.runtime.errors import (
 from hybridserve.runtime.inputs import check_batch
 from hybridserve.runtime.job import Result
 from hybridserve.runtime.observer import EngineObserver, NullObserver
-from hybridserve.runtime.stage import RoutingPolicy
+from hybridserve.runtime.stage import Routed, RoutingPolicy, route_batch
 
 log = logging.getLogger(__name__)
 
@@ -244,21 +244,15 @@ class RayCascade:
             latency_ms.tolist(),
         )
 
-    def _decide(
-        self, position: int, logits: npt.NDArray[np.float32], n: int
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.int64]]:
-        """Labels, confidences and next hops: the local stage's rule, on the same policy calls."""
+    def _decide(self, position: int, logits: npt.NDArray[np.float32], n: int) -> Routed:
+        """Labels, confidences and next hops: the local stage's own rule (``route_batch``)."""
         logits = np.asarray(logits)
         if logits.ndim != 2 or logits.shape[0] != n:
             raise BatchFailedError(
                 f"model {self.chain[position]!r} returned logits of shape {logits.shape} "
                 f"for {n} inputs"
             )
-        conf, probs = self.policy.confidence_of(position, logits)
-        conf = np.asarray(conf, dtype=np.float64)
-        hops = np.asarray(self.policy.next_hop(position, conf), dtype=np.int64)
-        labels = np.argmax(probs, axis=1).astype(np.int64, copy=False)
-        return labels, conf, hops
+        return route_batch(self.policy, position, logits)
 
     async def _call(self, position: int, x: npt.NDArray[np.float32]) -> StageReply:
         model = self.chain[position]

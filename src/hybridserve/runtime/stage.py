@@ -44,6 +44,25 @@ class RoutingPolicy(Protocol):
     def next_hop(self, index: int, conf: npt.NDArray[Any]) -> npt.NDArray[np.int64]: ...
 
 
+def route_batch(policy: RoutingPolicy, position: int, logits: npt.NDArray[Any]) -> Routed:
+    """Labels, calibrated confidences and next hops of a batch of logits at chain ``position``.
+
+    Every backend routes with this one function, so the same logits take the same path.
+    """
+    conf, probs = policy.confidence_of(position, logits)
+    conf = np.asarray(conf, dtype=np.float64)
+    hops = np.asarray(policy.next_hop(position, conf), dtype=np.int64)
+    # the label is the calibrated argmax, as in the tuning simulator (vector scaling may move it
+    # away from the raw logits' argmax)
+    labels = np.argmax(probs, axis=1).astype(np.int64, copy=False)
+    if hops.shape != labels.shape or conf.shape != labels.shape:
+        raise ValueError(
+            f"policy returned {conf.shape} confidences and {hops.shape} hops "
+            f"for {labels.shape[0]} inputs"
+        )
+    return labels, conf, hops
+
+
 class Stage:
     """Serves chain position ``position`` with ``replicas``; routes each batch by ``policy``."""
 
@@ -72,18 +91,7 @@ class Stage:
 
     def route(self, logits: npt.NDArray[np.float32]) -> Routed:
         """Labels, calibrated confidences and next hops of a batch (runs in the worker thread)."""
-        conf, probs = self.policy.confidence_of(self.position, logits)
-        conf = np.asarray(conf, dtype=np.float64)
-        hops = np.asarray(self.policy.next_hop(self.position, conf), dtype=np.int64)
-        # the label is the calibrated argmax, as in the tuning simulator (vector scaling may
-        # move it away from the raw logits' argmax)
-        labels = np.argmax(probs, axis=1).astype(np.int64, copy=False)
-        if hops.shape != labels.shape or conf.shape != labels.shape:
-            raise ValueError(
-                f"policy returned {conf.shape} confidences and {hops.shape} hops "
-                f"for {labels.shape[0]} inputs"
-            )
-        return labels, conf, hops
+        return route_batch(self.policy, self.position, logits)
 
     async def warmup(self, example: npt.NDArray[Any]) -> None:
         """Run one batch through every replica (and every pipeline slot) before serving."""
