@@ -102,11 +102,6 @@ class Metered:
         return "+".join(names) if names else "unavailable"
 
 
-def _device_of_meter(device: str) -> str:
-    # every CPU replica shares one package: meter the CPU once however the plan names it
-    return "cpu" if device.startswith("cpu") else device
-
-
 async def _serve_and_load(
     make_engine: Callable[[CascadePolicy], Any],
     policy: CascadePolicy,
@@ -116,8 +111,10 @@ async def _serve_and_load(
     progress: Callable[[int], None],
 ) -> tuple[RunResult, Metered]:
     async with make_engine(policy) as engine:
-        devices = list(dict.fromkeys(_device_of_meter(d) for d in getattr(engine, "devices", [])))
-        meters = {d: select_meter(d) for d in devices or ["cpu"]}
+        # each device once (plan devices are `cpu` or `cuda:N`); an engine without a device
+        # list is metered on the CPU
+        devices = list(dict.fromkeys(getattr(engine, "devices", []))) or ["cpu"]
+        meters = {d: select_meter(d) for d in devices}
         for meter in meters.values():
             meter.start()
         run = await _drive(engine, x, y, load, progress)
@@ -159,11 +156,13 @@ def bench_systems(
             bar.remove_task(task)
             sources.append(metered.source)
             summary = summarise(run, policy.chain, metered.total_j)
-            n = max(len(run.completed), 1)
+            n = len(run.completed)
             extra = {
                 "chain": list(policy.chain),
                 "energy_source": metered.source,
-                "energy_j_per_request_by_device": {d: j / n for d, j in metered.joules.items()},
+                "energy_j_per_request_by_device": {d: j / n for d, j in metered.joules.items()}
+                if n
+                else {},
                 "energy_j_per_request_profile": predicted_energy(summary.reach_fraction, energy_j),
                 "wall_s": run.wall_s,
             }
