@@ -221,3 +221,18 @@ def test_calibrate_then_tune_a_user_family(tiny_family_yaml: Path, tmp_path: Pat
     again = run_tune(wd, "ap", config=tiny_family_yaml)  # reuses the measured costs
     assert (wd.root / "quick-costs.json").read_text() == cached
     assert again.summary["costs"] == policy.summary["costs"]
+
+
+def test_cluster_pricing_errors_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wd = make_workdir(tmp_path / "wd")
+    code, _, err = run_cli(
+        ["tune", "--cluster", "no-such-cluster", "--workdir", str(wd.root)], capsys
+    )
+    assert code == 2
+    assert "no-such-cluster" in err and len(err.strip().splitlines()) == 1
+    # the bundled GPU tables price the bundled family only
+    code, _, err = run_cli(["tune", "--cluster", "4x-a5000", "--workdir", str(wd.root)], capsys)
+    assert code == 2
+    assert FAMILY in err and "fashion-mnist" in err and len(err.strip().splitlines()) == 1

@@ -219,7 +219,10 @@ def load_costs(
 ) -> dict[str, TypeCosts]:
     """Costs for every device type of ``cluster``, checked to cover ``models`` of ``family``."""
     measured: Profile | None = None
-    if profile_path is not None and profile_path.is_file():
+    # read only when a device type has no table of its own: a cluster priced by bundled
+    # tables must not fail on an unrelated workdir profile
+    needs_profile = any(cluster.profiles.get(t) in (None, "workdir") for t in cluster.types)
+    if needs_profile and profile_path is not None and profile_path.is_file():
         measured = Profile.load(profile_path)
     out: dict[str, TypeCosts] = {}
     for t in cluster.types:

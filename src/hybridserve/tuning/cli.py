@@ -78,6 +78,13 @@ def register(app: typer.Typer) -> None:
         config: Annotated[
             Path | None, typer.Option(help="family YAML (for a family that is not bundled)")
         ] = None,
+        cluster: Annotated[
+            str | None,
+            typer.Option(
+                help="price each model as served on this cluster's device type (a bundled name "
+                "such as 4x-a5000, or a YAML file) instead of profile.json"
+            ),
+        ] = None,
         workdir: Annotated[Path, typer.Option(help="pipeline working directory")] = DEFAULT_WORKDIR,
     ) -> None:
         """Search thresholds on val; write policy-<mode>.json, threshold-graph.png, frontier.csv."""
@@ -86,7 +93,13 @@ def register(app: typer.Typer) -> None:
         wd = Workdir(workdir)
         with console.status(f"tuning the {mode.upper()} policy"):
             policy = run_tune(
-                wd, mode, max_accuracy_drop, not no_skip, config=config, confidence=confidence
+                wd,
+                mode,
+                max_accuracy_drop,
+                not no_skip,
+                config=config,
+                confidence=confidence,
+                cluster=cluster,
             )
         console.print(policy_table(policy))
         for name, why in policy.summary.get("dropped", {}).items():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -182,6 +182,26 @@ def costs_from_profile(path: Path | str, batch_size: int | None = None) -> CostT
     meter = body.get("meter")
     meter_source = meter.get("source") if isinstance(meter, Mapping) else None
     return CostTable(f"profile:{meter_source or 'unknown'}", b, costs)
+
+
+def costs_for_cluster(
+    cluster: str | Path, family: str, names: Sequence[str], profile_path: Path | None = None
+) -> CostTable:
+    """Costs of serving on ``cluster`` (a bundled name or a YAML path): each model's price per
+    request on the cluster's device type, as the planner charges it
+    (``hybridserve.planning.pricing``), so the policy is the cheapest on that hardware."""
+    from hybridserve.planning.inputs import read_cluster
+    from hybridserve.planning.pricing import request_prices
+
+    prices = request_prices(read_cluster(cluster), family, names, profile_path)
+    batches = ", ".join(f"{n}@{p.batch_size}" for n, p in prices.models.items())
+    kind = "an ESTIMATE" if prices.estimate else "measured"
+    note = (
+        f"{prices.basis} on {prices.device_type}, at each model's cheapest batch size "
+        f"({batches}); costs from {prices.source} ({kind})"
+    )
+    costs = {n: ModelCost(p.energy_j, p.latency_ms) for n, p in prices.models.items()}
+    return CostTable(f"cluster:{prices.cluster}", None, costs, note=note)
 
 
 def quick_costs(

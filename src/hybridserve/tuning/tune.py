@@ -18,7 +18,12 @@ import numpy as np
 import numpy.typing as npt
 
 from hybridserve.errors import HybridServeError
-from hybridserve.tuning.costs import CostTable, costs_from_profile, quick_costs
+from hybridserve.tuning.costs import (
+    CostTable,
+    costs_for_cluster,
+    costs_from_profile,
+    quick_costs,
+)
 from hybridserve.tuning.evidence import oracle, prepare_evidence
 from hybridserve.tuning.graph import plot_threshold_graph
 from hybridserve.tuning.policy import CascadePolicy
@@ -204,8 +209,13 @@ def run_tune(
     config: Path | None = None,
     confidence: str = "maxprob",
     costs: CostTable | None = None,
+    cluster: str | Path | None = None,
 ) -> CascadePolicy:
-    """Tune a policy for the family calibrated in ``workdir`` and write the stage's files."""
+    """Tune a policy for the family calibrated in ``workdir`` and write the stage's files.
+
+    Models are priced by ``costs`` if given, else by their cost on ``cluster``'s device type
+    if given, else by the workdir's ``profile.json`` (else quick costs).
+    """
     check_settings(mode, max_accuracy_drop)
     wd = workdir if isinstance(workdir, Workdir) else Workdir(Path(workdir))
     family, calibrators = _calibration(wd)
@@ -213,7 +223,13 @@ def run_tune(
     others = _other_policies(wd, family)
     val_logits, val_labels = load_split(wd, family, names, "val", config)
     test_logits, test_labels = load_split(wd, family, names, "test", config)
-    table = costs if costs is not None else load_costs(wd, family, names, config)
+    if costs is not None:
+        table = costs
+    elif cluster is not None:
+        profile = wd.profile if wd.profile.is_file() else None
+        table = costs_for_cluster(cluster, family, names, profile)
+    else:
+        table = load_costs(wd, family, names, config)
     search: ThresholdSearch = (
         APSearch(use_skips=use_skips, confidence=confidence)
         if mode == "ap"
