@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hybridserve.allocator import pin_large_allocations
 from hybridserve.profiling.profile import Profile
 from hybridserve.profiling.profiler import DEFAULT_BATCH_SIZES, ProfilerSettings, profile_family
 
@@ -112,6 +113,7 @@ def _drift_corrected_worst(runs: list[Profile]) -> float:
 
 
 def main() -> None:
+    pin_large_allocations()  # as the CLI does: see hybridserve.allocator
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="fashion-mnist")
     parser.add_argument("--device", default="cpu")

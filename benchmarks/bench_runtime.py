@@ -41,6 +41,7 @@ import numpy as np
 import psutil
 import torch
 
+from hybridserve.allocator import pin_large_allocations
 from hybridserve.models import Family, load_family
 from hybridserve.planning import Plan
 from hybridserve.runtime import Engine, EngineConfig
@@ -415,6 +416,7 @@ def wait_ready(port: int, proc: subprocess.Popen[str], timeout_s: float = 180.0)
 
 
 def main() -> None:
+    pin_large_allocations()  # as the CLI does: see hybridserve.allocator
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="fashion-mnist")
     parser.add_argument("--config", type=Path, default=None, help="a family YAML instead")

@@ -14,6 +14,7 @@ import click
 import typer
 from rich.console import Console
 
+from hybridserve.allocator import pin_large_allocations
 from hybridserve.errors import HybridServeError
 
 app = typer.Typer(
@@ -54,6 +55,8 @@ _register_all()
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    # before any model runs: timings must not depend on what the process allocated before
+    pin_large_allocations()
     try:
         app(args=argv, standalone_mode=False)
     except HybridServeError as err:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from hybridserve.allocator import allocator_settings
 from hybridserve.bench.loadgen import RunResult
 from hybridserve.workdir import read_json, write_json
 
@@ -104,6 +105,7 @@ def machine_description() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
+        **allocator_settings(),
     }
 
 
