@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hybridserve.allocator import pin_large_allocations
+from hybridserve.process import pin_large_allocations
 from hybridserve.profiling.profile import Profile
 from hybridserve.profiling.profiler import DEFAULT_BATCH_SIZES, ProfilerSettings, profile_family
 
@@ -113,7 +113,7 @@ def _drift_corrected_worst(runs: list[Profile]) -> float:
 
 
 def main() -> None:
-    pin_large_allocations()  # as the CLI does: see hybridserve.allocator
+    pin_large_allocations()  # as the CLI does: see hybridserve.process
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="fashion-mnist")
     parser.add_argument("--device", default="cpu")

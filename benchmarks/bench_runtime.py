@@ -41,9 +41,9 @@ import numpy as np
 import psutil
 import torch
 
-from hybridserve.allocator import pin_large_allocations
 from hybridserve.models import Family, load_family
 from hybridserve.planning import Plan
+from hybridserve.process import pin_large_allocations
 from hybridserve.runtime import Engine, EngineConfig
 from hybridserve.tuning import CascadePolicy, identity_calibrator
 
@@ -208,8 +208,17 @@ class Pool:
         try:
             return await self._post(path, body)
         except _ClosedError:
-            # the server closed an idle kept-alive connection: send again on a fresh one
+            # the server closed an idle kept-alive connection (uvicorn does after 5 s idle), so
+            # it never read this request: the other idle ones are as stale, drop them and send
+            # again on a fresh connection
+            self._drop_idle()
             return await self._post(path, body)
+
+    def _drop_idle(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+        self.opened -= len(self.idle)
+        self.idle.clear()
 
     async def _post(self, path: bytes, body: bytes) -> tuple[int, bytes, dict[bytes, bytes]]:
         conn = await self._conn()
@@ -416,7 +425,7 @@ def wait_ready(port: int, proc: subprocess.Popen[str], timeout_s: float = 180.0)
 
 
 def main() -> None:
-    pin_large_allocations()  # as the CLI does: see hybridserve.allocator
+    pin_large_allocations()  # as the CLI does: see hybridserve.process
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="fashion-mnist")
     parser.add_argument("--config", type=Path, default=None, help="a family YAML instead")

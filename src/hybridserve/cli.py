@@ -14,8 +14,8 @@ import click
 import typer
 from rich.console import Console
 
-from hybridserve.allocator import pin_large_allocations
 from hybridserve.errors import HybridServeError
+from hybridserve.process import pin_large_allocations
 
 app = typer.Typer(
     name="hybridserve",

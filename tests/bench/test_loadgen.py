@@ -112,30 +112,11 @@ def test_closed_loop_default_sends_each_input_once() -> None:
 def test_progress_is_reported_in_steps_that_add_up_to_every_request(mode: str) -> None:
     x, y = _data(200)
     steps: list[int] = []
+    common: dict[str, Any] = {"duration_s": 30, "max_requests": 200, "on_progress": steps.append}
     if mode == "closed":
-        run = asyncio.run(
-            closed_loop(
-                EchoTarget(),
-                x,
-                y,
-                concurrency=8,
-                duration_s=30,
-                max_requests=200,
-                on_progress=steps.append,
-            )
-        )
+        run = asyncio.run(closed_loop(EchoTarget(), x, y, concurrency=8, **common))
     else:
-        run = asyncio.run(
-            open_loop(
-                EchoTarget(),
-                x,
-                y,
-                rate_rps=20_000.0,
-                duration_s=30,
-                max_requests=200,
-                on_progress=steps.append,
-            )
-        )
+        run = asyncio.run(open_loop(EchoTarget(), x, y, rate_rps=20_000.0, **common))
     assert sum(steps) == len(run.records) == 200
     # a bar update per request would be metered as serving work: updates come in steps
     assert len(steps) < 20

@@ -346,3 +346,33 @@ def test_cpu_replica_threads_use_the_configured_torch_threads() -> None:
     asyncio.run(go())
     assert seen and set(seen) == {1}
     assert torch.get_num_threads() == before  # only the replica's own thread changed
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_freezing_the_collector_at_start_is_opt_in(freeze: bool) -> None:
+    import gc
+
+    family = make_family()
+    x = make_inputs(16)
+    policy = make_policy(family, x)
+    sim = simulate(policy, family, x)
+    before = gc.get_freeze_count()
+    thresholds = gc.get_threshold()
+
+    async def go() -> tuple[int, list[Any]]:
+        config = EngineConfig(tune_gc_at_start=freeze)
+        async with Engine(policy, one_replica_plan(), family, config) as engine:
+            frozen = gc.get_freeze_count()
+            return frozen, await engine.predict(x)
+
+    try:
+        frozen, answers = asyncio.run(go())
+        # the models and everything else alive at start are out of later collections
+        assert (frozen > before) is freeze
+        assert (gc.get_threshold()[0] > thresholds[0]) is freeze
+        _check(answers, sim)
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+        if before:
+            gc.freeze()  # someone froze earlier (not these tests): leave it as it was

@@ -72,7 +72,7 @@ def run_bench(
     planned = Plan.load(workdir.plan) if workdir.plan.is_file() and device is None else None
     if device is not None:
         device = resolve_device(device).torch_device
-    engine_config = EngineConfig(queue_size=max(4096, 4 * load.concurrency))
+    engine_config = EngineConfig(queue_size=max(4096, 4 * load.concurrency), tune_gc_at_start=True)
 
     def make_engine(policy: CascadePolicy) -> Any:
         plan = planned

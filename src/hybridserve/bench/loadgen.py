@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -26,9 +26,15 @@ class Target(Protocol):
         ...
 
 
-@dataclass
-class Record:
-    """What happened to one request."""
+class Record(NamedTuple):
+    """What happened to one request.
+
+    The loops keep each request's outcome as a plain tuple while they run and make the records
+    at the end: the garbage collector stops tracking a tuple of plain values once it has seen
+    it (not a record object), and a run keeps one per request, so objects would have made
+    every collection walk them all, costing the in-process load generator (and so every
+    system's metered energy) a good part of the runtime's own CPU per request.
+    """
 
     sent_s: float
     done_s: float = float("nan")
@@ -114,18 +120,20 @@ def _field(answer: Any, name: str) -> Any:
     return answer[name] if isinstance(answer, dict) else getattr(answer, name)
 
 
-async def _one(target: Target, x: npt.NDArray[Any], label: int, record: Record) -> None:
+Outcome = tuple[float, float, bool, bool, str, tuple[str, ...], str]
+
+
+async def _one(target: Target, x: npt.NDArray[Any], label: int) -> Outcome:
+    sent_s = time.perf_counter()
     try:
-        answers = await target.predict(x[None])
-        answer = answers[0]
-        record.model = str(_field(answer, "model"))
-        record.path = tuple(_field(answer, "path"))
-        record.correct = int(_field(answer, "label")) == int(label)
-        record.ok = True
+        answer = (await target.predict(x[None]))[0]
+        model = str(_field(answer, "model"))
+        path = tuple(_field(answer, "path"))
+        correct = int(_field(answer, "label")) == int(label)
     except Exception as err:  # every failure is counted, none stops the run
-        record.error = type(err).__name__ + (f": {err}" if str(err) else "")
-    finally:
-        record.done_s = time.perf_counter()
+        error = type(err).__name__ + (f": {err}" if str(err) else "")
+        return (sent_s, time.perf_counter(), False, False, "", (), error)
+    return (sent_s, time.perf_counter(), True, correct, model, path, "")
 
 
 async def open_loop(
@@ -149,7 +157,7 @@ async def open_loop(
     gaps = arrival_gaps(rate_rps, n, process=process, cv=cv, seed=seed)
     picks = request_order(len(y), n, seed)
     result = RunResult()
-    tasks: list[asyncio.Task[None]] = []
+    tasks: list[asyncio.Task[Outcome]] = []
     ticker = _Ticker(on_progress)
     start = time.perf_counter()
     due = start
@@ -160,13 +168,12 @@ async def open_loop(
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        record = Record(sent_s=time.perf_counter())
-        result.records.append(record)
-        tasks.append(asyncio.create_task(_one(target, x[picks[i]], int(y[picks[i]]), record)))
-        ticker.tick(record.sent_s)
+        tasks.append(asyncio.create_task(_one(target, x[picks[i]], int(y[picks[i]]))))
+        ticker.tick(time.perf_counter())
     ticker.flush()
-    await asyncio.gather(*tasks)
+    outcomes = await asyncio.gather(*tasks)
     result.wall_s = time.perf_counter() - start
+    result.records = [Record._make(r) for r in outcomes]
     return result
 
 
@@ -189,6 +196,7 @@ async def closed_loop(
     n = int(max_requests) if max_requests else max(len(y), 1)
     picks = request_order(len(y), n, seed)
     sent = [0]
+    outcomes: list[Outcome] = []
     ticker = _Ticker(on_progress)
     start = time.perf_counter()
     deadline = start + duration_s
@@ -198,14 +206,14 @@ async def closed_loop(
         while time.perf_counter() < deadline and (max_requests is None or sent[0] < n):
             i = int(picks[sent[0] % n])
             sent[0] += 1
-            record = Record(sent_s=time.perf_counter())
-            result.records.append(record)
-            await _one(target, x[i], int(y[i]), record)
-            ticker.tick(record.done_s)
+            outcome = await _one(target, x[i], int(y[i]))
+            outcomes.append(outcome)
+            ticker.tick(outcome[1])
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
     ticker.flush()
     result.wall_s = time.perf_counter() - start
+    result.records = [Record._make(r) for r in outcomes]
     return result
 
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from hybridserve.allocator import allocator_settings
 from hybridserve.bench.loadgen import RunResult
+from hybridserve.process import process_settings
 from hybridserve.workdir import read_json, write_json
 
 REPORT_VERSION = 1
@@ -105,7 +105,7 @@ def machine_description() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
-        **allocator_settings(),
+        **process_settings(),
     }
 
 

@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from hybridserve.allocator import allocator_settings
 from hybridserve.energy import EnergyMeter, select_meter
 from hybridserve.errors import HybridServeError
 from hybridserve.models import Family, Model, TorchModel, load_family
+from hybridserve.process import process_settings
 from hybridserve.profiling.devices import describe_device, resolve_device
 from hybridserve.profiling.fits import fit_linear, fit_utilisation
 from hybridserve.profiling.probes import (
@@ -289,7 +289,7 @@ def profile_family(
             "wall_s": round(time.perf_counter() - started, 3),
             "load_average_1m_at_start": round(load_1m, 2),
             "foreign_cpu_share": round(foreign_share, 3),
-            **allocator_settings(),
+            **process_settings(),
         },
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )

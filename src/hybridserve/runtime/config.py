@@ -27,6 +27,15 @@ class EngineConfig(BaseModel):
         1.0, gt=0, description="period of the background energy sampler (off the hot path)"
     )
     energy: bool = Field(True, description="account joules per device when a meter is available")
+    tune_gc_at_start: bool = Field(
+        False,
+        description=(
+            "when ready, freeze every object alive (imports, models) out of the garbage "
+            "collector's reach and collect the young generation less often "
+            "(hybridserve.process.tune_gc_for_serving); process-wide, so off for library use, "
+            "on in the CLI's serve and bench"
+        ),
+    )
     cpu_threads_per_replica: int | None = Field(
         None,
         ge=1,

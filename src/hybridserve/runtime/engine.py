@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from hybridserve.errors import HybridServeError
 from hybridserve.models.family import Family
+from hybridserve.process import tune_gc_for_serving
 from hybridserve.runtime.config import EngineConfig
 from hybridserve.runtime.deadlines import Deadlines
 from hybridserve.runtime.energy import DeviceEnergy, EnergyAccount
@@ -166,6 +167,8 @@ class Engine:
         if self.config.energy:
             self.energy = EnergyAccount(self.devices, self.config.energy_interval_s)
             self.energy.start()
+        if self.config.tune_gc_at_start:
+            tune_gc_for_serving()
         self._state = "ready"
         log.info(
             "engine ready: %s",

@@ -91,7 +91,10 @@ def register(app: typer.Typer) -> None:
                 access_log=access_log,
                 address=address,
                 engine=EngineConfig(
-                    queue_size=queue_size, request_timeout_s=timeout_s, max_batch_size=max_batch
+                    queue_size=queue_size,
+                    request_timeout_s=timeout_s,
+                    max_batch_size=max_batch,
+                    tune_gc_at_start=True,
                 ),
                 server=ServerSettings(
                     api_key=SecretStr(api_key) if api_key else None,

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from hybridserve import allocator
+from hybridserve import process
 
 pytestmark = pytest.mark.unit
 
@@ -47,10 +47,10 @@ def test_pinned_thresholds_serve_large_blocks_from_the_heap(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     libc = _libc()
-    monkeypatch.setattr(allocator, "_pinned", None)
-    monkeypatch.delenv(allocator.ENV, raising=False)
-    assert allocator.pin_large_allocations() is True
-    assert allocator.allocator_settings()["malloc_thresholds_pinned"] is True
+    monkeypatch.setattr(process, "_pinned", None)
+    monkeypatch.delenv(process.ENV, raising=False)
+    assert process.pin_large_allocations() is True
+    assert process.process_settings()["malloc_thresholds_pinned"] is True
     before = libc.mallinfo2().hblks
     block = libc.malloc(64 * 1024 * 1024)  # above the 32 MiB glibc can adapt its threshold to
     try:
@@ -61,9 +61,29 @@ def test_pinned_thresholds_serve_large_blocks_from_the_heap(
 
 
 def test_opting_out_leaves_glibc_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(allocator, "_pinned", None)
-    monkeypatch.setenv(allocator.ENV, "default")
-    assert allocator.pin_large_allocations() is False
-    settings = allocator.allocator_settings()
+    monkeypatch.setattr(process, "_pinned", None)
+    monkeypatch.setenv(process.ENV, "default")
+    assert process.pin_large_allocations() is False
+    settings = process.process_settings()
     assert settings["malloc_thresholds_pinned"] is False
     assert settings["mmap_threshold_bytes"] is None
+
+
+def test_gc_tuning_freezes_live_objects_and_raises_the_young_threshold() -> None:
+    import gc
+
+    alive = [object()]  # a container the collector tracks
+    thresholds = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    try:
+        frozen = process.tune_gc_for_serving()
+        assert frozen == gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (process.GC_GEN0_THRESHOLD, 10, 10)
+        settings = process.process_settings()
+        assert settings["gc_frozen_objects"] == frozen
+        assert settings["gc_thresholds"] == [process.GC_GEN0_THRESHOLD, 10, 10]
+        assert not any(o is alive for o in gc.get_objects())  # not in any generation
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+    assert any(o is alive for o in gc.get_objects())
