@@ -376,3 +376,36 @@ def test_freezing_the_collector_at_start_is_opt_in(freeze: bool) -> None:
         gc.unfreeze()
         if before:
             gc.freeze()  # someone froze earlier (not these tests): leave it as it was
+
+
+def test_cpu_replicas_get_threads_by_their_plan_share() -> None:
+    import dataclasses
+
+    import torch
+
+    from hybridserve.runtime.replica import cpu_threads
+
+    assert [cpu_threads(s, 2) for s in (1.0, 0.837, 0.149, 0.01)] == [2, 2, 1, 1]
+    assert [cpu_threads(s, 8) for s in (0.3, 0.5, 1.0)] == [3, 4, 8]
+    family = make_family()
+    x = make_inputs(8)
+    policy = make_policy(family, x)
+    base = _plan({"small": [(0, 1, "cpu")], "medium": [(0, 1, "cpu")], "giant": [(0, 1, "cpu")]})
+    shares = {"small": 0.05, "medium": 0.25, "giant": 0.7}
+    (dev,) = base.devices
+    rows = tuple(dataclasses.replace(p, time_share=shares[p.model]) for p in dev.placements)
+    plan = dataclasses.replace(base, devices=(dataclasses.replace(dev, placements=rows),))
+    cores = torch.get_num_threads()
+
+    async def go(config: EngineConfig) -> dict[str, int]:
+        async with Engine(policy, plan, family, config) as engine:
+            return {
+                s.name: s.replicas[0].parts[0].executor.submit(torch.get_num_threads).result()
+                for s in engine.stages
+            }
+
+    planned = asyncio.run(go(EngineConfig()))
+    assert planned == {m: cpu_threads(s, cores) for m, s in shares.items()}
+    assert asyncio.run(go(EngineConfig(cpu_threads_per_replica=1))) == dict.fromkeys(shares, 1)
+    # the event loop's thread keeps its own count whatever the replicas set
+    assert torch.get_num_threads() == cores

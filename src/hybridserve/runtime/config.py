@@ -41,6 +41,7 @@ class EngineConfig(BaseModel):
         ge=1,
         description=(
             "torch intra-op threads of each replica thread on the CPU (each has its own "
-            "OpenMP team); None: torch's default"
+            "OpenMP team); None: sized by the plan, ⌈time_share × torch's thread count⌉ "
+            "(a whole-CPU replica keeps torch's default)"
         ),
     )

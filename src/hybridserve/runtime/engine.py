@@ -14,6 +14,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from hybridserve.errors import HybridServeError
 from hybridserve.models.family import Family
@@ -117,11 +118,15 @@ class Engine:
                 f"policy.chain: models {missing} are not in the family {fam.names}"
             )
 
-    def _build_replicas(self) -> list[list[Replica]]:
+    def _build_replicas(self, cpu_cores: int) -> list[list[Replica]]:
         threads = self.config.cpu_threads_per_replica
         return [
             build_replicas(
-                self.family.model(name), list(self.plan.replicas(name)), "hybridserve-", threads
+                self.family.model(name),
+                list(self.plan.replicas(name)),
+                "hybridserve-",
+                threads,
+                cpu_cores,
             )
             for name in self.chain
         ]
@@ -138,7 +143,10 @@ class Engine:
         self._check()
         self._drained = asyncio.Event()
         # copying models to their devices is slow and blocking: keep the loop responsive
-        replicas = await asyncio.to_thread(self._build_replicas)
+        # torch's thread count as this (the loop's) thread sees it: a worker thread would see
+        # whatever count some replica thread set last
+        cores = torch.get_num_threads()
+        replicas = await asyncio.to_thread(self._build_replicas, cores)
         self.stages = [
             Stage(
                 i,
