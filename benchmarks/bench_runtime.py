@@ -124,7 +124,10 @@ async def compare_throughput(
     """Raw and engine runs interleaved, ``rounds`` times, so load from elsewhere hits both."""
     plan = Plan.default(family.name, (family.giant.name,), batch_size=batch, max_wait_ms=5.0)
     concurrency = 4 * batch
-    config = EngineConfig(queue_size=max(4 * concurrency, 1024), max_batch_size=batch)
+    # as `hybridserve serve` runs it (hybridserve.process: the collector tuned once ready)
+    config = EngineConfig(
+        queue_size=max(4 * concurrency, 1024), max_batch_size=batch, tune_gc_at_start=True
+    )
     per_round = []
     async with Engine(giant_policy(family), plan, family, config) as engine:
         for r in range(rounds):
