@@ -150,3 +150,33 @@ def test_missing_policy_and_bad_options_are_one_line_errors(
     assert code == 2 and "policy-ap.json: not found" in err
     code, _, err = run_cli(["plan", "--workdir", str(tmp_path), "--objective", "speed"], capsys)
     assert code == 2 and "objective" in err
+
+
+def test_time_shared_replicas_wait_longer_for_their_batches(tmp_path: Path) -> None:
+    reach = {"linear": 1.0, "cnn": 0.4, "vgg": 0.2}
+    write_policy(tmp_path / "policy-ap.json", CHAIN, reach, family="fashion-mnist")
+    cpu_profile(CHAIN, family="fashion-mnist", u_max=1.0).save(tmp_path / "profile.json")
+    plan = run_plan(tmp_path, "local-cpu")
+    placements = [p for d in plan.devices for p in d.placements]
+    assert placements and all(p.time_share < 1 for p in placements)
+    assert {p.max_wait_ms for p in placements} == {PlanOptions().shared_max_wait_ms}
+    mine = run_plan(tmp_path, "local-cpu", options=PlanOptions(shared_max_wait_ms=7.0))
+    assert {p.max_wait_ms for d in mine.devices for p in d.placements} == {7.0}
+    # a replica with its whole device keeps max_wait_ms
+    alone = run_plan(tmp_path, "local-cpu", reach_override={"vgg": 1.0}, save=False)
+    assert [(p.time_share, p.max_wait_ms) for d in alone.devices for p in d.placements] == [
+        (1.0, 5.0)
+    ]
+
+
+def test_an_slo_caps_the_longer_wait_at_each_configs_slack(tmp_path: Path) -> None:
+    reach = {"linear": 1.0, "cnn": 0.4, "vgg": 0.2}
+    write_policy(tmp_path / "policy-ap.json", CHAIN, reach, family="fashion-mnist")
+    cpu_profile(CHAIN, family="fashion-mnist", u_max=1.0).save(tmp_path / "profile.json")
+    # at batch 1 model i takes (i+1)·1.1 ms, p90 1.2× that: with the 5 ms wait, vgg's p90 is
+    # 11.6 ms and linear's 6.32 ms, so under a 12 ms SLO their slacks are 0.4 and 5.68 ms
+    options = PlanOptions(slo_p90_ms=12.0, batch_sizes=(1,))
+    plan = run_plan(tmp_path, "local-cpu", options=options, save=False)
+    wait = {p.model: p.max_wait_ms for d in plan.devices for p in d.placements}
+    assert wait["vgg"] == pytest.approx(5.4)
+    assert wait["linear"] == pytest.approx(10.68)

@@ -51,6 +51,10 @@ def register(app: typer.Typer) -> None:
                 help="replicas may take a time share of a device (off: every replica flat out)"
             ),
         ] = True,
+        shared_max_wait_ms: Annotated[
+            float,
+            typer.Option(help="batch wait of a replica holding part of its device's time"),
+        ] = 25.0,
         reach: Annotated[
             str | None,
             typer.Option(help="override reach fractions, e.g. 'linear=1,mlp=0.45,vgg=0.12'"),
@@ -77,6 +81,7 @@ def register(app: typer.Typer) -> None:
                     "batch_sizes": sizes,
                     "max_stages": max_stages,
                     "time_share": time_share,
+                    "shared_max_wait_ms": shared_max_wait_ms,
                 }
             )
         except ValidationError as err:

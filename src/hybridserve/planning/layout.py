@@ -199,6 +199,25 @@ class Layout:
         return total / rate_rps
 
     # ------------------------------------------------------------------ output
+    def wait_ms(self, c: Config, share: float) -> float:
+        """How long a replica's batcher waits for its batch to fill.
+
+        A replica with a share of its device runs between the others' batches; a partial batch
+        costs more device time per request (on the 2-core CPU the AP cascade's mlp and cnn,
+        waiting 5 ms, ran batches of ~37 and ~18 at up to 3× their full-batch price per image),
+        time the bottleneck model needed. Waiting ``shared_max_wait_ms`` instead (25 ms: batches
+        of ~115 and ~49) used 4-17 % less CPU per request in four A/B runs, at the same or higher
+        throughput (p50 latency 14 → 35 ms, p99 lower).
+        """
+        opts = self.inst.options
+        if share >= 1.0 - 1e-9:
+            return opts.max_wait_ms
+        wait = max(opts.max_wait_ms, opts.shared_max_wait_ms)
+        if opts.slo_p90_ms is not None:
+            # the config was admitted waiting max_wait_ms: wait longer only within its slack
+            wait = min(wait, opts.max_wait_ms + max(opts.slo_p90_ms - c.p90_ms, 0.0))
+        return wait
+
     def to_plan(
         self,
         solver: str,
@@ -228,7 +247,7 @@ class Layout:
                         num_stages=c.num_stages,
                         replica=k,
                         batch_size=c.batch_size,
-                        max_wait_ms=inst.options.max_wait_ms,
+                        max_wait_ms=self.wait_ms(c, r.share),
                         memory_bytes=c.stage_memory_bytes,
                         utilisation=c.stage_utilisation,
                         time_share=r.share,
