@@ -152,16 +152,24 @@ def test_missing_policy_and_bad_options_are_one_line_errors(
     assert code == 2 and "objective" in err
 
 
-def test_time_shared_replicas_wait_longer_for_their_batches(tmp_path: Path) -> None:
+def test_replicas_beside_a_devices_main_one_wait_longer_for_their_batches(tmp_path: Path) -> None:
     reach = {"linear": 1.0, "cnn": 0.4, "vgg": 0.2}
     write_policy(tmp_path / "policy-ap.json", CHAIN, reach, family="fashion-mnist")
     cpu_profile(CHAIN, family="fashion-mnist", u_max=1.0).save(tmp_path / "profile.json")
     plan = run_plan(tmp_path, "local-cpu")
     placements = [p for d in plan.devices for p in d.placements]
     assert placements and all(p.time_share < 1 for p in placements)
-    assert {p.max_wait_ms for p in placements} == {PlanOptions().shared_max_wait_ms}
+    # model i costs (i+1)× the first: cnn (reach .4 × 4) holds the largest share
+    main = max(placements, key=lambda p: p.time_share)
+    assert main.model == "cnn" and main.max_wait_ms == PlanOptions().max_wait_ms
+    others = {p.max_wait_ms for p in placements if p is not main}
+    assert others == {PlanOptions().shared_max_wait_ms}
     mine = run_plan(tmp_path, "local-cpu", options=PlanOptions(shared_max_wait_ms=7.0))
-    assert {p.max_wait_ms for d in mine.devices for p in d.placements} == {7.0}
+    assert {p.model: p.max_wait_ms for d in mine.devices for p in d.placements} == {
+        "linear": 7.0,
+        "cnn": 5.0,
+        "vgg": 7.0,
+    }
     # a replica with its whole device keeps max_wait_ms
     alone = run_plan(tmp_path, "local-cpu", reach_override={"vgg": 1.0}, save=False)
     assert [(p.time_share, p.max_wait_ms) for d in alone.devices for p in d.placements] == [
@@ -180,3 +188,4 @@ def test_an_slo_caps_the_longer_wait_at_each_configs_slack(tmp_path: Path) -> No
     wait = {p.model: p.max_wait_ms for d in plan.devices for p in d.placements}
     assert wait["vgg"] == pytest.approx(5.4)
     assert wait["linear"] == pytest.approx(10.68)
+    assert wait["cnn"] == 5.0  # the main replica keeps max_wait_ms

@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         ] = True,
         shared_max_wait_ms: Annotated[
             float,
-            typer.Option(help="batch wait of a replica holding part of its device's time"),
+            typer.Option(help="batch wait of the replicas beside the main one on a shared device"),
         ] = 25.0,
         reach: Annotated[
             str | None,

@@ -269,13 +269,15 @@ class PlanOptions(BaseModel):
     batch_sizes: tuple[int, ...] = (1, 4, 16, 64, 256)
     max_stages: int = Field(4, ge=1, le=16)
     slo_p90_ms: float | None = Field(None, gt=0, description="per cascade stage, incl. waiting")
-    max_wait_ms: float = Field(5.0, ge=0, description="batch wait of a whole-device replica")
+    max_wait_ms: float = Field(
+        5.0, ge=0, description="batch wait of the replica with the largest share of its device"
+    )
     shared_max_wait_ms: float = Field(
         25.0,
         ge=0,
         description=(
-            "batch wait of a replica holding a time share below 1: its partial batches cost "
-            "device time the other replicas need (within the SLO's slack when one is set)"
+            "batch wait of the other replicas on a shared device: their partial batches cost "
+            "device time the main one needs (within the SLO's slack when one is set)"
         ),
     )
     target_rps: float | None = Field(

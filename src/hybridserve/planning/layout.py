@@ -199,18 +199,21 @@ class Layout:
         return total / rate_rps
 
     # ------------------------------------------------------------------ output
-    def wait_ms(self, c: Config, share: float) -> float:
+    def wait_ms(self, c: Config, share: float, device_top_share: float) -> float:
         """How long a replica's batcher waits for its batch to fill.
 
-        A replica with a share of its device runs between the others' batches; a partial batch
-        costs more device time per request (on the 2-core CPU the AP cascade's mlp and cnn,
-        waiting 5 ms, ran batches of ~37 and ~18 at up to 3× their full-batch price per image),
-        time the bottleneck model needed. Waiting ``shared_max_wait_ms`` instead (25 ms: batches
-        of ~115 and ~49) used 4-17 % less CPU per request in four A/B runs, at the same or higher
-        throughput (p50 latency 14 → 35 ms, p99 lower).
+        The replica with the largest share of its device (its main tenant, the cascade's
+        bottleneck where it is the giant) runs whenever it has work: its idle time is the
+        device's. The others run between its batches, and a partial batch of theirs costs more
+        device time per request (on the 2-core CPU the AP cascade's mlp and cnn, waiting 5 ms,
+        ran batches of ~37 and ~18 at up to 3× their full-batch price per image), time the main
+        tenant needed; they wait ``shared_max_wait_ms`` (25 ms: batches of ~115 and ~49, 4-17 %
+        less CPU per request in four A/B runs at the same or higher throughput). Making the
+        giant wait too cost ~10 % of the cascade's throughput: 256 clients could not fill its
+        batches.
         """
         opts = self.inst.options
-        if share >= 1.0 - 1e-9:
+        if share >= device_top_share - 1e-9:
             return opts.max_wait_ms
         wait = max(opts.max_wait_ms, opts.shared_max_wait_ms)
         if opts.slo_p90_ms is not None:
@@ -233,6 +236,10 @@ class Layout:
             self.replicas,
             key=lambda r: (inst.chain.index(inst.configs[r.config].model), r.devices),
         )
+        top = [0.0] * len(inst.devices)
+        for r in self.replicas:
+            for d in r.devices:
+                top[d] = max(top[d], r.share)
         for r in ordered:
             if r.share <= 0.0:
                 continue  # an idle copy serves nothing (``shares.trim`` drops them first)
@@ -247,7 +254,7 @@ class Layout:
                         num_stages=c.num_stages,
                         replica=k,
                         batch_size=c.batch_size,
-                        max_wait_ms=self.wait_ms(c, r.share),
+                        max_wait_ms=self.wait_ms(c, r.share, top[d]),
                         memory_bytes=c.stage_memory_bytes,
                         utilisation=c.stage_utilisation,
                         time_share=r.share,
