@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from hybridserve.planning.check import problems
-from hybridserve.planning.costs import TypeCosts, load_costs
+from hybridserve.planning.costs import load_costs
 from hybridserve.planning.estimate import H100, estimate_table, synthetic_shapes
 from hybridserve.planning.inputs import (
     ClusterConfig,
@@ -52,6 +52,7 @@ from hybridserve.planning.instance import build_instance
 from hybridserve.planning.milp import count_vars
 from hybridserve.planning.plan import Plan
 from hybridserve.planning.planner import plan_for
+from hybridserve.planning.pricing import Prices, request_prices
 from hybridserve.planning.solve import plan_instance
 from hybridserve.tuning.tune import run_tune
 from hybridserve.workdir import Workdir
@@ -127,15 +128,10 @@ def scaling(max_gpus: int, solver: str) -> list[dict[str, Any]]:
     return rows
 
 
-def fluid_ceiling(costs: TypeCosts, reach: Reach, batch_sizes: tuple[int, ...]) -> dict[str, Any]:
-    """Device-seconds per request of each model at its cheapest batch size, and the gain ceiling
-    ``1 / Σ_m reach_m·cost_m/cost_giant``."""
-    per = {
-        m: min(
-            costs.model(m).utilisation(b) / costs.model(m).throughput_rps(b) for b in batch_sizes
-        )
-        for m in reach.chain
-    }
+def fluid_ceiling(prices: Prices, reach: Reach) -> dict[str, Any]:
+    """Device-seconds per request of each model at its cheapest batch size (as ``tune
+    --cluster`` prices them), and the gain ceiling ``1 / Σ_m reach_m·cost_m/cost_giant``."""
+    per = {m: prices.models[m].device_s for m in reach.chain}
     giant = reach.chain[-1]
     terms = {m: reach.fraction[m] * per[m] / per[giant] for m in reach.chain}
     return {
@@ -159,7 +155,8 @@ def cluster_gain(cluster_name: str, policy: Path | None) -> dict[str, Any]:
     giant_only = Reach(reach.family, (giant,), {giant: 1.0})
     costs = load_costs(cluster, None, reach.family, list(reach.chain))
     options = PlanOptions()
-    ceiling = fluid_ceiling(costs[device_type], reach, options.batch_sizes)
+    prices = request_prices(cluster, reach.family, list(reach.chain), None, options.batch_sizes)
+    ceiling = fluid_ceiling(prices, reach)
     kind = "ESTIMATE from datasheet specs" if costs[device_type].estimate else "MEASURED"
     out: dict[str, Any] = {
         "cluster": cluster.name,

@@ -207,10 +207,10 @@ class Layout:
         device's. The others run between its batches, and a partial batch of theirs costs more
         device time per request (on the 2-core CPU the AP cascade's mlp and cnn, waiting 5 ms,
         ran batches of ~37 and ~18 at up to 3× their full-batch price per image), time the main
-        tenant needed; they wait ``shared_max_wait_ms`` (25 ms: batches of ~115 and ~49, 4-17 %
-        less CPU per request in four A/B runs at the same or higher throughput). Making the
-        giant wait too cost ~10 % of the cascade's throughput: 256 clients could not fill its
-        batches.
+        tenant needed; they wait ``shared_max_wait_ms`` (25 ms: batches of ~115 and ~49, 5-14 %
+        less CPU per request in three interleaved A/B pairs, throughput higher in two). Making
+        the giant wait too cost ~10 % of the cascade's throughput: 256 clients could not fill
+        its batches.
         """
         opts = self.inst.options
         if share >= device_top_share - 1e-9:

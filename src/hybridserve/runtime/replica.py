@@ -244,11 +244,11 @@ def cpu_threads(time_share: float, cores: int | None = None) -> int:
     return max(1, min(n, math.ceil(time_share * n - 1e-9)))
 
 
-def _executor(name: str, device: str, threads_on_cpu: int | None) -> ThreadPoolExecutor:
-    # every CPU part sets its count: a thread that does not inherits the last count set by any
-    # thread (torch keeps it process-wide for threads it has not seen yet)
-    if threads_on_cpu is None or not device.startswith("cpu"):
+def _executor(name: str, device: str, threads_on_cpu: int) -> ThreadPoolExecutor:
+    if not device.startswith("cpu"):
         return ThreadPoolExecutor(1, thread_name_prefix=name)
+    # every CPU part sets its count: a thread that did not would take the last count any
+    # thread set (torch keeps one process-wide for threads it has not initialised yet)
     return ThreadPoolExecutor(
         1, thread_name_prefix=name, initializer=_set_threads, initargs=(threads_on_cpu,)
     )
