@@ -40,7 +40,9 @@ RECIPES: dict[str, Recipe] = {
     "linear": Recipe(epochs=4, lr=2e-3),
     "mlp": Recipe(epochs=8, lr=2e-3),
     "cnn-small": Recipe(epochs=8, lr=4e-3),
-    "cnn": Recipe(epochs=8, lr=2e-3, augment=True),
+    # 8 epochs left it short of what the architecture reaches (val 92.0 %); at 20 its
+    # validation accuracy is 93.5 %, close to the giant's 94.0 % (test: 93.28 % vs 93.46 %)
+    "cnn": Recipe(epochs=20, lr=2e-3, augment=True),
     "vgg": Recipe(epochs=9, lr=3e-3, augment=True),
 }
 
@@ -155,11 +157,13 @@ def train_family(
     )
     with Progress(*columns) as progress:
         task = progress.add_task("training", total=total)
-        for i, name in enumerate(names):
+        for name in names:
             progress.update(task, description=f"training {name}")
             started = time.perf_counter()
+            # the seed follows the model's place in the family, so `--only` reproduces it
+            model_seed = seed + list(ARCHITECTURES).index(name)
             model = train_model(
-                name, x, y, seed=seed + i, epochs=epochs, on_step=lambda: progress.advance(task)
+                name, x, y, seed=model_seed, epochs=epochs, on_step=lambda: progress.advance(task)
             )
             conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
             model = model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
@@ -170,7 +174,7 @@ def train_family(
                 "macs": count_macs(model, (1, 28, 28)),
                 "accuracy_test": round(_accuracy(model, xt, yt, conv), 4),
                 "epochs": epochs or RECIPES[name].epochs,
-                "seed": seed + i,
+                "seed": model_seed,
                 "train_seconds": round(time.perf_counter() - started, 1),
                 "torch": torch.__version__,
             }
