@@ -74,9 +74,6 @@ def test_closed_loop_keeps_concurrency_and_counts_correctness() -> None:
     # half the inputs carry a wrong label: correctness is counted per request, not assumed
     assert 0.3 < np.mean([r.correct for r in done]) < 0.7
     assert all(r.done_s >= r.sent_s for r in done)
-    # saturated until the last request went out: the final 8 answers came after it
-    assert run.saturated_until_s == max(r.sent_s for r in run.records)
-    assert sum(r.done_s > run.saturated_until_s for r in done) >= 7
 
 
 def test_open_loop_sends_without_waiting_and_records_errors() -> None:

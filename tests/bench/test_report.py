@@ -36,21 +36,6 @@ def test_summarise_counts_accuracy_reach_latency_and_energy() -> None:
     assert s.throughput_rps == pytest.approx(3 / 0.53)
 
 
-def test_saturated_throughput_leaves_out_the_drain_after_the_last_send() -> None:
-    # two clients, one answer per 0.1 s while both are busy; the last request is sent at 0.4 s
-    # and the final two answers trickle out slowly (a pipeline that no longer fills batches)
-    steady = [_record(0.1 * i, 0.1 * (i + 1), True, ("a",)) for i in range(4)]
-    drain = [_record(0.3, 1.0, True, ("a",)), _record(0.4, 2.0, True, ("a",))]
-    run = RunResult(records=steady + drain, wall_s=2.0, saturated_until_s=0.4)
-    s = summarise(run, ("a",), energy_j=1.0)
-    assert s.throughput_rps == pytest.approx(4 / 0.4)  # answers by 0.4 s over [0, 0.4]
-    assert s.extra["throughput_rps_whole_run"] == pytest.approx(6 / 2.0)
-    # an open loop (no saturated phase) reports the whole run's rate for both
-    open_run = RunResult(records=steady + drain, wall_s=2.0)
-    o = summarise(open_run, ("a",), energy_j=1.0)
-    assert o.throughput_rps == o.extra["throughput_rps_whole_run"] == pytest.approx(3.0)
-
-
 def test_oracle_takes_the_cheapest_right_model_else_the_giant() -> None:
     labels = np.array([0, 1, 2, 0])
     eye = np.eye(3, dtype=np.float32)

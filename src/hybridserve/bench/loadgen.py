@@ -47,16 +47,10 @@ class Record(NamedTuple):
 
 @dataclass
 class RunResult:
-    """All records of one run plus its wall time.
-
-    ``saturated_until_s`` (closed loop only): when the last request was sent. Until then every
-    client had a request in flight; after it the run drains, fewer and fewer requests are in
-    flight, and the rate no longer measures a saturated system.
-    """
+    """All records of one run plus its wall time."""
 
     records: list[Record] = field(default_factory=list)
     wall_s: float = 0.0
-    saturated_until_s: float | None = None
 
     @property
     def completed(self) -> list[Record]:
@@ -202,7 +196,6 @@ async def closed_loop(
     n = int(max_requests) if max_requests else max(len(y), 1)
     picks = request_order(len(y), n, seed)
     sent = [0]
-    last_sent = [0.0]
     outcomes: list[Outcome] = []
     ticker = _Ticker(on_progress)
     start = time.perf_counter()
@@ -214,14 +207,12 @@ async def closed_loop(
             i = int(picks[sent[0] % n])
             sent[0] += 1
             outcome = await _one(target, x[i], int(y[i]))
-            last_sent[0] = max(last_sent[0], outcome[0])
             outcomes.append(outcome)
             ticker.tick(outcome[1])
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
     ticker.flush()
     result.wall_s = time.perf_counter() - start
-    result.saturated_until_s = last_sent[0] or None
     result.records = [Record._make(r) for r in outcomes]
     return result
 

@@ -6,10 +6,6 @@
      "systems": {NAME: {"accuracy", "energy_j_per_request", "throughput_rps",
                         "latency_ms": {"p50", "p90", "p99"}, "requests", "errors",
                         "reach_fraction": {model: fraction}, ...}}}
-
-``throughput_rps`` under saturation (closed loop) counts the answers given while every client
-had a request in flight, up to when the last request was sent; ``throughput_rps_whole_run`` is
-answers / (last answer − first request), drain included. Open loop: both are the whole run's.
 """
 
 from __future__ import annotations
@@ -24,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from hybridserve.bench.loadgen import Record, RunResult
+from hybridserve.bench.loadgen import RunResult
 from hybridserve.process import process_settings
 from hybridserve.workdir import read_json, write_json
 
@@ -69,13 +65,15 @@ def summarise(
     n = len(done)
     lat = np.array([(r.done_s - r.sent_s) * 1e3 for r in done]) if n else np.array([np.nan])
     reach = {m: (sum(1 for r in done if m in r.path) / n if n else 0.0) for m in chain}
-    whole = saturated = _rate(run, done)
-    if run.saturated_until_s is not None and n:
-        saturated = _saturated_rate(done, run.saturated_until_s) or whole
+    if n:
+        first, last = min(r.sent_s for r in done), max(r.done_s for r in done)
+        span = max(last - first, 1e-9)
+    else:
+        span = run.wall_s or 1.0
     return SystemResult(
         accuracy=float(np.mean([r.correct for r in done])) if n else float("nan"),
         energy_j_per_request=energy_j / n if n and math.isfinite(energy_j) else None,
-        throughput_rps=saturated,
+        throughput_rps=n / span,
         latency_ms={
             "p50": float(np.percentile(lat, 50)),
             "p90": float(np.percentile(lat, 90)),
@@ -84,31 +82,8 @@ def summarise(
         requests=len(run.records),
         errors=len(run.records) - n,
         reach_fraction=reach,
-        extra={"throughput_rps_whole_run": whole, **dict(extra or {})},
+        extra=dict(extra or {}),
     )
-
-
-def _rate(run: RunResult, done: Sequence[Record]) -> float:
-    """Answers per second from the first request sent to the last answer."""
-    if not done:
-        return len(done) / (run.wall_s or 1.0)
-    first, last = min(r.sent_s for r in done), max(r.done_s for r in done)
-    return len(done) / max(last - first, 1e-9)
-
-
-def _saturated_rate(done: Sequence[Record], until_s: float) -> float | None:
-    """Answers per second while every closed-loop client had a request in flight.
-
-    That phase ends when the last request is sent; the drain after it (the last
-    ``concurrency`` answers trickling out of a pipeline that no longer fills its batches) would
-    otherwise be charged to the system as if it were its saturated rate, and weighs most on
-    the deepest pipelines.
-    """
-    first = min(r.sent_s for r in done)
-    answered = sum(1 for r in done if r.done_s <= until_s)
-    if answered == 0 or until_s <= first:
-        return None
-    return answered / (until_s - first)
 
 
 def machine_description() -> dict[str, Any]:
