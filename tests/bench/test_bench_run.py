@@ -81,3 +81,14 @@ def test_an_engine_without_devices_is_metered_on_the_cpu(monkeypatch: pytest.Mon
     _, metered, asked = _run([], monkeypatch)
     assert asked == ["cpu"]
     assert metered.total_j == pytest.approx(1.0)
+
+
+def test_saturating_clients_hold_two_full_batches_per_pipeline_stage() -> None:
+    from hybridserve.bench.run import MIN_CLIENTS, saturating_clients
+    from hybridserve.planning.plan import Plan
+
+    cascade = Plan.default("f", ("a", "b", "c"), device="cpu", batch_size=256)
+    alone = Plan.default("f", ("c",), device="cpu", batch_size=64)
+    # the largest plan decides, for every system of the bench
+    assert saturating_clients([alone, cascade]) == 2 * 3 * 256
+    assert saturating_clients([alone]) == MIN_CLIENTS

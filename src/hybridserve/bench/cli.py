@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,7 +12,13 @@ from rich.table import Table
 
 from hybridserve.bench.plots import energy_bars, latency_cdf, threshold_graph
 from hybridserve.bench.report import machine_description, markdown_table, write_report
-from hybridserve.bench.run import LoadSettings, bench_systems, bench_url
+from hybridserve.bench.run import (
+    MIN_CLIENTS,
+    LoadSettings,
+    bench_systems,
+    bench_url,
+    saturating_clients,
+)
 from hybridserve.bench.systems import system_policies
 from hybridserve.errors import HybridServeError
 from hybridserve.workdir import DEFAULT_WORKDIR, Workdir
@@ -72,13 +79,19 @@ def run_bench(
     planned = Plan.load(workdir.plan) if workdir.plan.is_file() and device is None else None
     if device is not None:
         device = resolve_device(device).torch_device
-    engine_config = EngineConfig(queue_size=max(4096, 4 * load.concurrency), tune_gc_at_start=True)
-
-    def make_engine(policy: CascadePolicy) -> Any:
+    plans: dict[int, Plan] = {}
+    for policy in policies.values():
         plan = planned
         if plan is None or tuple(plan.models) != tuple(policy.chain):
             plan = Plan.default(family.name, policy.chain, device=device or "cpu", batch_size=batch)
-        return Engine(policy, plan, family, engine_config)
+        plans[id(policy)] = plan
+    if load.mode == "saturate" and load.concurrency is None:
+        load = replace(load, concurrency=saturating_clients(plans.values()))
+    clients = load.concurrency or 0
+    engine_config = EngineConfig(queue_size=max(4096, 4 * clients), tune_gc_at_start=True)
+
+    def make_engine(policy: CascadePolicy) -> Any:
+        return Engine(policy, plans[id(policy)], family, engine_config)
 
     test_logits = family_logits(family, "test", workdir, progress=False)
     body = bench_systems(
@@ -160,7 +173,13 @@ def register(app: typer.Typer) -> None:
                 "on each system's run, which is one pass over the test split (default 120)"
             ),
         ] = None,
-        concurrency: Annotated[int, typer.Option(help="clients in saturation mode")] = 256,
+        concurrency: Annotated[
+            int | None,
+            typer.Option(
+                help="clients in saturation mode (default: two full batches per pipeline stage "
+                f"of the largest plan, at least {MIN_CLIENTS})"
+            ),
+        ] = None,
         max_requests: Annotated[int | None, typer.Option(help="cap on requests per system")] = None,
         arrivals: Annotated[str, typer.Option(help="open-loop process: poisson|gamma")] = "poisson",
         cv: Annotated[float, typer.Option(help="gamma arrivals' coefficient of variation")] = 1.0,
@@ -190,7 +209,7 @@ def register(app: typer.Typer) -> None:
             duration_s = 10.0 if rate is not None else 120.0
         if not duration_s > 0:
             raise HybridServeError(f"--duration-s must be positive, got {duration_s}")
-        if concurrency < 1:
+        if concurrency is not None and concurrency < 1:
             raise HybridServeError(f"--concurrency must be ≥ 1, got {concurrency}")
         if arrivals not in ("poisson", "gamma"):
             raise HybridServeError(f"--arrivals must be poisson or gamma, got {arrivals!r}")

@@ -14,7 +14,7 @@ served) is stated.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,6 +28,7 @@ from hybridserve.bench.systems import oracle
 from hybridserve.energy import select_meter
 from hybridserve.models.family import Family
 from hybridserve.models.logits import LogitSet
+from hybridserve.planning.plan import Plan
 from hybridserve.tuning.policy import CascadePolicy
 
 
@@ -39,11 +40,30 @@ class LoadSettings:
     rate_rps: float = 200.0
     #: open loop: how long arrivals last; saturation: a cap (the run is one pass over the inputs)
     duration_s: float = 120.0
-    concurrency: int = 256
+    #: closed-loop clients; ``None``: as many as the plans need to saturate (``run_bench``)
+    concurrency: int | None = None
     max_requests: int | None = None
     process: str = "poisson"
     cv: float = 1.0
     seed: int = 0
+
+
+#: Fewest clients a saturating closed loop uses.
+MIN_CLIENTS = 256
+
+
+def saturating_clients(plans: Iterable[Plan]) -> int:
+    """Clients a closed loop needs to saturate every plan: two full batches per pipeline stage.
+
+    Each replica stage runs one batch and, under saturation, holds the next one queued
+    (``Stage._prefetch``); fewer clients than that leave stages waiting for work, and the run
+    then measures the clients' round trips instead of the system. The same count serves every
+    system of a bench (at least ``MIN_CLIENTS``).
+    """
+    need = [
+        2 * sum(int(p.batch_size) for dev in plan.devices for p in dev.placements) for plan in plans
+    ]
+    return max([MIN_CLIENTS, *need])
 
 
 def _drive(
@@ -59,7 +79,7 @@ def _drive(
             target,
             x,
             y,
-            concurrency=load.concurrency,
+            concurrency=load.concurrency or MIN_CLIENTS,
             duration_s=load.duration_s,
             max_requests=load.max_requests or len(y),
             seed=load.seed,
