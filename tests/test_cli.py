@@ -179,3 +179,20 @@ def test_calibrate_bundled_family(tmp_path: Path, capsys: pytest.CaptureFixture[
             assert m["ece_after"] < m["ece_before"], m
     accuracies = [m["accuracy_test"] for m in body["models"]]
     assert accuracies[-1] == max(accuracies)  # the giant is the most accurate
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--rounds", "0"], "--rounds must be ≥ 1"),
+        (["--concurrency", "0"], "--concurrency must be ≥ 1"),
+        (["--rate", "-1"], "--rate must be positive"),
+    ],
+)
+def test_bench_refuses_bad_load_settings_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], needle: str
+) -> None:
+    code, _, err = run_cli(["bench", "--workdir", str(tmp_path), *extra], capsys)
+    assert code == 2
+    assert_one_line_error(err, needle)
+    assert not (tmp_path / "report.json").exists()

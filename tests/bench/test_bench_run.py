@@ -1,4 +1,4 @@
-"""The bench's energy metering: one meter per device of the served plan, summed."""
+"""The bench's runs: one meter per device of the served plan, summed; systems take turns."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hybridserve.bench import run as bench_run
-from hybridserve.bench.run import LoadSettings, Metered, _serve_and_load
+from hybridserve.bench.run import LoadSettings, Metered, _serve_and_load, split_rounds
 
 pytestmark = pytest.mark.unit
 
@@ -54,9 +54,10 @@ def _run(devices: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Mete
     monkeypatch.setattr(bench_run, "select_meter", fake_select)
     x = np.zeros((10, 4), dtype=np.float32)
     y = np.zeros(10, dtype=np.int64)
-    load = LoadSettings(mode="saturate", concurrency=2, duration_s=10.0)
+    load = LoadSettings(mode="saturate", concurrency=2, duration_s=10.0, rounds=1)
+    (turn,) = split_rounds(x, y, load)
     run, metered = asyncio.run(
-        _serve_and_load(lambda _p: FakeEngine(devices), None, x, y, load, lambda _k: None)  # type: ignore[arg-type]
+        _serve_and_load(lambda _p: FakeEngine(devices), None, turn, load, lambda _k: None)  # type: ignore[arg-type]
     )
     return run, metered, asked
 
@@ -92,3 +93,63 @@ def test_saturating_clients_hold_two_full_batches_per_pipeline_stage() -> None:
     # the largest plan decides, for every system of the bench
     assert saturating_clients([alone, cascade]) == 2 * 3 * 256
     assert saturating_clients([alone]) == MIN_CLIENTS
+
+
+def test_rounds_cut_one_seeded_order_so_every_system_answers_the_same_inputs() -> None:
+    x = np.arange(10, dtype=np.float32)[:, None]
+    y = np.arange(10, dtype=np.int64)
+    load = LoadSettings(mode="saturate", max_requests=25, duration_s=30.0, rounds=3)
+    turns = split_rounds(x, y, load)
+    assert [len(t.y) for t in turns] == [9, 8, 8]
+    assert [t.max_requests for t in turns] == [9, 8, 8]
+    assert all(t.duration_s == pytest.approx(10.0) for t in turns)
+    # 25 requests over 10 inputs: every input 2 or 3 times, the same split on every call
+    counts = np.bincount(np.concatenate([t.y for t in turns]), minlength=10)
+    assert sorted(set(counts.tolist())) == [2, 3] and counts.sum() == 25
+    again = split_rounds(x, y, load)
+    assert all(np.array_equal(a.y, b.y) for a, b in zip(turns, again, strict=True))
+    # an open loop keeps its rate and splits its time
+    open_turns = split_rounds(x, y, LoadSettings(mode="open-loop", duration_s=6.0, rounds=3))
+    assert [t.duration_s for t in open_turns] == [2.0, 2.0, 2.0]
+
+
+def test_systems_take_turns_and_each_sums_its_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    order: list[str] = []
+
+    class Named(FakeEngine):
+        def __init__(self, name: str) -> None:
+            super().__init__(["cpu"])
+            self.name = name
+
+        async def __aenter__(self) -> FakeEngine:
+            order.append(self.name)
+            return self
+
+    monkeypatch.setattr(bench_run, "select_meter", lambda _d: FakeMeter("modelled", 2.0))
+    test = SimpleNamespace(x=np.zeros((12, 4), dtype=np.float32), y=np.zeros(12, dtype=np.int64))
+    family = SimpleNamespace(split=lambda _name: test)
+    monkeypatch.setattr(bench_run, "oracle", lambda *_a: (1.0, 0.0, {}))
+    monkeypatch.setattr(bench_run, "machine_description", lambda: {})
+    systems = {
+        "a": SimpleNamespace(chain=("m",), name="a"),
+        "b": SimpleNamespace(chain=("m",), name="b"),
+    }
+    load = LoadSettings(mode="saturate", concurrency=2, duration_s=10.0, rounds=3)
+    body = bench_run.bench_systems(
+        systems,  # type: ignore[arg-type]
+        lambda policy: Named(policy.name),
+        family,  # type: ignore[arg-type]
+        SimpleNamespace(labels=np.zeros(12)),  # type: ignore[arg-type]
+        {"m": 1.0},
+        load,
+    )
+    assert order == ["a", "b", "a", "b", "a", "b"]
+    for name in systems:
+        s = body["systems"][name]
+        assert s["requests"] == 12 and len(s["rounds"]) == 3
+        assert [r["requests"] for r in s["rounds"]] == [4, 4, 4]
+        # three rounds metered 2 J each, over 12 answers
+        assert s["energy_j_per_request"] == pytest.approx(6.0 / 12)
+    assert body["load"]["rounds"] == 3

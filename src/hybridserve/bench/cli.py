@@ -181,6 +181,13 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         max_requests: Annotated[int | None, typer.Option(help="cap on requests per system")] = None,
+        rounds: Annotated[
+            int,
+            typer.Option(
+                help="serve each system's requests in this many parts, the systems taking turns "
+                "(so host noise that drifts over the run reaches every system alike)"
+            ),
+        ] = 3,
         arrivals: Annotated[str, typer.Option(help="open-loop process: poisson|gamma")] = "poisson",
         cv: Annotated[float, typer.Option(help="gamma arrivals' coefficient of variation")] = 1.0,
         url: Annotated[
@@ -211,6 +218,8 @@ def register(app: typer.Typer) -> None:
             raise HybridServeError(f"--duration-s must be positive, got {duration_s}")
         if concurrency is not None and concurrency < 1:
             raise HybridServeError(f"--concurrency must be ≥ 1, got {concurrency}")
+        if rounds < 1:
+            raise HybridServeError(f"--rounds must be ≥ 1, got {rounds}")
         if arrivals not in ("poisson", "gamma"):
             raise HybridServeError(f"--arrivals must be poisson or gamma, got {arrivals!r}")
         load = LoadSettings(
@@ -221,6 +230,7 @@ def register(app: typer.Typer) -> None:
             max_requests=max_requests,
             process=arrivals,
             cv=cv,
+            rounds=rounds,
         )
         if url is not None and device is not None:
             raise HybridServeError("--device places in-process serving; --url benches a server")

@@ -59,17 +59,18 @@ def summarise(
     energy_j: float,
     *,
     extra: Mapping[str, Any] | None = None,
+    span_s: float | None = None,
 ) -> SystemResult:
-    """Accuracy, energy per answered request, throughput, latency percentiles and reach."""
+    """Accuracy, energy per answered request, throughput, latency percentiles and reach.
+
+    Throughput is answers per second of ``span_s`` (the summed spans of a system's rounds),
+    else of the run's own span (first request sent to last answer).
+    """
     done = run.completed
     n = len(done)
     lat = np.array([(r.done_s - r.sent_s) * 1e3 for r in done]) if n else np.array([np.nan])
     reach = {m: (sum(1 for r in done if m in r.path) / n if n else 0.0) for m in chain}
-    if n:
-        first, last = min(r.sent_s for r in done), max(r.done_s for r in done)
-        span = max(last - first, 1e-9)
-    else:
-        span = run.wall_s or 1.0
+    span = max(span_s if span_s is not None else run_span(run), 1e-9)
     return SystemResult(
         accuracy=float(np.mean([r.correct for r in done])) if n else float("nan"),
         energy_j_per_request=energy_j / n if n and math.isfinite(energy_j) else None,
@@ -84,6 +85,14 @@ def summarise(
         reach_fraction=reach,
         extra=dict(extra or {}),
     )
+
+
+def run_span(run: RunResult) -> float:
+    """Seconds from the first request sent to the last answer (the wall time if none came)."""
+    done = run.completed
+    if not done:
+        return run.wall_s or 1.0
+    return max(max(r.done_s for r in done) - min(r.sent_s for r in done), 1e-9)
 
 
 def machine_description() -> dict[str, Any]:

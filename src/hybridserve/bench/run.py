@@ -15,15 +15,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
-from hybridserve.bench.loadgen import HttpTarget, RunResult, Target, closed_loop, open_loop
-from hybridserve.bench.report import SystemResult, machine_description, summarise
+from hybridserve.bench.loadgen import (
+    HttpTarget,
+    Record,
+    RunResult,
+    Target,
+    closed_loop,
+    open_loop,
+    request_order,
+)
+from hybridserve.bench.report import SystemResult, machine_description, run_span, summarise
 from hybridserve.bench.systems import oracle
 from hybridserve.energy import select_meter
 from hybridserve.models.family import Family
@@ -46,6 +54,8 @@ class LoadSettings:
     process: str = "poisson"
     cv: float = 1.0
     seed: int = 0
+    #: each system's requests are served in this many parts, the systems taking turns
+    rounds: int = 3
 
 
 #: Fewest clients a saturating closed loop uses.
@@ -66,35 +76,64 @@ def saturating_clients(plans: Iterable[Plan]) -> int:
     return max([MIN_CLIENTS, *need])
 
 
+@dataclass(frozen=True)
+class Round:
+    """One turn of every system: the inputs it serves (saturation) and its time cap."""
+
+    index: int
+    x: np.ndarray
+    y: np.ndarray
+    duration_s: float
+    max_requests: int | None
+
+
+def split_rounds(x: np.ndarray, y: np.ndarray, load: LoadSettings) -> list[Round]:
+    """The turns of a bench: each system serves round r's requests before any serves r + 1.
+
+    Host noise on a shared machine drifts over tens of seconds; systems served one after the
+    other in a single turn each would each see a different part of it, and their ratios would
+    move with it. Taking turns puts every system into every stretch of the run. Under
+    saturation the requests (by default one pass over ``x``) are cut into consecutive parts of
+    one seeded order, so every system still answers exactly the same inputs; in an open loop
+    every round lasts ``duration_s / rounds`` at the full rate.
+    """
+    rounds = max(1, int(load.rounds))
+    if load.mode != "saturate":
+        per = None if load.max_requests is None else max(1, int(load.max_requests) // rounds)
+        return [Round(r, x, y, load.duration_s / rounds, per) for r in range(rounds)]
+    n = int(load.max_requests or len(y))
+    order = request_order(len(y), n, load.seed)
+    parts = [p for p in np.array_split(order, min(rounds, n)) if len(p)]
+    return [Round(r, x[p], y[p], load.duration_s / len(parts), len(p)) for r, p in enumerate(parts)]
+
+
 def _drive(
     target: Target,
-    x: np.ndarray,
-    y: np.ndarray,
+    turn: Round,
     load: LoadSettings,
     progress: Callable[[int], None],
 ) -> Coroutine[Any, Any, RunResult]:
     if load.mode == "saturate":
-        # by default one pass over the test split: every system answers the same inputs
         return closed_loop(
             target,
-            x,
-            y,
+            turn.x,
+            turn.y,
             concurrency=load.concurrency or MIN_CLIENTS,
-            duration_s=load.duration_s,
-            max_requests=load.max_requests or len(y),
-            seed=load.seed,
+            duration_s=turn.duration_s,
+            max_requests=turn.max_requests,
+            seed=load.seed + turn.index,
             on_progress=progress,
         )
     return open_loop(
         target,
-        x,
-        y,
+        turn.x,
+        turn.y,
         rate_rps=load.rate_rps,
-        duration_s=load.duration_s,
-        max_requests=load.max_requests,
+        duration_s=turn.duration_s,
+        max_requests=turn.max_requests,
         process=load.process,
         cv=load.cv,
-        seed=load.seed,
+        seed=load.seed + turn.index,
         on_progress=progress,
     )
 
@@ -125,8 +164,7 @@ class Metered:
 async def _serve_and_load(
     make_engine: Callable[[CascadePolicy], Any],
     policy: CascadePolicy,
-    x: np.ndarray,
-    y: np.ndarray,
+    turn: Round,
     load: LoadSettings,
     progress: Callable[[int], None],
 ) -> tuple[RunResult, Metered]:
@@ -137,9 +175,38 @@ async def _serve_and_load(
         meters = {d: select_meter(d) for d in devices}
         for meter in meters.values():
             meter.start()
-        run = await _drive(engine, x, y, load, progress)
+        run = await _drive(engine, turn, load, progress)
         joules = {d: m.stop() for d, m in meters.items()}
     return run, Metered(joules, {d: m.source for d, m in meters.items()})
+
+
+@dataclass
+class _Tally:
+    """One system's rounds so far."""
+
+    records: list[Record] = field(default_factory=list)
+    joules: dict[str, float] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    span_s: float = 0.0
+    wall_s: float = 0.0
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, run: RunResult, metered: Metered) -> None:
+        self.records.extend(run.records)
+        for d, j in metered.joules.items():
+            self.joules[d] = self.joules.get(d, 0.0) + j
+        self.sources.update(metered.sources)
+        span = run_span(run)
+        self.span_s += span
+        self.wall_s += run.wall_s
+        n = len(run.completed)
+        self.rounds.append(
+            {
+                "requests": len(run.records),
+                "energy_j_per_request": metered.total_j / n if n else None,
+                "throughput_rps": n / span if n and span > 0 else None,
+            }
+        )
 
 
 def bench_systems(
@@ -157,37 +224,45 @@ def bench_systems(
     results: dict[str, dict[str, Any]] = {}
     latencies: dict[str, np.ndarray] = {}
     sources: list[str] = []
+    turns = split_rounds(test.x, test.y, load)
+    tallies = {name: _Tally() for name in systems}
     with Progress(console=console, transient=True) as bar:
-        for name, policy in systems.items():
-            if load.max_requests:
-                expected = int(load.max_requests)
-            elif load.mode == "open-loop":
-                expected = int(load.rate_rps * load.duration_s)
-            else:
-                expected = len(test.y)
-            task = bar.add_task(f"bench {name}", total=expected)
+        if load.max_requests:
+            expected = int(load.max_requests)
+        elif load.mode == "open-loop":
+            expected = int(load.rate_rps * load.duration_s)
+        else:
+            expected = len(test.y)
+        tasks = {name: bar.add_task(f"bench {name}", total=expected) for name in systems}
+        for turn in turns:
+            for name, policy in systems.items():
 
-            def advance(k: int, task: TaskID = task) -> None:
-                bar.advance(task, k)
+                def advance(k: int, task: TaskID = tasks[name]) -> None:
+                    bar.advance(task, k)
 
-            run, metered = asyncio.run(
-                _serve_and_load(make_engine, policy, test.x, test.y, load, advance)
-            )
-            bar.remove_task(task)
-            sources.append(metered.source)
-            summary = summarise(run, policy.chain, metered.total_j)
-            n = len(run.completed)
-            extra = {
-                "chain": list(policy.chain),
-                "energy_source": metered.source,
-                "energy_j_per_request_by_device": {d: j / n for d, j in metered.joules.items()}
-                if n
-                else {},
-                "energy_j_per_request_profile": predicted_energy(summary.reach_fraction, energy_j),
-                "wall_s": run.wall_s,
-            }
-            results[name] = {**summary.to_dict(), **extra}
-            latencies[name] = np.array([(r.done_s - r.sent_s) * 1e3 for r in run.completed])
+                run, metered = asyncio.run(
+                    _serve_and_load(make_engine, policy, turn, load, advance)
+                )
+                tallies[name].add(run, metered)
+    for name, policy in systems.items():
+        tally = tallies[name]
+        metered = Metered(tally.joules, tally.sources)
+        sources.append(metered.source)
+        run = RunResult(records=tally.records, wall_s=tally.wall_s)
+        summary = summarise(run, policy.chain, metered.total_j, span_s=tally.span_s)
+        n = len(run.completed)
+        extra = {
+            "chain": list(policy.chain),
+            "energy_source": metered.source,
+            "energy_j_per_request_by_device": {d: j / n for d, j in metered.joules.items()}
+            if n
+            else {},
+            "energy_j_per_request_profile": predicted_energy(summary.reach_fraction, energy_j),
+            "wall_s": tally.wall_s,
+            "rounds": tally.rounds,
+        }
+        results[name] = {**summary.to_dict(), **extra}
+        latencies[name] = np.array([(r.done_s - r.sent_s) * 1e3 for r in run.completed])
     acc, e_oracle, shares = oracle(test_logits, energy_j)
     results["oracle"] = {
         "accuracy": acc,
@@ -210,6 +285,7 @@ def bench_systems(
             "duration_s": load.duration_s,
             "process": load.process if load.mode == "open-loop" else None,
             "cv": load.cv if load.mode == "open-loop" else None,
+            "rounds": len(turns),
         },
         "systems": results,
         "_latencies": latencies,
@@ -225,13 +301,15 @@ def bench_url(
 ) -> tuple[SystemResult, np.ndarray]:
     """Load a running server (local or Ray backend) through HTTP; energy is not metered here."""
     test = family.split("test")
+    # one system: nothing to take turns with
+    (turn,) = split_rounds(test.x, test.y, replace(load, rounds=1))
 
     async def go() -> RunResult:
         target = HttpTarget(url, api_key=api_key)
         try:
             with Progress(transient=True) as bar:
                 task = bar.add_task(f"bench {url}", total=None)
-                return await _drive(target, test.x, test.y, load, lambda k: bar.advance(task, k))
+                return await _drive(target, turn, load, lambda k: bar.advance(task, k))
         finally:
             await target.aclose()
 
