@@ -185,6 +185,7 @@ def test_calibrate_bundled_family(tmp_path: Path, capsys: pytest.CaptureFixture[
     "extra, needle",
     [
         (["--rounds", "0"], "--rounds must be ≥ 1"),
+        (["--passes", "0"], "--passes must be ≥ 1"),
         (["--concurrency", "0"], "--concurrency must be ≥ 1"),
         (["--rate", "-1"], "--rate must be positive"),
     ],

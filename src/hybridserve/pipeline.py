@@ -70,10 +70,9 @@ def quickstart(
     step("5/6 serve and 6/6 bench")
     # several passes over the test split: a one-pass run of the cheap systems lasts well under
     # a second on this machine, too short for their energy and throughput to settle
-    requests = passes * len(family.split("test").y)
     body = run_bench(
         wd,
-        LoadSettings(mode="saturate", duration_s=duration_s, max_requests=requests),
+        LoadSettings(mode="saturate", duration_s=duration_s, passes=passes),
         family_name=family.name if config is None else None,
         config=config,
         console=console,

@@ -108,6 +108,10 @@ def test_rounds_cut_one_seeded_order_so_every_system_answers_the_same_inputs() -
     assert sorted(set(counts.tolist())) == [2, 3] and counts.sum() == 25
     again = split_rounds(x, y, load)
     assert all(np.array_equal(a.y, b.y) for a, b in zip(turns, again, strict=True))
+    # without a cap, saturation serves `passes` over the inputs
+    passes = split_rounds(x, y, LoadSettings(mode="saturate", passes=4, rounds=2))
+    assert [len(t.y) for t in passes] == [20, 20]
+    assert np.array_equal(np.bincount(np.concatenate([t.y for t in passes])), [4] * 10)
     # an open loop keeps its rate and splits its time
     open_turns = split_rounds(x, y, LoadSettings(mode="open-loop", duration_s=6.0, rounds=3))
     assert [t.duration_s for t in open_turns] == [2.0, 2.0, 2.0]

@@ -170,7 +170,7 @@ def register(app: typer.Typer) -> None:
             float | None,
             typer.Option(
                 help="open loop: seconds of arrivals per system (default 10); saturation: a cap "
-                "on each system's run, which is one pass over the test split (default 120)"
+                "on each system's run, which is --passes over the test split (default 120)"
             ),
         ] = None,
         concurrency: Annotated[
@@ -181,6 +181,13 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         max_requests: Annotated[int | None, typer.Option(help="cap on requests per system")] = None,
+        passes: Annotated[
+            int,
+            typer.Option(
+                help="saturation: passes over the test split per system, one image per request "
+                "(one pass of the cheap models lasts well under a second here, too short to settle)"
+            ),
+        ] = 4,
         rounds: Annotated[
             int,
             typer.Option(
@@ -218,6 +225,8 @@ def register(app: typer.Typer) -> None:
             raise HybridServeError(f"--duration-s must be positive, got {duration_s}")
         if concurrency is not None and concurrency < 1:
             raise HybridServeError(f"--concurrency must be ≥ 1, got {concurrency}")
+        if passes < 1:
+            raise HybridServeError(f"--passes must be ≥ 1, got {passes}")
         if rounds < 1:
             raise HybridServeError(f"--rounds must be ≥ 1, got {rounds}")
         if arrivals not in ("poisson", "gamma"):
@@ -231,6 +240,7 @@ def register(app: typer.Typer) -> None:
             process=arrivals,
             cv=cv,
             rounds=rounds,
+            passes=passes,
         )
         if url is not None and device is not None:
             raise HybridServeError("--device places in-process serving; --url benches a server")

@@ -46,7 +46,7 @@ class LoadSettings:
 
     mode: Literal["saturate", "open-loop"] = "saturate"
     rate_rps: float = 200.0
-    #: open loop: how long arrivals last; saturation: a cap (the run is one pass over the inputs)
+    #: open loop: how long arrivals last; saturation: a cap (the run is ``passes`` over the inputs)
     duration_s: float = 120.0
     #: closed-loop clients; ``None``: as many as the plans need to saturate (``run_bench``)
     concurrency: int | None = None
@@ -56,6 +56,8 @@ class LoadSettings:
     seed: int = 0
     #: each system's requests are served in this many parts, the systems taking turns
     rounds: int = 3
+    #: saturation without ``max_requests``: passes over the inputs per system
+    passes: int = 1
 
 
 #: Fewest clients a saturating closed loop uses.
@@ -93,7 +95,7 @@ def split_rounds(x: np.ndarray, y: np.ndarray, load: LoadSettings) -> list[Round
     Host noise on a shared machine drifts over tens of seconds; systems served one after the
     other in a single turn each would each see a different part of it, and their ratios would
     move with it. Taking turns puts every system into every stretch of the run. Under
-    saturation the requests (by default one pass over ``x``) are cut into consecutive parts of
+    saturation the requests (by default ``passes`` over ``x``) are cut into consecutive parts of
     one seeded order, so every system still answers exactly the same inputs; in an open loop
     every round lasts ``duration_s / rounds`` at the full rate.
     """
@@ -101,7 +103,7 @@ def split_rounds(x: np.ndarray, y: np.ndarray, load: LoadSettings) -> list[Round
     if load.mode != "saturate":
         per = None if load.max_requests is None else max(1, int(load.max_requests) // rounds)
         return [Round(r, x, y, load.duration_s / rounds, per) for r in range(rounds)]
-    n = int(load.max_requests or len(y))
+    n = int(load.max_requests or max(1, load.passes) * len(y))
     order = request_order(len(y), n, load.seed)
     parts = [p for p in np.array_split(order, min(rounds, n)) if len(p)]
     return [Round(r, x[p], y[p], load.duration_s / len(parts), len(p)) for r, p in enumerate(parts)]
@@ -232,7 +234,7 @@ def bench_systems(
         elif load.mode == "open-loop":
             expected = int(load.rate_rps * load.duration_s)
         else:
-            expected = len(test.y)
+            expected = max(1, load.passes) * len(test.y)
         tasks = {name: bar.add_task(f"bench {name}", total=expected) for name in systems}
         for turn in turns:
             for name, policy in systems.items():
@@ -286,6 +288,9 @@ def bench_systems(
             "process": load.process if load.mode == "open-loop" else None,
             "cv": load.cv if load.mode == "open-loop" else None,
             "rounds": len(turns),
+            "requests_per_system": sum(len(t.y) for t in turns)
+            if load.mode == "saturate"
+            else None,
         },
         "systems": results,
         "_latencies": latencies,
