@@ -229,12 +229,10 @@ def bench_systems(
     turns = split_rounds(test.x, test.y, load)
     tallies = {name: _Tally() for name in systems}
     with Progress(console=console, transient=True) as bar:
-        if load.max_requests:
-            expected = int(load.max_requests)
-        elif load.mode == "open-loop":
-            expected = int(load.rate_rps * load.duration_s)
+        if load.mode == "saturate":
+            expected = sum(len(t.y) for t in turns)
         else:
-            expected = max(1, load.passes) * len(test.y)
+            expected = int(load.max_requests or load.rate_rps * load.duration_s)
         tasks = {name: bar.add_task(f"bench {name}", total=expected) for name in systems}
         for turn in turns:
             for name, policy in systems.items():
@@ -288,9 +286,7 @@ def bench_systems(
             "process": load.process if load.mode == "open-loop" else None,
             "cv": load.cv if load.mode == "open-loop" else None,
             "rounds": len(turns),
-            "requests_per_system": sum(len(t.y) for t in turns)
-            if load.mode == "saturate"
-            else None,
+            "requests_per_system": expected if load.mode == "saturate" else None,
         },
         "systems": results,
         "_latencies": latencies,
