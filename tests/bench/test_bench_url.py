@@ -1,0 +1,91 @@
+"""``hybridserve bench --url``: a real ``hybridserve serve`` process loaded over HTTP."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from hybridserve.bench.report import read_report
+from hybridserve.cli import main
+from hybridserve.models import load_family
+from hybridserve.tuning import CascadePolicy
+from runtime.cascade_fixtures import simulate, temperature
+
+pytestmark = pytest.mark.integration
+
+KEY = "bench-url-token"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _command() -> list[str]:
+    exe = shutil.which("hybridserve")
+    return [exe] if exe else [sys.executable, "-m", "hybridserve.cli"]
+
+
+def test_bench_url_loads_a_running_server_and_scores_its_answers(
+    tmp_path: Path, tiny_family_yaml: Path, tiny_family_env: dict[str, str]
+) -> None:
+    family = load_family(config=tiny_family_yaml)
+    test = family.split("test")
+    small = family.model("small").predict_logits(test.x)
+    conf = np.exp(small / 4.0) / np.exp(small / 4.0).sum(axis=1, keepdims=True)
+    policy = CascadePolicy(
+        family="tiny",
+        chain=("small", "big"),
+        thresholds=(float(np.median(conf.max(axis=1))),),
+        calibrators=(temperature(4.0), temperature(1.0)),
+    )
+    served_wd, bench_wd = tmp_path / "served", tmp_path / "bench"
+    policy.save(served_wd / "policy-ap.json")
+    sim = simulate(policy, family, test.x)
+    expected_accuracy = float(np.mean(sim.labels == test.y))
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    serve = ["serve", "--workdir", str(served_wd), "--config", str(tiny_family_yaml)]
+    proc = subprocess.Popen(
+        [*_command(), *serve, "--port", str(port)],
+        env={**tiny_family_env, "HYBRIDSERVE_API_KEY": KEY},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, "server exited early"
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=1.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server never became ready"
+            time.sleep(0.2)
+        args = ["bench", "--url", url, "--config", str(tiny_family_yaml)]
+        args += ["--workdir", str(bench_wd), "--concurrency", "4", "--passes", "1"]
+        try:
+            main([*args, "--api-key", KEY])
+        except SystemExit as ex:  # the entry point exits only on an error
+            pytest.fail(f"bench --url exited with {ex.code}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    report = read_report(bench_wd / "report.json")
+    served = report["systems"]["served"]
+    # one pass over the test split, every request answered as the policy routes it
+    assert served["requests"] == len(test.y)
+    assert served["errors"] == 0
+    assert served["accuracy"] == pytest.approx(expected_accuracy)
+    assert served["throughput_rps"] > 0
+    assert report["energy_source"] == "unavailable"  # a remote server is not metered here
