@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
@@ -18,21 +13,11 @@ from hybridserve.cli import main
 from hybridserve.models import load_family
 from hybridserve.tuning import CascadePolicy
 from runtime.cascade_fixtures import simulate, temperature
+from serve_process import free_port, serve_command, wait_ready
 
 pytestmark = pytest.mark.integration
 
 KEY = "bench-url-token"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _command() -> list[str]:
-    exe = shutil.which("hybridserve")
-    return [exe] if exe else [sys.executable, "-m", "hybridserve.cli"]
 
 
 def test_bench_url_loads_a_running_server_and_scores_its_answers(
@@ -52,26 +37,17 @@ def test_bench_url_loads_a_running_server_and_scores_its_answers(
     policy.save(served_wd / "policy-ap.json")
     sim = simulate(policy, family, test.x)
     expected_accuracy = float(np.mean(sim.labels == test.y))
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     serve = ["serve", "--workdir", str(served_wd), "--config", str(tiny_family_yaml)]
     proc = subprocess.Popen(
-        [*_command(), *serve, "--port", str(port)],
+        [*serve_command(), *serve, "--port", str(port)],
         env={**tiny_family_env, "HYBRIDSERVE_API_KEY": KEY},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, "server exited early"
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server never became ready"
-            time.sleep(0.2)
+        wait_ready(proc, url)
         args = ["bench", "--url", url, "--config", str(tiny_family_yaml)]
         args += ["--workdir", str(bench_wd), "--concurrency", "4", "--passes", "1"]
         try:

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -18,21 +14,11 @@ import pytest
 from hybridserve.models import load_family
 from hybridserve.tuning import CascadePolicy
 from runtime.cascade_fixtures import simulate, temperature
+from serve_process import free_port, serve_command, wait_ready
 
 pytestmark = pytest.mark.integration
 
 KEY = "subprocess-secret-token"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _command() -> list[str]:
-    exe = shutil.which("hybridserve")
-    return [exe] if exe else [sys.executable, "-m", "hybridserve.cli"]
 
 
 def test_serve_subprocess_answers_like_the_simulation_and_drains_on_sigterm(
@@ -53,12 +39,12 @@ def test_serve_subprocess_answers_like_the_simulation_and_drains_on_sigterm(
     sim = simulate(policy, family, x)
     assert set(sim.model) == {"small", "big"}
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**tiny_family_env, "HYBRIDSERVE_API_KEY": KEY}
     proc = subprocess.Popen(
         [
-            *_command(),
+            *serve_command(),
             "serve",
             "--workdir",
             str(workdir),
@@ -76,17 +62,7 @@ def test_serve_subprocess_answers_like_the_simulation_and_drains_on_sigterm(
     )
     auth = {"Authorization": f"Bearer {KEY}"}
     try:
-        deadline = time.monotonic() + 120
-        while True:  # closed health: readiness needs the token too
-            assert proc.poll() is None, "server exited early"
-            try:
-                r = httpx.get(f"{url}/v2/health/ready", headers=auth, timeout=1.0)
-                if r.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server never became ready"
-            time.sleep(0.2)
+        wait_ready(proc, url, headers=auth)  # closed health: readiness needs the token too
         assert httpx.get(f"{url}/v2/health/ready").status_code == 401
         assert httpx.post(f"{url}/v1/predict", json={"inputs": x[:1].tolist()}).status_code == 401
 
@@ -131,6 +107,6 @@ def test_serve_refuses_a_missing_policy_with_exit_code_2(
     from hybridserve.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
-        main(["serve", "--workdir", str(tmp_path / "empty"), "--port", str(_free_port())])
+        main(["serve", "--workdir", str(tmp_path / "empty"), "--port", str(free_port())])
     assert exit_info.value.code == 2
     assert "policy-ap.json: not found" in capsys.readouterr().err
