@@ -11,8 +11,7 @@ import pytest
 from hybridserve.bench.report import read_report
 from hybridserve.cli import main
 from hybridserve.models import load_family
-from hybridserve.tuning import CascadePolicy
-from runtime.cascade_fixtures import simulate, temperature
+from runtime.cascade_fixtures import simulate, tiny_median_policy
 from serve_process import free_port, serve_command, wait_ready
 
 pytestmark = pytest.mark.integration
@@ -25,14 +24,7 @@ def test_bench_url_loads_a_running_server_and_scores_its_answers(
 ) -> None:
     family = load_family(config=tiny_family_yaml)
     test = family.split("test")
-    small = family.model("small").predict_logits(test.x)
-    conf = np.exp(small / 4.0) / np.exp(small / 4.0).sum(axis=1, keepdims=True)
-    policy = CascadePolicy(
-        family="tiny",
-        chain=("small", "big"),
-        thresholds=(float(np.median(conf.max(axis=1))),),
-        calibrators=(temperature(4.0), temperature(1.0)),
-    )
+    policy = tiny_median_policy(family, test.x)
     served_wd, bench_wd = tmp_path / "served", tmp_path / "bench"
     policy.save(served_wd / "policy-ap.json")
     sim = simulate(policy, family, test.x)

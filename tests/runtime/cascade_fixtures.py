@@ -97,6 +97,19 @@ class Simulated:
     confidence: npt.NDArray[np.float64]
 
 
+def tiny_median_policy(family: Family, x: npt.NDArray[Any]) -> CascadePolicy:
+    """The tiny family's ``small → big`` cascade (``small`` calibrated by T=4): ``small``
+    answers the more confident half of ``x``."""
+    small = family.model("small").predict_logits(x)
+    conf = _softmax(small / 4.0).max(axis=1)
+    return CascadePolicy(
+        family="tiny",
+        chain=("small", "big"),
+        thresholds=(float(np.median(conf)),),
+        calibrators=(temperature(4.0), temperature(1.0)),
+    )
+
+
 def simulate(policy: CascadePolicy, family: Family, x: npt.NDArray[Any]) -> Simulated:
     """Route ``x`` through ``policy`` with plain numpy (temperature calibrators, max-prob)."""
     n = len(x)

@@ -8,12 +8,10 @@ import subprocess
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
 from hybridserve.models import load_family
-from hybridserve.tuning import CascadePolicy
-from runtime.cascade_fixtures import simulate, temperature
+from runtime.cascade_fixtures import simulate, tiny_median_policy
 from serve_process import free_port, serve_command, wait_ready
 
 pytestmark = pytest.mark.integration
@@ -26,14 +24,7 @@ def test_serve_subprocess_answers_like_the_simulation_and_drains_on_sigterm(
 ) -> None:
     family = load_family(config=tiny_family_yaml)
     x = family.split("test").x[:40]
-    small = family.model("small").predict_logits(x)
-    conf_small = np.exp(small / 4.0) / np.exp(small / 4.0).sum(axis=1, keepdims=True)
-    policy = CascadePolicy(
-        family="tiny",
-        chain=("small", "big"),
-        thresholds=(float(np.median(conf_small.max(axis=1))),),
-        calibrators=(temperature(4.0), temperature(1.0)),
-    )
+    policy = tiny_median_policy(family, x)
     workdir = tmp_path / "wd"
     policy.save(workdir / "policy-ap.json")
     sim = simulate(policy, family, x)
