@@ -79,19 +79,22 @@ def run_bench(
     planned = Plan.load(workdir.plan) if workdir.plan.is_file() and device is None else None
     if device is not None:
         device = resolve_device(device).torch_device
-    plans: dict[int, Plan] = {}
-    for policy in policies.values():
-        plan = planned
-        if plan is None or tuple(plan.models) != tuple(policy.chain):
-            plan = Plan.default(family.name, policy.chain, device=device or "cpu", batch_size=batch)
-        plans[id(policy)] = plan
+    # a system's plan depends only on its chain: plan.json where it is for that chain
+    plans: dict[tuple[str, ...], Plan] = {}
+    for chain in {tuple(p.chain) for p in policies.values()}:
+        if planned is not None and tuple(planned.models) == chain:
+            plans[chain] = planned
+        else:
+            plans[chain] = Plan.default(
+                family.name, chain, device=device or "cpu", batch_size=batch
+            )
     if load.mode == "saturate" and load.concurrency is None:
         load = replace(load, concurrency=saturating_clients(plans.values()))
     clients = load.concurrency or 0
     engine_config = EngineConfig(queue_size=max(4096, 4 * clients), tune_gc_at_start=True)
 
     def make_engine(policy: CascadePolicy) -> Any:
-        return Engine(policy, plans[id(policy)], family, engine_config)
+        return Engine(policy, plans[tuple(policy.chain)], family, engine_config)
 
     test_logits = family_logits(family, "test", workdir, progress=False)
     body = bench_systems(

@@ -46,10 +46,9 @@ rate is ≤ 10 %; if none is, the level with the fewest misses (ties: the lowest
     AP misses    22 %   22 %   19 %    6 %    3 %    3 %    saving 7.96×, 7.16×, 6.19×, 5.40×, …
     EO misses    31 %   28 %   22 %   13 %   16 %   13 %    saving 11.4×, 10.7×, 9.97×, 9.14×, …
 
-With the weaker cnn (val 92.0 %) it had chosen AP 0.975 and EO 0.995. No EO level reaches 10 %:
-the search still picks settings lucky on the half it sees (at 0.99 the fitted half shows +0.16
-point on average, the held-out half −0.13). Half of val is 2 500 requests, so the miss rates are
-coarse (one halving is 3 %).
+With the weaker cnn (val 92.0 %) it had chosen AP 0.975, EO 0.995. No EO level reaches 10 %: the
+search picks settings lucky on the half it sees (at 0.99: fitted half +0.16 point on average,
+held-out −0.13). Half of val is 2 500 requests: one halving is 3 % of the miss rate.
 """
 
 from __future__ import annotations
