@@ -98,17 +98,25 @@ def teacher_logits(name: str, out_dir: Path, x: torch.Tensor) -> torch.Tensor:
     from hybridserve.errors import HybridServeError
     from hybridserve.models.family import bundled_config_path
 
-    candidates = [out_dir / f"{name}.safetensors"]
-    candidates.append(bundled_config_path(FAMILY).parent / f"{name}.safetensors")
-    found = next((p for p in candidates if p.is_file()), None)
+    paths = [d / f"{name}.safetensors" for d in (out_dir, bundled_config_path(FAMILY).parent)]
+    found = next((p for p in paths if p.is_file()), None)
     if found is None:
         raise HybridServeError(f"teacher {name!r} has no weights in {out_dir}; train it first")
     model = ARCHITECTURES[name]()
     model.load_state_dict(load_file(str(found)))
-    model.eval()
-    conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    if conv:
+    if _is_conv(model):
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return _logits(model, x)
+
+
+def _is_conv(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Eval-mode outputs in chunks of 1,000 images (``channels_last`` for conv nets)."""
+    model.eval()
+    conv = _is_conv(model)
     parts = []
     with torch.inference_mode():
         for i in range(0, x.shape[0], 1000):
@@ -119,16 +127,8 @@ def teacher_logits(name: str, out_dir: Path, x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, conv: bool) -> float:
-    model.eval()
-    correct = 0
-    with torch.inference_mode():
-        for i in range(0, x.shape[0], 1000):
-            xb = x[i : i + 1000]
-            if conv:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            correct += int((model(xb).argmax(1) == y[i : i + 1000]).sum())
-    return correct / x.shape[0]
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return int((_logits(model, x).argmax(1) == y).sum()) / x.shape[0]
 
 
 def train_model(
@@ -150,7 +150,7 @@ def train_model(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = ARCHITECTURES[name]()
-    conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    conv = _is_conv(model)
     if conv:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     steps_per_epoch = (x.shape[0] + recipe.batch_size - 1) // recipe.batch_size
@@ -237,14 +237,13 @@ def train_family(
                 soft_targets=soft,
                 on_step=lambda: progress.advance(task),
             )
-            conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
             model = model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
             state = {k: v.contiguous() for k, v in model.state_dict().items()}
             save_file(state, str(out_dir / f"{name}.safetensors"), metadata={"family": FAMILY})
             manifest[name] = {
                 "params": count_params(model),
                 "macs": count_macs(model, (1, 28, 28)),
-                "accuracy_test": round(_accuracy(model, xt, yt, conv), 4),
+                "accuracy_test": round(_accuracy(model, xt, yt), 4),
                 "epochs": epochs or RECIPES[name].epochs,
                 "seed": model_seed,
                 **({} if teacher is None else {"teacher": teacher}),
