@@ -28,7 +28,10 @@ def register(app: typer.Typer) -> None:
         only: Annotated[list[str] | None, typer.Option(help="train only these models")] = None,
         epochs: Annotated[int | None, typer.Option(help="override every recipe's epochs")] = None,
     ) -> None:
-        """Train the family with its seeded recipe and write safetensors + manifest.json."""
+        """Train the family with its seeded recipe and write safetensors + manifest.json.
+
+        A distilled model (cnn-small) learns from the teacher's weights in --out, else bundled.
+        """
         from hybridserve.models.family import bundled_config_path
         from hybridserve.models.zoo.train import train_family
 
