@@ -3,8 +3,8 @@
 ``RayCascade`` has the surface ``hybridserve.server.create_app`` uses of the local ``Engine``
 (``start``/``stop``/``ready``, ``predict_result``, ``family``, ``chain``, ``path_of``,
 ``describe``...), so the routes, answer format and error statuses are the app's own, not a
-copy. Routing calls the policy exactly as the local stages do: ``confidence_of(i, logits)``,
-``next_hop(i, conf)``, label = calibrated argmax. Models are reached through *callers* (async
+copy. Routing calls the policy's one rule exactly as the local stages do (``route_batch`` →
+``policy.decide``, carrying each request's trail when the rule reads it). Models are reached through *callers* (async
 functions returning a ``StageReply``), so this module runs and is tested without Ray.
 
 Failures: a caller error that ``classify`` calls ``"transient"`` (a replica died or is
@@ -211,6 +211,7 @@ class RayCascade:
         model_index = np.full(n, -1, dtype=np.int64)
         visited = np.zeros(n, dtype=np.int64)
         latency_ms = np.zeros(n, dtype=np.float64)
+        trail: npt.NDArray[np.float32] | None = None
         # routing only moves forward, so visiting positions in increasing order merges every
         # input bound for a position into one call
         pending: dict[int, npt.NDArray[np.int64]] = {0: np.arange(n, dtype=np.int64)}
@@ -218,7 +219,14 @@ class RayCascade:
             position = min(pending)
             rows = pending.pop(position)
             reply = await self._call(position, x[rows])
-            lab, conf, hops = self._decide(position, reply.logits, len(rows))
+            decision = self._decide(
+                position, reply.logits, len(rows), None if trail is None else trail[rows]
+            )
+            lab, conf, hops = decision.labels, decision.score, decision.hops
+            if decision.trail is not None:
+                if trail is None:
+                    trail = np.zeros((n, *decision.trail.shape[1:]), dtype=np.float32)
+                trail[rows] = decision.trail
             visited[rows] |= 1 << position
             stands = hops < 0
             done = rows[stands]
@@ -244,15 +252,21 @@ class RayCascade:
             latency_ms.tolist(),
         )
 
-    def _decide(self, position: int, logits: npt.NDArray[np.float32], n: int) -> Routed:
-        """Labels, confidences and next hops: the local stage's own rule (``route_batch``)."""
+    def _decide(
+        self,
+        position: int,
+        logits: npt.NDArray[np.float32],
+        n: int,
+        trail: npt.NDArray[np.float32] | None,
+    ) -> Routed:
+        """The policy's decision: the local stage's own rule (``route_batch``)."""
         logits = np.asarray(logits)
         if logits.ndim != 2 or logits.shape[0] != n:
             raise BatchFailedError(
                 f"model {self.chain[position]!r} returned logits of shape {logits.shape} "
                 f"for {n} inputs"
             )
-        return route_batch(self.policy, position, logits)
+        return route_batch(self.policy, position, logits, trail)
 
     async def _call(self, position: int, x: npt.NDArray[np.float32]) -> StageReply:
         model = self.chain[position]

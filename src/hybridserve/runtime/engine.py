@@ -283,14 +283,14 @@ class Engine:
 
     async def _dispatch(self, position: int, chunks: list[Chunk], routed: Routed) -> int:
         """Record the answers that stand; queue the other inputs at their next stage."""
-        labels, conf, hops = routed
+        labels, conf, hops = routed.labels, routed.score, routed.hops
         forward = hops[hops >= 0]
         if forward.size and (forward.min() <= position or forward.max() >= len(self.stages)):
             raise ValueError(
                 f"policy sent inputs from chain position {position} to "
                 f"{sorted(set(forward.tolist()))}; only later positions < {len(self.stages)} exist"
             )
-        answered, moving = settle(chunks, position, labels, conf, hops)
+        answered, moving = settle(chunks, position, labels, conf, hops, routed.trail)
         for hop, chunk in moving.items():
             await self.stages[hop].queue.put(chunk)
         return answered

@@ -80,14 +80,22 @@ class Job:
 
 
 class Chunk:
-    """Inputs on their way to a stage: per input its job and row in the job; the raw inputs."""
+    """Inputs on their way to a stage: per input its job and row in the job; the raw inputs;
+    and, when the policy's rule reads them, the trails of what earlier models said."""
 
-    __slots__ = ("jobs", "rows", "x")
+    __slots__ = ("jobs", "rows", "trail", "x")
 
-    def __init__(self, jobs: list[Job], rows: list[int], x: npt.NDArray[Any]) -> None:
+    def __init__(
+        self,
+        jobs: list[Job],
+        rows: list[int],
+        x: npt.NDArray[Any],
+        trail: npt.NDArray[Any] | None = None,
+    ) -> None:
         self.jobs = jobs
         self.rows = rows
         self.x = x
+        self.trail = trail
 
     @classmethod
     def of(cls, job: Job, x: npt.NDArray[Any]) -> Chunk:
@@ -101,8 +109,9 @@ class Chunk:
 
     def split(self, k: int) -> tuple[Chunk, Chunk]:
         """The first ``k`` inputs and the rest (array views, no copies)."""
-        head = Chunk(self.jobs[:k], self.rows[:k], self.x[:k])
-        return head, Chunk(self.jobs[k:], self.rows[k:], self.x[k:])
+        t = self.trail
+        head = Chunk(self.jobs[:k], self.rows[:k], self.x[:k], None if t is None else t[:k])
+        return head, Chunk(self.jobs[k:], self.rows[k:], self.x[k:], None if t is None else t[k:])
 
     def alive(self) -> Chunk | None:
         """The inputs whose request still waits (``None`` if none does)."""
@@ -111,7 +120,12 @@ class Chunk:
             return self
         if not keep:
             return None
-        return Chunk([self.jobs[i] for i in keep], [self.rows[i] for i in keep], self.x[keep])
+        return Chunk(
+            [self.jobs[i] for i in keep],
+            [self.rows[i] for i in keep],
+            self.x[keep],
+            None if self.trail is None else self.trail[keep],
+        )
 
 
 def settle(
@@ -120,8 +134,10 @@ def settle(
     labels: npt.NDArray[np.int64],
     confidence: npt.NDArray[np.float64],
     hops: npt.NDArray[np.int64],
+    trail: npt.NDArray[Any] | None = None,
 ) -> tuple[int, dict[int, Chunk]]:
-    """Record a batch's standing answers; return how many and the inputs for each next stage."""
+    """Record a batch's standing answers; return how many and the inputs for each next stage
+    (with their rows of ``trail``, the batch's trails after this stage, when given)."""
     jobs = [j for c in chunks for j in c.jobs] if len(chunks) > 1 else chunks[0].jobs
     rows = [r for c in chunks for r in c.rows] if len(chunks) > 1 else chunks[0].rows
     bit = 1 << position
@@ -149,7 +165,12 @@ def settle(
     if moving:
         x = chunks[0].x if len(chunks) == 1 else np.concatenate([c.x for c in chunks])
         for hop, idx in moving.items():
-            out[hop] = Chunk([jobs[i] for i in idx], [rows[i] for i in idx], x[idx])
+            out[hop] = Chunk(
+                [jobs[i] for i in idx],
+                [rows[i] for i in idx],
+                x[idx],
+                None if trail is None else trail[idx],
+            )
     return answered, out
 
 

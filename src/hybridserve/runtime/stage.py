@@ -3,8 +3,9 @@
 The batcher loop takes a free replica, then forms a batch for it (up to the replica's planned
 ``batch_size``, waiting at most its ``max_wait_ms`` for the batch to fill) and starts it. The
 replica's worker thread computes the logits and, still off the event loop, the policy's
-calibrated confidences and next hops for the whole batch. Back on the loop, ``dispatch``
-records the answers that stand and hands the other inputs to their next stage.
+decision for the whole batch (``policy.decide``: answers, scores, next hops, and the trail of
+what the visited models said when the policy's rule reads it). Back on the loop, ``dispatch``
+records the answers that stand and hands the other inputs, with their trails, on.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from hybridserve.runtime.errors import BatchFailedError
 from hybridserve.runtime.job import Chunk, fail_all
 from hybridserve.runtime.observer import EngineObserver
 from hybridserve.runtime.replica import Replica
+from hybridserve.tuning.policy import Decision
 
 log = logging.getLogger(__name__)
 
-#: Labels, confidences and next hops of one batch (one entry per input).
-Routed = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.int64]]
-Dispatch = Callable[[int, list[Chunk], Routed], Awaitable[int]]
+Routed = Decision
+Dispatch = Callable[[int, list[Chunk], Decision], Awaitable[int]]
 
 
 class RoutingPolicy(Protocol):
@@ -39,28 +40,50 @@ class RoutingPolicy(Protocol):
     @property
     def chain(self) -> tuple[str, ...]: ...
 
-    def confidence_of(self, index: int, logits: npt.NDArray[Any]) -> tuple[Any, Any]: ...
+    @property
+    def uses_trail(self) -> bool: ...
 
-    def next_hop(self, index: int, conf: npt.NDArray[Any]) -> npt.NDArray[np.int64]: ...
+    def decide(
+        self, index: int, outputs: npt.NDArray[Any], trail: npt.NDArray[Any] | None = None
+    ) -> Decision: ...
 
 
-def route_batch(policy: RoutingPolicy, position: int, logits: npt.NDArray[Any]) -> Routed:
-    """Labels, calibrated confidences and next hops of a batch of logits at chain ``position``.
+def route_batch(
+    policy: RoutingPolicy,
+    position: int,
+    logits: npt.NDArray[Any],
+    trail: npt.NDArray[Any] | None = None,
+) -> Decision:
+    """The policy's decision on a batch of outputs at chain ``position``, shape-checked.
 
-    Every backend routes with this one function, so the same logits take the same path.
+    Every backend routes with this one function (the policy's ``decide``), so the same
+    outputs take the same path.
     """
-    conf, probs = policy.confidence_of(position, logits)
-    conf = np.asarray(conf, dtype=np.float64)
-    hops = np.asarray(policy.next_hop(position, conf), dtype=np.int64)
-    # the label is the calibrated argmax, as in the tuning simulator (vector scaling may move it
-    # away from the raw logits' argmax)
-    labels = np.argmax(probs, axis=1).astype(np.int64, copy=False)
-    if hops.shape != labels.shape or conf.shape != labels.shape:
+    decision = policy.decide(position, logits, trail)
+    n = decision.labels.shape[0]
+    if decision.hops.shape != (n,) or decision.score.shape != (n,) or n != len(logits):
         raise ValueError(
-            f"policy returned {conf.shape} confidences and {hops.shape} hops "
-            f"for {labels.shape[0]} inputs"
+            f"policy returned {decision.score.shape} scores and {decision.hops.shape} hops "
+            f"for {len(logits)} inputs"
         )
-    return labels, conf, hops
+    return decision
+
+
+def batch_trail(chunks: list[Chunk], policy: RoutingPolicy) -> npt.NDArray[Any] | None:
+    """The trails of a batch's inputs, in batch order (``None`` when the rule reads none)."""
+    if not policy.uses_trail:
+        return None
+    trails = [c.trail for c in chunks]
+    if all(t is None for t in trails):
+        return None
+    if any(t is None for t in trails):
+        # first visits mixed with moved inputs: an empty trail is all zeros
+        shape = next(t for t in trails if t is not None).shape[1:]
+        trails = [
+            np.zeros((c.n, *shape), dtype=np.float32) if t is None else t
+            for c, t in zip(chunks, trails, strict=True)
+        ]
+    return trails[0] if len(trails) == 1 else np.concatenate(trails)
 
 
 class Stage:
@@ -89,9 +112,11 @@ class Stage:
         self.batches = 0
         self.failures = 0
 
-    def route(self, logits: npt.NDArray[np.float32]) -> Routed:
-        """Labels, calibrated confidences and next hops of a batch (runs in the worker thread)."""
-        return route_batch(self.policy, self.position, logits)
+    def route(
+        self, logits: npt.NDArray[np.float32], trail: npt.NDArray[Any] | None = None
+    ) -> Decision:
+        """The policy's decision on a batch (runs in the worker thread)."""
+        return route_batch(self.policy, self.position, logits, trail)
 
     async def warmup(self, example: npt.NDArray[Any]) -> None:
         """Run one batch through every replica (and every pipeline slot) before serving."""
@@ -137,7 +162,10 @@ class Stage:
         size = sum(c.n for c in chunks)
         waiting = self.queue.rows
         try:
-            routed, service_s = await replica.run([c.x for c in chunks], self.route)
+            trail = batch_trail(chunks, self.policy)
+            routed, service_s = await replica.run(
+                [c.x for c in chunks], lambda z: self.route(z, trail)
+            )
             self.batches += 1
             answered = await self._dispatch(self.position, chunks, routed)
             self.observer.on_batch(self.name, size, waiting, service_s, answered)

@@ -30,6 +30,8 @@ class Evidence:
     conf: npt.NDArray[np.float64]  # F×N
     correct: npt.NDArray[np.bool_]  # F×N
     labels: npt.NDArray[np.int64]
+    #: N×F×K calibrated probabilities of every model: the trail of a request that visited all
+    trail: npt.NDArray[np.float32] | None = None
 
     @property
     def n(self) -> int:
@@ -113,11 +115,15 @@ def prepare_evidence(
     policy = whole_family_policy(family, names, cals, confidence)
     conf = np.empty((len(names), y.shape[0]), dtype=np.float64)
     correct = np.empty((len(names), y.shape[0]), dtype=np.bool_)
+    trail: npt.NDArray[np.float32] | None = None
     for i, name in enumerate(names):
         c, probs = policy.confidence_of(i, np.asarray(by_name[name]))
         conf[i] = c
         correct[i] = probs.argmax(axis=1) == y
-    return Evidence(family, names, cals, confidence, conf, correct, y)
+        if trail is None:
+            trail = np.zeros((y.shape[0], len(names), probs.shape[1]), dtype=np.float32)
+        trail[:, i] = probs
+    return Evidence(family, names, cals, confidence, conf, correct, y, trail)
 
 
 def oracle(correct: npt.NDArray[np.bool_], cost: npt.NDArray[np.float64]) -> tuple[float, float]:

@@ -1,9 +1,11 @@
 """The cascade policy: which models a request visits and when an answer stands.
 
-Routing lives here and nowhere else. ``confidence_of(i, logits)`` gives the calibrated
-confidence at chain position ``i``; ``next_hop(i, conf)`` says, per request, whether that
-model's answer stands (``-1``) or which chain position to visit next. The tuning simulator and
-the serving runtime both call these two methods, so the same logits always take the same path.
+Routing lives here and nowhere else: ``decide(i, outputs, trail)`` is the one rule "model
+outputs → calibrated probabilities → score (the policy's deferral rule, over every model the
+request visited) → next hop or exit → answer". The tuning simulator, the local runtime and the
+Ray backend all call it, so the same outputs always take the same path. Its parts are public
+for searches that vectorise them: ``probabilities(i, logits)``, ``confidence_of(i, logits)``
+(the score of rules that read only the current model) and ``next_hop(i, score)``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ import numpy as np
 import numpy.typing as npt
 
 from hybridserve.errors import HybridServeError
-from hybridserve.tuning.confidence import CONFIDENCES, get_confidence, softmax
+from hybridserve.tuning.confidence import get_confidence, softmax
+from hybridserve.tuning.deferral import (
+    RULES,
+    DeferralRule,
+    LearnedRule,
+    make_rule,
+    rule_from_dict,
+    rule_to_dict,
+)
 from hybridserve.workdir import read_json, write_json
 
 POLICY_KIND = "policy"
@@ -87,6 +97,18 @@ def _number(value: Any, where: str) -> float:
 
 
 @dataclass(frozen=True)
+class Decision:
+    """The policy's decision on a batch at one chain position (one entry per request)."""
+
+    labels: npt.NDArray[np.int64]  # the standing answer
+    score: npt.NDArray[np.float64]  # the deferral rule's score of that answer, in [0, 1]
+    hops: npt.NDArray[np.int64]  # -1: the answer stands; else the chain position to visit
+    #: N × L × K calibrated probabilities of the visited positions, when the rule reads them
+    #: (carry it with the request to its next position); ``None`` otherwise
+    trail: npt.NDArray[np.float32] | None = None
+
+
+@dataclass(frozen=True)
 class CascadePolicy:
     """A tuned cascade: chain (ending in the giant), thresholds, skips and calibrators."""
 
@@ -99,6 +121,8 @@ class CascadePolicy:
     mode: str = "manual"
     cost_source: str = "unknown"
     summary: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    #: the deferral rule's JSON form (``{kind, state}``); empty: the ``confidence`` score
+    deferral: Mapping[str, Any] = field(default_factory=dict)
     _built: dict[int, _Transform] = field(
         default_factory=dict, init=False, compare=False, repr=False
     )
@@ -110,7 +134,14 @@ class CascadePolicy:
         object.__setattr__(self, "calibrators", tuple(dict(c) for c in self.calibrators))
         object.__setattr__(self, "skips", tuple(self.skips))
         object.__setattr__(self, "summary", dict(self.summary))
+        if not self.deferral and self.confidence in RULES:
+            object.__setattr__(self, "deferral", rule_to_dict(make_rule(self.confidence)))
+        object.__setattr__(self, "deferral", dict(self.deferral))
         self._validate()
+        rule = rule_from_dict(self.deferral, "policy.deferral")
+        if isinstance(rule, LearnedRule):
+            rule.check_depth(len(self.chain))
+        object.__setattr__(self, "_rule", rule)
 
     def _validate(self) -> None:
         if not isinstance(self.family, str) or not self.family:
@@ -136,10 +167,15 @@ class CascadePolicy:
                 raise HybridServeError(
                     f"policy.calibrators[{i}]: expected {{kind: str, state: object}}"
                 )
-        if self.confidence not in CONFIDENCES:
+        if self.confidence not in RULES:
             raise HybridServeError(
                 f"policy.confidence: unknown score {self.confidence!r}; "
-                f"choose one of {sorted(CONFIDENCES)}"
+                f"choose one of {sorted(RULES)}"
+            )
+        if self.deferral.get("kind") != self.confidence:
+            raise HybridServeError(
+                f"policy.deferral.kind: {self.deferral.get('kind')!r} differs from "
+                f"policy.confidence {self.confidence!r}"
             )
         if self.mode not in MODES:
             raise HybridServeError(f"policy.mode: expected one of {list(MODES)}, got {self.mode!r}")
@@ -194,12 +230,59 @@ class CascadePolicy:
             self._built[index] = cal  # a frozen policy may still memoise its calibrators
         return np.asarray(cal.transform(np.asarray(logits)), dtype=np.float64)
 
+    @property
+    def rule(self) -> DeferralRule:
+        """The deferral rule that scores a standing answer."""
+        rule: DeferralRule = self.__dict__["_rule"]
+        return rule
+
+    @property
+    def uses_trail(self) -> bool:
+        """Whether a request must carry what earlier models said (``Decision.trail``)."""
+        return self.rule.uses_trail
+
     def confidence_of(
         self, index: int, logits: npt.NDArray[np.floating]
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        """Calibrated confidence (N) and probabilities (N×K) of chain model ``index``."""
+        """Calibrated confidence (N) and probabilities (N×K) of chain model ``index``.
+
+        The score of the current model alone (for a learned rule: its top probability); the
+        decision itself is ``decide``.
+        """
         probs = self.probabilities(index, logits)
-        return get_confidence(self.confidence).score(probs), probs
+        kind = self.confidence if self.confidence in ("maxprob", "margin", "entropy") else "maxprob"
+        return get_confidence(kind).score(probs), probs
+
+    def decide(
+        self,
+        index: int,
+        outputs: npt.NDArray[np.floating],
+        trail: npt.NDArray[np.floating] | None = None,
+    ) -> Decision:
+        """The one routing rule: chain model ``index``'s outputs (and the requests' trail, from
+        earlier ``Decision``s; ``None`` on the first visit) → answer, score, next hop."""
+        probs = self.probabilities(index, outputs)
+        rule = self.rule
+        full: npt.NDArray[np.float32] | None = None
+        if rule.uses_trail:
+            n, k = probs.shape
+            if trail is None:
+                full = np.zeros((n, len(self.chain), k), dtype=np.float32)
+            else:
+                full = np.array(trail, dtype=np.float32)  # a copy: the caller's stays as it was
+                if full.shape != (n, len(self.chain), k):
+                    raise ValueError(
+                        f"trail has shape {full.shape}, expected {(n, len(self.chain), k)}"
+                    )
+            full[:, index] = probs
+        score = np.asarray(rule.score(index, probs, full), dtype=np.float64)
+        hops = self.next_hop(index, score)
+        if index == len(self.chain) - 1:
+            # the giant's own answer stands, whatever the rule combines before it
+            labels = np.argmax(probs, axis=1).astype(np.int64)
+        else:
+            labels = rule.labels(index, probs, full)
+        return Decision(labels, score, hops, full)
 
     def next_hop(self, index: int, conf: npt.NDArray[np.floating]) -> npt.NDArray[np.int64]:
         """Per request: -1 if model ``index``'s answer stands, else the chain index to visit next.
@@ -235,6 +318,7 @@ class CascadePolicy:
             "mode": self.mode,
             "cost_source": self.cost_source,
             "summary": dict(self.summary),
+            "deferral": dict(self.deferral),
         }
 
     @classmethod
@@ -247,7 +331,7 @@ class CascadePolicy:
         missing = [k for k in required if k not in body]
         if missing:
             raise HybridServeError(f"policy: missing field(s) {missing}")
-        known = {*required, "skips", "confidence", "mode", "cost_source", "summary"}
+        known = {*required, "skips", "confidence", "mode", "cost_source", "summary", "deferral"}
         extra = sorted(set(body) - known)
         if extra:
             raise HybridServeError(f"policy: unknown field(s) {extra}")
@@ -257,8 +341,9 @@ class CascadePolicy:
         for key in ("family", "confidence", "mode", "cost_source"):
             if key in body and not isinstance(body[key], str):
                 raise HybridServeError(f"policy.{key}: expected a string")
-        if not isinstance(body.get("summary", {}), dict):
-            raise HybridServeError("policy.summary: expected an object")
+        for key in ("summary", "deferral"):
+            if not isinstance(body.get(key, {}), dict):
+                raise HybridServeError(f"policy.{key}: expected an object")
         for i, c in enumerate(body["calibrators"]):
             if not isinstance(c, dict):
                 raise HybridServeError(f"policy.calibrators[{i}]: expected an object")
@@ -278,6 +363,7 @@ class CascadePolicy:
             mode=body.get("mode", "manual"),
             cost_source=body.get("cost_source", "unknown"),
             summary=body.get("summary", {}),
+            deferral=body.get("deferral", {}),
         )
 
     def save(self, path: Path | str) -> None:

@@ -35,20 +35,17 @@ lucky on it; the bound makes a setting that disagrees with the giant often prove
 those disagreements. ``confidence_level=0.5`` turns the bound into the plain point estimate
 (``acc ≥ giant − tolerance`` on val).
 
-**How the levels were chosen** (``benchmarks/bench_guard_levels.py``; validation split only,
-bundled family, profile costs): fit on one random half of val, score on the other, 32 halvings.
-A halving *misses* when the held-out accuracy is more than the mode's tolerance below the
-giant's (AP: 0.3 point, its acceptance figure; EO: 0.5 point). Rule: the lowest level whose miss
-rate is ≤ 10 %; if none is, the level with the fewest misses (ties: the lowest). Measured
-2026-11-29 on the shipped family (20-epoch recipes, cnn-small distilled; giant val 94.6 %)::
+**How the levels were chosen**: ``benchmarks/bench_guard_levels.py`` fits on one random half of
+validation and scores on the other, many halvings; the level is the lowest whose held-out miss
+rate (held-out accuracy more than the mode's acceptance figure below the giant's) is ≤ 10 %, or
+else the one with the fewest misses. The measured table lives in the README.
 
-    q            0.9    0.95   0.975  0.99   0.995  0.999
-    AP misses    19 %   13 %   13 %    3 %    3 %    3 %    saving 5.17×, 4.78×, 4.54×, 4.18×, …
-    EO misses    38 %   31 %   28 %   28 %   25 %   13 %    saving 9.58×, 8.10×, 7.22×, 6.58×, …
-
-Earlier families had chosen AP 0.975 / EO 0.995 (8-9 epochs) and 0.99 / 0.99 (cnn at 20). No EO
-level reaches 10 %: the search picks settings lucky on the half it sees (at 0.999: fitted half
-−0.01 point on average, held-out −0.22). Half of val is 2 500 requests: one halving is 3 %.
+**Deferral rules** (``deferral``): the score thresholds apply to. ``maxprob``/``margin``/
+``entropy`` read the current model only, so one score per model serves every chain. ``learned``
+(``deferral.LearnedRule``) reads every model a request visited; its scores depend on the chain,
+so each chain gets out-of-fold scores by cross-fitting (``crossfit.ChainScores``) and the search
+and guard work on those; skips then go to the giant only (whose answer needs no score), so a
+skipped request's trail never differs from the one its score was fitted on.
 """
 
 from __future__ import annotations
@@ -66,6 +63,8 @@ import numpy.typing as npt
 from hybridserve.errors import HybridServeError
 from hybridserve.tuning.chains import NEVER, ChainProblem, Options, Outcome, Skip, Theta
 from hybridserve.tuning.costs import CostTable
+from hybridserve.tuning.crossfit import ChainScores
+from hybridserve.tuning.deferral import ANSWERS, RULES, rule_to_dict
 from hybridserve.tuning.evidence import Evidence, logits_by_name, oracle, prepare_evidence
 from hybridserve.tuning.frontier import Frontier
 from hybridserve.tuning.guard import AccuracyGuard
@@ -100,6 +99,9 @@ class ThresholdSearch(ABC):
         self,
         *,
         confidence: str = "maxprob",
+        deferral: str | None = None,
+        answer: str = "last",
+        n_folds: int = 5,
         use_skips: bool = True,
         min_skip_saving: float = 0.01,
         n_lambdas: int = 12,
@@ -112,6 +114,9 @@ class ThresholdSearch(ABC):
         random_state: int = 0,
     ) -> None:
         self.confidence = confidence
+        self.deferral = deferral
+        self.answer = answer
+        self.n_folds = n_folds
         self.use_skips = use_skips
         self.min_skip_saving = min_skip_saving
         self.n_lambdas = n_lambdas
@@ -140,9 +145,22 @@ class ThresholdSearch(ABC):
         """Tune on validation logits (name → N×K, chain order, giant last) and labels."""
         t0 = time.perf_counter()
         guard = self.guard()
-        ev = prepare_evidence(val_logits, labels, calibrators, self.confidence, family)
+        rule = self.deferral or self.confidence
+        if rule not in RULES:
+            raise HybridServeError(f"deferral: unknown rule {rule!r}; choose one of {sorted(RULES)}")
+        if self.answer not in ANSWERS:
+            raise HybridServeError(f"answer: expected one of {list(ANSWERS)}, got {self.answer!r}")
+        learned = rule == "learned"
+        ev = prepare_evidence(
+            val_logits, labels, calibrators, "maxprob" if learned else rule, family
+        )
         if ev.n == 0:
             raise HybridServeError("labels: the validation set is empty")
+        self._scores = (
+            ChainScores(ev.trail, ev.labels, self.n_folds, self.answer, self.random_state)
+            if learned and ev.trail is not None
+            else None
+        )
         cost = costs.energy(ev.names)
         giant = len(ev.names) - 1
         self.dropped_: dict[str, str] = {}
@@ -194,6 +212,16 @@ class ThresholdSearch(ABC):
 
     # ---- per chain ------------------------------------------------------------------------
 
+    def _chain_data(
+        self, ev: Evidence, chain: tuple[int, ...], order_desc: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
+        """L×N scores, L×N correctness and score order of ``chain``'s positions."""
+        idx = list(chain)
+        if self._scores is None:
+            return ev.conf[idx], ev.correct[idx], order_desc[idx]
+        conf, correct = self._scores(chain)
+        return conf, correct, np.argsort(-conf, axis=1, kind="stable")
+
     def _search_chain(
         self,
         ev: Evidence,
@@ -210,14 +238,13 @@ class ThresholdSearch(ABC):
         if len(chain) == 1:
             c = int(ev.correct[giant].sum())
             return Candidate(chain, (), (), c, 0, 0, float(cost[giant]) * ev.n)
+        conf, correct, order = self._chain_data(ev, chain, order_desc)
         grids = (
             None
             if self.n_levels is None
-            else [self._grid(ev.conf[m], self.n_levels) for m in chain[:-1]]
+            else [self._grid(conf[i], self.n_levels) for i in range(len(chain) - 1)]
         )
-        prob = ChainProblem(
-            ev.conf[idx], ev.correct[idx], cost[idx], ev.correct[giant], order_desc[idx], grids
-        )
+        prob = ChainProblem(conf, correct, cost[idx], ev.correct[giant], order, grids)
         seeds = self._seeds(ev, prob, chain, guard, frontier, rng)
         e_scale = float(cost[giant])
         lambdas = e_scale * np.geomspace(5000.0, 0.5, self.n_lambdas)
@@ -293,8 +320,8 @@ class ThresholdSearch(ABC):
         depth = len(chain) - 1
         levels = max(2, int(self.seed_budget ** (1.0 / depth)))
         axes = []
-        for m in chain[:-1]:
-            full = self._grid(ev.conf[m], self.n_levels or 64)
+        for i in range(depth):
+            full = self._grid(prob.conf[i], self.n_levels or 64)
             pick = np.unique(np.round(np.linspace(0, len(full) - 1, levels)).astype(int))
             axes.append(full[pick])
         cells = np.stack([a.ravel() for a in np.meshgrid(*axes, indexing="ij")], axis=1)
@@ -327,9 +354,8 @@ class ThresholdSearch(ABC):
         guard: AccuracyGuard,
     ) -> Candidate:
         idx = list(best.chain)
-        prob = ChainProblem(
-            ev.conf[idx], ev.correct[idx], cost[idx], ev.correct[idx[-1]], order_desc[idx]
-        )
+        conf, correct, order = self._chain_data(ev, best.chain, order_desc)
+        prob = ChainProblem(conf, correct, cost[idx], ev.correct[idx[-1]], order)
         start = Outcome(best.correct, best.wins, best.losses, best.cost)
         skips, out = greedy_skips(
             prob,
@@ -337,6 +363,7 @@ class ThresholdSearch(ABC):
             start,
             lambda w, lo: guard.feasible(w, lo, ev.n),
             self.min_skip_saving,
+            giant_only=self._scores is not None,
         )
         return Candidate(
             best.chain, best.theta, tuple(skips), out.correct, out.wins, out.losses, out.cost
@@ -359,15 +386,19 @@ class ThresholdSearch(ABC):
 
     def _make_policy(self, ev: Evidence, cand: Candidate, costs: CostTable) -> CascadePolicy:
         names = tuple(ev.names[m] for m in cand.chain)
+        extra: dict[str, Any] = {"confidence": ev.confidence}
+        if self._scores is not None:
+            rule = self._scores.fit_rule(cand.chain)
+            extra = {"confidence": rule.kind, "deferral": rule_to_dict(rule)}
         return CascadePolicy(
             family=ev.family,
             chain=names,
             thresholds=cand.theta,
             calibrators=tuple(ev.calibrators[m] for m in cand.chain),
             skips=tuple(SkipRule(names[a], b, names[t]) for a, b, t in cand.skips),
-            confidence=ev.confidence,
             mode=self.mode,
             cost_source=costs.source,
+            **extra,
         )
 
     def _explain_dropped(self, ev: Evidence, best: Candidate, best_with: dict[int, float]) -> None:
@@ -394,17 +425,33 @@ class ThresholdSearch(ABC):
         n_chains: int,
         t0: float,
     ) -> dict[str, Any]:
-        # Replaying through the policy's own router double-checks the search's bookkeeping.
+        # Replaying through the policy's own router double-checks the search's bookkeeping. A
+        # learned rule's policy is refitted on all of validation, so its replay is in-sample:
+        # the out-of-fold figures the search saw are reported instead, the replay beside them.
         val = simulate(self.policy_, logits, ev.labels, costs)
-        if int(val.correct.sum()) != best.correct:
+        no_skip_policy = self._make_policy(ev, no_skip, costs)
+        val_no_skip = simulate(no_skip_policy, logits, ev.labels, costs)
+        figures = {
+            "accuracy": val.accuracy,
+            "energy_j_per_request": val.energy_j_per_request,
+            "latency_ms_per_request": val.latency_ms_per_request,
+            "reach_fraction": val.reach_fraction,
+            "no_skip_energy_j_per_request": val_no_skip.energy_j_per_request,
+            "no_skip_accuracy": val_no_skip.accuracy,
+        }
+        if self._scores is None and int(val.correct.sum()) != best.correct:
             raise RuntimeError(
                 f"search bookkeeping disagrees with the router: {best.correct} vs "
                 f"{int(val.correct.sum())} correct"
             )
+        if self._scores is not None:
+            figures = {
+                **self._out_of_fold(ev, best, no_skip, costs),
+                "refit_accuracy": val.accuracy,
+                "refit_energy_j_per_request": val.energy_j_per_request,
+            }
         giant = ev.names[-1]
         giant_energy = costs[giant].energy_j
-        no_skip_policy = self._make_policy(ev, no_skip, costs)
-        val_no_skip = simulate(no_skip_policy, logits, ev.labels, costs)
         lcb = float(guard.lower_bound(best.wins, best.losses, ev.n))
         return {
             "mode": self.mode,
@@ -416,21 +463,36 @@ class ThresholdSearch(ABC):
                 "losses": best.losses,
                 "lower_bound_pt": 100 * lcb,
             },
+            "deferral": self.policy_.confidence,
             "val": {
                 "requests": ev.n,
-                "accuracy": val.accuracy,
                 "giant_accuracy": float(ev.correct[-1].mean()),
-                "energy_j_per_request": val.energy_j_per_request,
                 "giant_energy_j_per_request": giant_energy,
-                "latency_ms_per_request": val.latency_ms_per_request,
                 "giant_latency_ms_per_request": costs[giant].latency_ms,
-                "reach_fraction": val.reach_fraction,
-                "no_skip_energy_j_per_request": val_no_skip.energy_j_per_request,
-                "no_skip_accuracy": val_no_skip.accuracy,
+                **figures,
             },
             "chains_searched": n_chains,
             "dropped": dict(self.dropped_),
             "search_s": time.perf_counter() - t0,
+        }
+
+
+    def _out_of_fold(
+        self, ev: Evidence, best: Candidate, no_skip: Candidate, costs: CostTable
+    ) -> dict[str, Any]:
+        """Validation figures of ``best`` on the out-of-fold scores the search chose it by."""
+        names = [ev.names[m] for m in best.chain]
+        energy, latency = costs.energy(names), costs.latency(names)
+        conf, correct, order = self._chain_data(ev, best.chain, np.empty((0, 0), np.int64))
+        prob = ChainProblem(conf, correct, energy, ev.correct[-1], order)
+        reach = prob.reach(best.theta, best.skips)
+        return {
+            "accuracy": best.correct / ev.n,
+            "energy_j_per_request": float(energy @ reach.mean(axis=1)),
+            "latency_ms_per_request": float(latency @ reach.mean(axis=1)),
+            "reach_fraction": dict(zip(names, reach.mean(axis=1).tolist(), strict=True)),
+            "no_skip_energy_j_per_request": no_skip.cost / ev.n,
+            "no_skip_accuracy": no_skip.correct / ev.n,
         }
 
 

@@ -1,8 +1,8 @@
 """Replay a cascade policy over recorded logits: who answers each request, at what cost.
 
-Vectorised over requests: one pass per chain position, each calling the policy's own
-``next_hop`` (the runtime's routing), so a simulated request takes the path it would take when
-served. A request's energy and latency are the sums over the models it visits (the cascade is
+Vectorised over requests: one pass per chain position over the requests that reach it, each
+calling the policy's one rule ``decide`` (the runtime's routing, trails included), so a
+simulated request takes the path it would take when served. A request's energy and latency are the sums over the models it visits (the cascade is
 sequential; latency is each model's batch latency from the cost table).
 """
 
@@ -131,6 +131,38 @@ def _result(
     return SimulationResult(chain, answer, visited, correct, energy_n, latency_n)
 
 
+def walk(
+    policy: CascadePolicy, outputs: Sequence[npt.NDArray[Any]]
+) -> tuple[IntArray, IntArray, BoolArray]:
+    """Answer labels (N), answering chain index (N) and visited matrix (L×N) of every request.
+
+    ``outputs[i]`` holds chain model i's outputs on every request; only the rows that reach it
+    are decided, in chain order, with their trails, exactly as the runtime serves them.
+    """
+    depth = len(policy.chain)
+    n = int(np.asarray(outputs[0]).shape[0])
+    visited = np.zeros((depth, n), dtype=np.bool_)
+    answer = np.full(n, -1, dtype=np.int64)
+    labels = np.full(n, -1, dtype=np.int64)
+    at = np.zeros(n, dtype=np.int64)  # the position each unanswered request goes to next
+    trail: npt.NDArray[np.float32] | None = None
+    for i in range(depth):
+        rows = np.flatnonzero((at == i) & (answer < 0))
+        if rows.size == 0:
+            continue
+        d = policy.decide(i, np.asarray(outputs[i])[rows], None if trail is None else trail[rows])
+        visited[i, rows] = True
+        if d.trail is not None:
+            if trail is None:
+                trail = np.zeros((n, *d.trail.shape[1:]), dtype=np.float32)
+            trail[rows] = d.trail
+        stands = d.hops < 0
+        answer[rows[stands]] = i
+        labels[rows[stands]] = d.labels[stands]
+        at[rows[~stands]] = d.hops[~stands]
+    return labels, answer, visited
+
+
 def simulate(
     policy: CascadePolicy, logits: LogitsLike, labels: npt.ArrayLike, costs: CostsLike
 ) -> SimulationResult:
@@ -142,19 +174,18 @@ def simulate(
     missing = [m for m in policy.chain if m not in by_name]
     if missing:
         raise HybridServeError(f"simulate: no logits for chain model(s) {missing}")
-    confs, correct = [], []
-    for i, name in enumerate(policy.chain):
+    outputs = []
+    for name in policy.chain:
         z = np.asarray(by_name[name])
         if z.ndim != 2 or z.shape[0] != y.shape[0]:
             raise HybridServeError(
                 f"simulate: logits of {name!r} have shape {z.shape}, expected ({y.shape[0]}, K)"
             )
-        conf, probs = policy.confidence_of(i, z)
-        confs.append(conf)
-        correct.append(probs.argmax(axis=1) == y)
-    answer, visited = route(policy, confs)
+        outputs.append(z)
+    said, answer, visited = walk(policy, outputs)
     energy, latency = _cost_vectors(policy.chain, costs)
-    return _result(policy.chain, answer, visited, np.array(correct), energy, latency)
+    right = np.broadcast_to(said == y, visited.shape)
+    return _result(policy.chain, answer, visited, right, energy, latency)
 
 
 def raw_policy(

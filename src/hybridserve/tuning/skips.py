@@ -25,14 +25,19 @@ def greedy_skips(
     start: Outcome,
     feasible: Feasible,
     min_saving: float = 0.01,
+    giant_only: bool = False,
 ) -> tuple[list[Skip], Outcome]:
-    """Skip rules for fixed thresholds ``theta`` (at most one per chain model) and the outcome."""
+    """Skip rules for fixed thresholds ``theta`` (at most one per chain model) and the outcome.
+
+    ``giant_only``: every rule jumps to the last chain model (needed when a model's score
+    depends on the models visited before it).
+    """
     skips: list[Skip] = []
     current = start
     while True:
         pick: tuple[Skip, Outcome] | None = None
         for i in range(prob.depth - 2):
-            for to in range(i + 2, prob.depth):
+            for to in range(prob.depth - 1 if giant_only else i + 2, prob.depth):
                 opts = prob.skip_options(i, to, theta, skips)
                 if opts is None:
                     continue

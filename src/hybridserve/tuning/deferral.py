@@ -1,0 +1,313 @@
+"""Deferral rules: how sure the cascade is that the answer standing at a chain position is right.
+
+A rule is an estimator (scikit-learn style): ``fit(trail, labels)`` returns ``self`` and learned
+state ends in ``_``; ``score(position, trail)`` gives, per request, a number in [0, 1] that
+grows with the chance the standing answer is right; ``answer(position, trail)`` is that answer.
+A *trail* is what the models a request visited said: an ``N × L × K`` array of calibrated class
+probabilities, row ``i`` filled for each chain position ``i`` the request ran on and zero for
+the others (a probability row sums to 1, so a zero row means "not visited"). The policy owns
+the trail's layout; the runtime only carries it along with the request's inputs.
+
+* ``maxprob`` / ``margin`` / ``entropy``: a score of the current model's probabilities alone
+  (nothing to learn; they read only row ``position``).
+* ``learned``: per non-final chain position, a logistic regression over features of every
+  model visited so far (``features``): each one's confidence, whether its top class agrees with
+  the standing answer, the probability it gave that answer, and the running mean of the
+  visited models' probabilities. It predicts "the standing answer is right".
+
+The JSON form (inside the policy) is ``{"kind": ..., "state": {...}}`` (``rule_to_dict`` /
+``rule_from_dict``); the learned rule's state is plain numbers, so serving needs numpy only.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from hybridserve.errors import HybridServeError
+from hybridserve.tuning.confidence import CONFIDENCES, get_confidence
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+#: Where a standing answer comes from: the current model, or the mean of the visited models.
+ANSWERS = ("last", "mean")
+_EPS = 1e-6
+
+
+def visited(trail: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+    """N × L: which chain positions each request ran on (their rows are probability vectors)."""
+    return np.asarray(trail.sum(axis=2) > 0.5)
+
+
+def running_mean(trail: npt.NDArray[Any], position: int) -> FloatArray:
+    """N × K: mean calibrated probabilities of the models visited up to ``position``."""
+    upto = np.asarray(trail[:, : position + 1], dtype=np.float64)
+    count = np.maximum(visited(upto).sum(axis=1, keepdims=True), 1)
+    return np.asarray(upto.sum(axis=1) / count)
+
+
+def standing_answer(trail: npt.NDArray[Any], position: int, answer: str = "last") -> IntArray:
+    """Per request, the class the cascade would answer at ``position``."""
+    if answer == "mean" and position > 0:
+        probs = running_mean(trail, position)
+    else:
+        probs = np.asarray(trail[:, position])
+    return np.argmax(probs, axis=1).astype(np.int64)
+
+
+def features(trail: npt.NDArray[Any], position: int, answer: str = "last") -> FloatArray:
+    """N × F features of the standing answer at ``position`` from every visited model.
+
+    Per earlier position j: visited, confidence (top probability), agreement of its top class
+    with the standing answer, and the log-odds it gave that answer; for the current model its
+    confidence, margin and the log-odds of the answer; then the running mean's probability of
+    the answer and its top probability. Log-odds keep the near-1 probabilities apart, where
+    the decisions are made.
+    """
+    if trail.ndim != 3 or not 0 <= position < trail.shape[1]:
+        raise HybridServeError(f"features: bad trail shape {trail.shape} or position {position}")
+    n = trail.shape[0]
+    label = standing_answer(trail, position, answer)
+    rows = np.arange(n)
+    cols: list[FloatArray] = []
+    seen = visited(trail)
+    for j in range(position):
+        p = np.asarray(trail[:, j], dtype=np.float64)
+        cols += [
+            seen[:, j].astype(np.float64),
+            p.max(axis=1),
+            (p.argmax(axis=1) == label) & seen[:, j],
+            _logit(p[rows, label]) * seen[:, j],
+        ]
+    cur = np.asarray(trail[:, position], dtype=np.float64)
+    top2 = np.sort(cur, axis=1)[:, -2:] if cur.shape[1] > 1 else np.c_[cur * 0, cur]
+    mean = running_mean(trail, position)
+    cols += [
+        cur.max(axis=1),
+        top2[:, 1] - top2[:, 0],
+        _logit(cur[rows, label]),
+        _logit(mean[rows, label]),
+        mean.max(axis=1),
+    ]
+    return np.stack([np.asarray(c, dtype=np.float64) for c in cols], axis=1)
+
+
+def _logit(p: FloatArray) -> FloatArray:
+    q = np.clip(p, _EPS, 1.0 - _EPS)
+    return np.asarray(np.log(q) - np.log1p(-q))
+
+
+class DeferralRule(ABC):
+    """Scores the standing answer at a chain position from the request's trail."""
+
+    kind: ClassVar[str]
+    #: whether the rule reads earlier positions (the runtime then carries the trail)
+    uses_trail: ClassVar[bool] = False
+
+    def __init__(self, answer: str = "last") -> None:
+        if answer not in ANSWERS:
+            raise HybridServeError(f"deferral.answer: expected one of {list(ANSWERS)}")
+        self.answer = answer
+
+    def fit(self, trail: npt.NDArray[Any], labels: npt.ArrayLike) -> DeferralRule:
+        """Learn from a validation trail (every chain position filled) and true labels."""
+        return self
+
+    @abstractmethod
+    def score(
+        self, position: int, probs: FloatArray, trail: npt.NDArray[Any] | None
+    ) -> FloatArray:
+        """Per request (N), in [0, 1]: how likely the standing answer at ``position`` is right.
+
+        ``probs`` (N × K) are the current model's calibrated probabilities; ``trail`` (N × L ×
+        K, row ``position`` equal to ``probs``) is given when the rule ``uses_trail``.
+        """
+
+    def labels(
+        self, position: int, probs: FloatArray, trail: npt.NDArray[Any] | None
+    ) -> IntArray:
+        """Per request, the standing answer at ``position``."""
+        if trail is None or self.answer == "last":
+            return np.argmax(probs, axis=1).astype(np.int64)
+        return standing_answer(trail, position, self.answer)
+
+    def get_state(self) -> dict[str, Any]:
+        return {"answer": self.answer}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> DeferralRule:
+        return cls(answer=str(state.get("answer", "last")))
+
+
+class ScoreRule(DeferralRule):
+    """A fixed confidence score of the current model's calibrated probabilities."""
+
+    def score(
+        self, position: int, probs: FloatArray, trail: npt.NDArray[Any] | None
+    ) -> FloatArray:
+        return get_confidence(self.kind).score(probs)
+
+
+class MaxProbRule(ScoreRule):
+    kind = "maxprob"
+
+
+class MarginRule(ScoreRule):
+    kind = "margin"
+
+
+class EntropyRule(ScoreRule):
+    kind = "entropy"
+
+
+class LearnedRule(DeferralRule):
+    """Per non-final chain position, a logistic regression on ``features`` (see module doc)."""
+
+    kind = "learned"
+    uses_trail = True
+
+    def __init__(self, answer: str = "last", c: float = 1.0) -> None:
+        super().__init__(answer)
+        if not c > 0:
+            raise HybridServeError(f"deferral.c: expected a positive number, got {c!r}")
+        self.c = float(c)
+
+    def fit(self, trail: npt.NDArray[Any], labels: npt.ArrayLike) -> LearnedRule:
+        # scikit-learn is needed to fit only; a fitted rule scores with numpy
+        from sklearn.linear_model import LogisticRegression
+
+        t = np.asarray(trail, dtype=np.float64)
+        y = np.asarray(labels, dtype=np.int64)
+        if t.ndim != 3 or t.shape[0] != y.shape[0]:
+            raise HybridServeError(f"deferral.fit: trail {t.shape} does not match labels {y.shape}")
+        self.mean_: list[list[float]] = []
+        self.scale_: list[list[float]] = []
+        self.coef_: list[list[float]] = []
+        self.intercept_: list[float] = []
+        for i in range(t.shape[1] - 1):
+            x = features(t, i, self.answer)
+            right = standing_answer(t, i, self.answer) == y
+            mu, sd = x.mean(axis=0), x.std(axis=0)
+            sd[sd < 1e-9] = 1.0
+            if right.all() or not right.any():
+                # one class only: a constant score (its log-odds) keeps the rule defined
+                w, b = np.zeros(x.shape[1]), float(_logit(np.array([right.mean()]))[0])
+            else:
+                lr = LogisticRegression(C=self.c, max_iter=1000)
+                lr.fit((x - mu) / sd, right)
+                w, b = lr.coef_[0], float(lr.intercept_[0])
+            self.mean_.append(mu.tolist())
+            self.scale_.append(sd.tolist())
+            self.coef_.append(np.asarray(w, dtype=np.float64).tolist())
+            self.intercept_.append(b)
+        return self
+
+    def score(
+        self, position: int, probs: FloatArray, trail: npt.NDArray[Any] | None
+    ) -> FloatArray:
+        if not hasattr(self, "coef_"):
+            raise HybridServeError("the learned deferral rule is not fitted")
+        if position >= len(self.coef_):
+            # the final model's answer always stands; its score is its own confidence
+            return np.asarray(probs, dtype=np.float64).max(axis=1)
+        if trail is None:
+            raise HybridServeError("the learned deferral rule needs the request's trail")
+        x = features(np.asarray(trail), position, self.answer)
+        z = (x - np.asarray(self.mean_[position])) / np.asarray(self.scale_[position])
+        logits = z @ np.asarray(self.coef_[position]) + self.intercept_[position]
+        return np.asarray(1.0 / (1.0 + np.exp(-np.clip(logits, -40.0, 40.0))))
+
+    def get_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"answer": self.answer, "c": self.c}
+        if hasattr(self, "coef_"):
+            state.update(
+                mean=self.mean_, scale=self.scale_, coef=self.coef_, intercept=self.intercept_
+            )
+        return state
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> LearnedRule:
+        rule = cls(answer=str(state.get("answer", "last")), c=float(state.get("c", 1.0)))
+        keys = ("mean", "scale", "coef", "intercept")
+        if any(k in state for k in keys):
+            missing = [k for k in keys if k not in state]
+            if missing:
+                raise HybridServeError(f"deferral.state: missing field(s) {missing}")
+            try:
+                mean = [np.asarray(v, dtype=np.float64) for v in state["mean"]]
+                scale = [np.asarray(v, dtype=np.float64) for v in state["scale"]]
+                coef = [np.asarray(v, dtype=np.float64) for v in state["coef"]]
+                intercept = [float(b) for b in state["intercept"]]
+            except (TypeError, ValueError) as err:
+                raise HybridServeError(f"deferral.state: expected lists of numbers ({err})") from err
+            sizes = {len(mean), len(scale), len(coef), len(intercept)}
+            shapes_ok = all(
+                m.ndim == 1 and m.shape == s.shape == w.shape
+                for m, s, w in zip(mean, scale, coef, strict=False)
+            )
+            finite = all(np.isfinite(a).all() for a in (*mean, *scale, *coef)) and all(
+                np.isfinite(intercept)
+            )
+            if len(sizes) != 1 or not shapes_ok or not finite:
+                raise HybridServeError("deferral.state: mean/scale/coef/intercept do not match")
+            rule.mean_ = [m.tolist() for m in mean]
+            rule.scale_ = [s.tolist() for s in scale]
+            rule.coef_ = [w.tolist() for w in coef]
+            rule.intercept_ = intercept
+        return rule
+
+    def check_depth(self, depth: int) -> None:
+        """Refuse a fitted rule whose positions or feature sizes do not fit a chain of ``depth``."""
+        if not hasattr(self, "coef_"):
+            raise HybridServeError("deferral: the learned rule carries no fitted state")
+        if len(self.coef_) != depth - 1:
+            raise HybridServeError(
+                f"deferral: the learned rule has {len(self.coef_)} positions, the chain "
+                f"needs {depth - 1}"
+            )
+        for i, w in enumerate(self.coef_):
+            if len(w) != 4 * i + 5:
+                raise HybridServeError(
+                    f"deferral: position {i} has {len(w)} weights, expected {4 * i + 5}"
+                )
+
+
+RULES: dict[str, type[DeferralRule]] = {
+    r.kind: r for r in (MaxProbRule, MarginRule, EntropyRule, LearnedRule)
+}
+assert set(CONFIDENCES) <= set(RULES), "every confidence score is also a deferral rule"
+
+
+def make_rule(kind: str, answer: str = "last") -> DeferralRule:
+    """A new (unfitted) rule of ``kind``."""
+    if kind not in RULES:
+        raise HybridServeError(f"deferral: unknown rule {kind!r}; choose one of {sorted(RULES)}")
+    return RULES[kind](answer=answer)
+
+
+def rule_to_dict(rule: DeferralRule) -> dict[str, Any]:
+    return {"kind": rule.kind, "state": rule.get_state()}
+
+
+def rule_from_dict(raw: Any, where: str = "deferral") -> DeferralRule:
+    """A rule from its JSON form; errors name the field."""
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("kind"), str):
+        raise HybridServeError(f"{where}: expected {{kind: str, state: object}}")
+    state = raw.get("state", {})
+    if not isinstance(state, Mapping):
+        raise HybridServeError(f"{where}.state: expected an object")
+    if raw["kind"] not in RULES:
+        raise HybridServeError(
+            f"{where}.kind: unknown rule {raw['kind']!r}; choose one of {sorted(RULES)}"
+        )
+    answer = state.get("answer", "last")
+    if answer not in ANSWERS:
+        raise HybridServeError(f"{where}.state.answer: expected one of {list(ANSWERS)}")
+    try:
+        return RULES[raw["kind"]].from_state(state)
+    except HybridServeError as err:
+        raise HybridServeError(f"{where}: {err}") from err
