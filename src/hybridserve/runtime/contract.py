@@ -115,6 +115,14 @@ class ServingEngine(Protocol):
         accepted ones, then fail what is left with ``EngineClosedError``. Never hangs."""
         ...
 
+    async def __aenter__(self) -> ServingEngine:
+        """``start()``."""
+        ...
+
+    async def __aexit__(self, *exc: object) -> None:
+        """``stop()``."""
+        ...
+
     async def swap_policy(self, policy: ServedPolicy) -> int:
         """Route new requests by ``policy``; returns its ``policy_version``.
 

@@ -107,10 +107,12 @@ class _Holder:
     def failed(self, what: str, err: Exception) -> None:
         """Record why serving is impossible; readiness reports it and ``on_failure`` is told."""
         self.error = f"{what}: {err}"
-        # an expected failure (bad setup) is one line; anything else keeps its traceback
-        log.error("%s", self.error, exc_info=not isinstance(err, HybridServeError))
+        log.debug("%s", self.error, exc_info=err)
         if self.on_failure is not None:
-            self.on_failure(self.error)
+            self.on_failure(self.error)  # it says why (the CLI: one line, then exit 2)
+        else:
+            # an expected failure (bad setup) is one line; anything else keeps its traceback
+            log.error("%s", self.error, exc_info=not isinstance(err, HybridServeError))
 
     def serving(self) -> ServingEngine:
         engine = self.engine
