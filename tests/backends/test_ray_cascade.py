@@ -22,6 +22,7 @@ from hybridserve.backends.ray_cascade import (
 )
 from hybridserve.models import Model
 from hybridserve.runtime import (
+    Answer,
     BatchFailedError,
     DeadlineExceededError,
     EngineClosedError,
@@ -102,7 +103,7 @@ def test_answers_equal_the_numpy_simulation_for_every_path() -> None:
     sizes = [1, 2, 5, 12, 1, 7, 32, 60]
     starts = np.cumsum([0, *sizes])
 
-    async def go(c: RayCascade) -> list[dict[str, Any]]:
+    async def go(c: RayCascade) -> list[Answer]:
         parts = await asyncio.gather(*(c.predict(x[a:b]) for a, b in itertools.pairwise(starts)))
         return [a for part in parts for a in part]
 
@@ -115,14 +116,10 @@ def test_answers_equal_the_numpy_simulation_for_every_path() -> None:
         ("small", "giant"),
     }
     for r, a in enumerate(answers):
-        assert (a["label"], a["model"], tuple(a["path"])) == (
-            sim.labels[r],
-            sim.model[r],
-            sim.path[r],
-        )
-        assert a["confidence"] == pytest.approx(sim.confidence[r], abs=1e-6)
-        assert a["label_name"] == FAMILY.label_names[a["label"]]
-        assert a["latency_ms"] >= 0
+        assert (a.label, a.model, a.path) == (sim.labels[r], sim.model[r], sim.path[r])
+        assert a.confidence == pytest.approx(sim.confidence[r], abs=1e-6)
+        assert a.label_name == FAMILY.label_names[a.label]
+        assert a.latency_ms >= 0
 
 
 def test_traffic_is_split_across_groups_by_replica_count() -> None:
@@ -156,7 +153,7 @@ def test_a_dead_replica_is_retried_elsewhere_and_the_answer_is_right() -> None:
     x = make_inputs(4, seed=5)
     answers = run(c, lambda c: c.predict(x))
     sim = simulate(POLICY, FAMILY, x)
-    assert [a["model"] for a in answers] == sim.model
+    assert [a.model for a in answers] == sim.model
     assert (failures[0], c.retried, c.unavailable) == (1, 1, 0)
 
 
@@ -195,7 +192,7 @@ def test_overload_and_model_errors_map_to_the_runtime_errors() -> None:
         run(cascade({"small": [(1, busy)]}, no_warmup), lambda c: c.predict(x))
     c = cascade({"small": [(1, broken)]}, no_warmup)
     c.set_observer(Recorder())
-    with pytest.raises(BatchFailedError, match="model 'small' failed on a batch: bad weights"):
+    with pytest.raises(BatchFailedError, match="model 'small' failed on these inputs: bad weights"):
         run(c, lambda c: c.predict(x))
     assert calls == ["small"]
 
@@ -257,7 +254,7 @@ def test_the_http_app_serves_the_cascade_with_the_local_answer_format() -> None:
 
     async def go() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
         c = cascade()
-        app = create_app(lambda: c, ServerSettings(start_in_background=False))  # type: ignore[arg-type,return-value]
+        app = create_app(lambda: c, ServerSettings(start_in_background=False))
         async with (
             LifespanManager(app) as manager,
             httpx.AsyncClient(

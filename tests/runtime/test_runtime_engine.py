@@ -104,32 +104,67 @@ def test_replicas_and_pipeline_stages_give_the_same_answers() -> None:
     _check(asyncio.run(go()), sim)
 
 
-def test_a_failing_batch_fails_all_its_requests_and_the_stage_keeps_serving() -> None:
+@pytest.mark.parametrize(("requests", "bad"), [(4, [0]), (16, [11]), (16, [3, 12])])
+def test_a_failing_batch_fails_only_the_requests_whose_inputs_make_the_model_raise(
+    requests: int, bad: list[int]
+) -> None:
     models: list[Model] = list(tiny_models())
     calls: list[int] = []
     models[0] = failing(models[0], calls)
     family = make_family(models)
-    x = clean_inputs(4)
-    bad = x[:1].copy()
-    bad[0, 0, 0] = POISON
+    x = clean_inputs(requests)
+    for i in bad:
+        x[i, 0, 0] = POISON
     policy = make_policy(make_family(), make_inputs(100))
-    # a long wait so the four concurrent requests share one batch of four
-    plan = one_replica_plan(batch_size=4, max_wait_ms=500)
+    sim = simulate(policy, make_family(), x)
+    # a long wait so the concurrent requests share one batch
+    plan = one_replica_plan(batch_size=requests, max_wait_ms=500)
 
     async def go() -> None:
         async with Engine(policy, plan, family) as engine:
+            calls.clear()
             results = await asyncio.gather(
-                engine.predict(bad),
-                *(engine.predict(x[i : i + 1]) for i in range(1, 4)),
-                return_exceptions=True,
+                *(engine.predict(x[i : i + 1]) for i in range(requests)), return_exceptions=True
             )
-            assert calls[-1] == 4
-            assert all(isinstance(r, BatchFailedError) for r in results), results
-            assert "poisoned batch" in str(results[0])
-            good = await engine.predict(x)
-            sim = simulate(policy, make_family(), x)
-            _check(good, sim)
+            assert calls[0] == requests  # one batch, then its halves
+            for i, r in enumerate(results):
+                if i in bad:
+                    assert isinstance(r, BatchFailedError), (i, r)
+                    assert "poisoned batch" in str(r)
+                else:
+                    assert not isinstance(r, BaseException), (i, r)
+                    _check(r, sim, offset=i)
+            # halving finds each bad request in about two calls per level
+            assert len(calls) <= 1 + 2 * len(bad) * math.ceil(math.log2(requests))
             assert engine.describe()["stages"][0]["failed_batches"] == 1
+            good = clean_inputs(4, seed=2)
+            _check(await engine.predict(good), simulate(policy, make_family(), good))
+
+    asyncio.run(go())
+
+
+def test_a_request_with_one_bad_input_fails_whole_and_a_broken_model_costs_few_calls() -> None:
+    models: list[Model] = list(tiny_models())
+    calls: list[int] = []
+    models[0] = failing(models[0], calls)
+    family = make_family(models)
+    policy = make_policy(make_family(), make_inputs(100))
+    poisoned = np.full((64, 4, 4), POISON, dtype=np.uint8)  # every input makes it raise
+
+    async def go() -> None:
+        plan = one_replica_plan(batch_size=64, max_wait_ms=500)
+        async with Engine(policy, plan, family, EngineConfig(max_batch_size=64)) as engine:
+            calls.clear()
+            # one request of 64 inputs: nothing to separate, one call
+            with pytest.raises(BatchFailedError, match="poisoned batch"):
+                await engine.predict(poisoned)
+            assert calls == [64]
+            calls.clear()
+            results = await asyncio.gather(
+                *(engine.predict(poisoned[i : i + 1]) for i in range(64)), return_exceptions=True
+            )
+            assert all(isinstance(r, BatchFailedError) for r in results)
+            assert len(calls) <= 1 + 4 * 6  # the halving budget, not one call per request
 
     asyncio.run(go())
 

@@ -2,7 +2,9 @@
 
 SIGTERM or SIGINT: uvicorn stops accepting connections and waits for requests in flight, then
 the app's shutdown drains the engine; the process then exits 0 (uvicorn would otherwise re-raise
-the signal after a graceful stop, which reads as a crash to supervisors).
+the signal after a graceful stop, which reads as a crash to supervisors). An engine that cannot
+be built or started stops the server at once, and ``serve`` raises with the reason (the CLI
+prints it on one line and exits 2) instead of serving 503s.
 """
 
 from __future__ import annotations
@@ -12,14 +14,15 @@ import signal
 from collections.abc import Generator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
 from hybridserve.backends import ServeOptions
 from hybridserve.errors import HybridServeError
 from hybridserve.runtime.config import EngineConfig
 from hybridserve.runtime.engine import Engine
+from hybridserve.server.app import create_app, engine_failure, on_engine_failure
 from hybridserve.workdir import Workdir
 
 log = logging.getLogger(__name__)
@@ -86,7 +89,7 @@ class _Server(uvicorn.Server):
 
 
 def serve(
-    app: Any,
+    app: FastAPI,
     host: str = "127.0.0.1",
     port: int = 8000,
     *,
@@ -105,15 +108,21 @@ def serve(
         timeout_graceful_shutdown=int(graceful_timeout_s) if graceful_timeout_s else None,
     )
     server = _Server(config)
+
+    def engine_failed(_: str) -> None:
+        server.should_exit = True
+
+    on_engine_failure(app, engine_failed)
     server.run()
+    failure = engine_failure(app)
+    if failure is not None:
+        raise HybridServeError(failure)
     if not server.started:
         raise HybridServeError(f"could not serve on {host}:{port} (see the log above)")
 
 
 def serve_options(options: ServeOptions) -> None:
     """``hybridserve serve --backend local``: build the engine now (errors exit 2), then serve."""
-    from hybridserve.server.app import create_app
-
     engine = engine_from_workdir(
         options.workdir,
         options.policy,

@@ -1,17 +1,22 @@
 """The engine the Ray ingress hands to the HTTP app: the cascade routed over Ray Serve handles.
 
-``RayCascade`` has the surface ``hybridserve.server.create_app`` uses of the local ``Engine``
-(``start``/``stop``/``ready``, ``predict_result``, ``family``, ``chain``, ``path_of``,
-``describe``...), so the routes, answer format and error statuses are the app's own, not a
-copy. Routing calls the policy's one rule exactly as the local stages do (``route_batch`` →
-``policy.decide``, carrying each request's trail when the rule reads it). Models are reached through *callers* (async
-functions returning a ``StageReply``), so this module runs and is tested without Ray.
+``RayCascade`` implements ``runtime.contract.ServingEngine``, so the routes, answer format and
+error statuses are the app's own, not a copy. Routing calls the policy exactly as the local
+stages do (``route_batch`` → ``policy.decide``, carrying each request's trail when the rule
+reads one). Models are reached through *callers* (async functions returning a ``StageReply``),
+so this module runs and is tested without Ray.
 
 Failures: a caller error that ``classify`` calls ``"transient"`` (a replica died or is
 restarting) is retried on another replica with exponential back-off; when every try fails the
 request gets ``ReplicaUnavailableError`` (HTTP 503 with Retry-After). ``"overloaded"`` maps to
 ``QueueFullError`` (503); any other error is the model's own and fails the request with
-``BatchFailedError`` (500). The request deadline bounds it all (504), so nothing hangs.
+``BatchFailedError`` (500). A call outliving ``batch_timeout_s`` fails the request with
+``BatchTimeoutError`` (504); Ray Serve health-checks and restarts its replicas itself. The
+request deadline bounds it all (504), so nothing hangs.
+
+Admission: the inputs waiting on calls to the entry model are bounded by ``queue_size``, as the
+local engine bounds its entry queue. A policy swap takes effect for new requests; a request in
+flight finishes under the policy (and chain) it started with.
 """
 
 from __future__ import annotations
@@ -27,19 +32,24 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from hybridserve.errors import HybridServeError
 from hybridserve.models.family import Family
+from hybridserve.runtime.answers import Answer, answers
 from hybridserve.runtime.config import EngineConfig
+from hybridserve.runtime.contract import ServedPolicy, check_policy
 from hybridserve.runtime.energy import DeviceEnergy
 from hybridserve.runtime.errors import (
     BatchFailedError,
+    BatchTimeoutError,
     DeadlineExceededError,
     EngineClosedError,
+    PolicySwapError,
     QueueFullError,
 )
 from hybridserve.runtime.inputs import check_batch
 from hybridserve.runtime.job import Result
 from hybridserve.runtime.observer import EngineObserver, NullObserver
-from hybridserve.runtime.stage import Routed, RoutingPolicy, route_batch
+from hybridserve.runtime.stage import Routed, route_batch
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +99,21 @@ class _Weighted:
         return self.callers[best]
 
 
+@dataclass(frozen=True)
+class _Routing:
+    """What a request is routed by, fixed when it is accepted (a swap makes a new one)."""
+
+    policy: ServedPolicy
+    chain: tuple[str, ...]
+    routes: tuple[_Weighted, ...]
+
+
 class RayCascade:
     """Serves the policy's chain through one caller set per chain model (see module docstring)."""
 
     def __init__(
         self,
-        policy: RoutingPolicy,
+        policy: ServedPolicy,
         family: Family,
         callers: Mapping[str, Sequence[tuple[int, Caller]]],
         config: EngineConfig | None = None,
@@ -104,17 +123,12 @@ class RayCascade:
         retry_backoff_s: float = 0.1,
         description: Mapping[str, Any] | None = None,
     ) -> None:
-        self.policy = policy
         self.family = family
-        self.chain: tuple[str, ...] = tuple(policy.chain)
-        missing = [m for m in self.chain if m not in callers]
-        if missing:
-            raise ValueError(f"no deployment for chain models {missing}")
-        self._routes = [_Weighted(callers[m]) for m in self.chain]
+        self._callers = {m: _Weighted(c) for m, c in callers.items() if c}
+        self._routing = self._routing_for(policy)
+        self.policy_version = 1
         self.config = config or EngineConfig()
         self.observer: EngineObserver = NullObserver()
-        #: the app reads queue depth per local stage; batches queue inside Ray replicas here
-        self.stages: list[Any] = []
         self._classify = classify
         self.retries = retries
         self.retry_backoff_s = retry_backoff_s
@@ -122,20 +136,54 @@ class RayCascade:
         self._state = "new"
         self._inflight = 0
         self._idle: asyncio.Event | None = None
-        self._paths: dict[int, tuple[str, ...]] = {}
+        self._requests: set[asyncio.Task[Result]] = set()
+        #: inputs waiting on a call to each model (sent, no reply yet)
+        self._waiting: dict[str, int] = dict.fromkeys(self._callers, 0)
         self._seen_batches: OrderedDict[str, None] = OrderedDict()
         self.retried = 0
         self.unavailable = 0
 
-    # ------------------------------------------------------------------ lifecycle
+    def _routing_for(self, policy: ServedPolicy) -> _Routing:
+        chain = tuple(policy.chain)
+        missing = [m for m in chain if m not in self._callers]
+        if missing:
+            raise ValueError(f"no deployment for chain models {missing}")
+        return _Routing(policy, chain, tuple(self._callers[m] for m in chain))
+
+    # ------------------------------------------------------------------ state
+    @property
+    def policy(self) -> ServedPolicy:
+        return self._routing.policy
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        return self._routing.chain
+
     @property
     def ready(self) -> bool:
         return self._state == "ready"
 
     @property
+    def not_ready_reason(self) -> str | None:
+        if self._state == "ready":
+            return None
+        return {"new": "not started", "starting": "warming up"}.get(
+            self._state, f"the engine is {self._state}"
+        )
+
+    @property
     def inflight(self) -> int:
         return self._inflight
 
+    @property
+    def overloaded(self) -> bool:
+        """As many inputs wait on the entry model as ``queue_size`` allows."""
+        return self._waiting[self.chain[0]] >= self.config.queue_size
+
+    def queue_depths(self) -> dict[str, int]:
+        return {m: self._waiting[m] for m in self.chain}
+
+    # ------------------------------------------------------------------ lifecycle
     async def start(self) -> RayCascade:
         """Send one input through every deployment group (fails if a model cannot answer)."""
         if self._state != "new":
@@ -147,17 +195,18 @@ class RayCascade:
             low = self.family.input_range[0] if self.family.input_range else 0.0
             example = np.full((1, *self.family.input_shape), low, dtype=np.float32)
             try:
-                for route in self._routes:
+                for model, route in zip(self.chain, self._routing.routes, strict=True):
                     for caller in route.callers:
-                        await asyncio.wait_for(caller(example), self.config.request_timeout_s)
-            except Exception:
+                        await self._watched(model, caller, example)
+            except BaseException:
                 self._state = "closed"
                 raise
         self._state = "ready"
         return self
 
     async def stop(self, drain: bool = True) -> None:
-        """Stop accepting; with ``drain``, wait (bounded) for requests in flight."""
+        """Stop accepting; with ``drain``, wait (bounded) for requests in flight, then fail
+        the ones left with ``EngineClosedError``."""
         if self._state in ("closing", "closed"):
             return
         self._state = "closing"
@@ -166,6 +215,10 @@ class RayCascade:
                 await asyncio.wait_for(self._idle.wait(), self.config.drain_timeout_s)
             except asyncio.TimeoutError:
                 log.warning("drain timed out with %d requests in flight", self._inflight)
+        left = list(self._requests)
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
         self._state = "closed"
 
     async def __aenter__(self) -> RayCascade:
@@ -177,6 +230,18 @@ class RayCascade:
     def set_observer(self, observer: EngineObserver) -> None:
         self.observer = observer
 
+    async def swap_policy(self, policy: ServedPolicy) -> int:
+        """Route new requests by ``policy`` (any chain the deployments serve); returns its
+        version. Requests in flight finish under the policy they started with."""
+        try:
+            check_policy(policy, self.family)
+            routing = self._routing_for(policy)
+        except (HybridServeError, ValueError) as err:
+            raise PolicySwapError(str(err)) from None
+        self._routing = routing
+        self.policy_version += 1
+        return self.policy_version
+
     # ------------------------------------------------------------------ requests
     def check(self, batch: Any) -> npt.NDArray[np.float32]:
         return check_batch(
@@ -187,23 +252,36 @@ class RayCascade:
         """Answers of a batch as columns, as ``Engine.predict_result`` gives them."""
         x = self.check(batch)
         if self._state != "ready":
-            raise EngineClosedError(f"the engine is not serving (state: {self._state})")
+            raise EngineClosedError(f"the engine is not serving: {self.not_ready_reason}")
+        routing = self._routing
+        entry = self._waiting[routing.chain[0]]
+        if entry and entry + len(x) > self.config.queue_size:
+            raise QueueFullError(
+                f"model {routing.chain[0]!r}: queue full ({entry} of "
+                f"{self.config.queue_size} inputs waiting)"
+            )
         timeout = self.config.request_timeout_s if timeout_s is None else timeout_s
+        task = asyncio.ensure_future(self._route(x, routing))
+        self._requests.add(task)
         self._inflight += 1
         if self._idle is not None:
             self._idle.clear()
         try:
-            return await asyncio.wait_for(self._route(x), timeout)
-        except asyncio.TimeoutError:
-            raise DeadlineExceededError(
-                f"no answer within the request deadline of {timeout:g} s"
-            ) from None
+            done, _ = await asyncio.wait({task}, timeout=timeout)
         finally:
+            if not task.done():  # the deadline passed or the caller went away
+                task.cancel()
+            self._requests.discard(task)
             self._inflight -= 1
             if self._inflight == 0 and self._idle is not None:
                 self._idle.set()
+        if not done:
+            raise DeadlineExceededError(f"no answer within the request deadline of {timeout:g} s")
+        if task.cancelled():  # stop() gave up on it after the drain timeout
+            raise EngineClosedError("the engine shut down before this request finished")
+        return task.result()
 
-    async def _route(self, x: npt.NDArray[np.float32]) -> Result:
+    async def _route(self, x: npt.NDArray[np.float32], routing: _Routing) -> Result:
         t0 = time.perf_counter()
         n = len(x)
         labels = np.full(n, -1, dtype=np.int64)
@@ -218,9 +296,9 @@ class RayCascade:
         while pending:
             position = min(pending)
             rows = pending.pop(position)
-            reply = await self._call(position, x[rows])
+            reply = await self._call(routing, position, x[rows])
             decision = self._decide(
-                position, reply.logits, len(rows), None if trail is None else trail[rows]
+                routing, position, reply.logits, len(rows), None if trail is None else trail[rows]
             )
             lab, conf, hops = decision.labels, decision.score, decision.hops
             if decision.trail is not None:
@@ -234,11 +312,11 @@ class RayCascade:
             confidence[done] = conf[stands]
             model_index[done] = position
             latency_ms[done] = (time.perf_counter() - t0) * 1000.0
-            self._observe(position, reply, int(stands.sum()))
+            self._observe(routing.chain[position], reply, int(stands.sum()))
             for hop in np.unique(hops[~stands]).tolist():
-                if hop <= position or hop >= len(self.chain):
+                if hop <= position or hop >= len(routing.chain):
                     raise BatchFailedError(
-                        f"routing after model {self.chain[position]!r} failed: policy sent "
+                        f"routing after model {routing.chain[position]!r} failed: policy sent "
                         f"inputs to chain position {hop}"
                     )
                 moving = rows[hops == hop]
@@ -250,10 +328,12 @@ class RayCascade:
             model_index.tolist(),
             visited.tolist(),
             latency_ms.tolist(),
+            routing.chain,
         )
 
     def _decide(
         self,
+        routing: _Routing,
         position: int,
         logits: npt.NDArray[np.float32],
         n: int,
@@ -263,19 +343,38 @@ class RayCascade:
         logits = np.asarray(logits)
         if logits.ndim != 2 or logits.shape[0] != n:
             raise BatchFailedError(
-                f"model {self.chain[position]!r} returned logits of shape {logits.shape} "
+                f"model {routing.chain[position]!r} returned logits of shape {logits.shape} "
                 f"for {n} inputs"
             )
-        return route_batch(self.policy, position, logits, trail)
+        return route_batch(routing.policy, position, logits, trail)
 
-    async def _call(self, position: int, x: npt.NDArray[np.float32]) -> StageReply:
-        model = self.chain[position]
+    async def _watched(self, model: str, caller: Caller, x: npt.NDArray[np.float32]) -> StageReply:
+        """One call under the batch watchdog; its inputs count as waiting on ``model``."""
+        self._waiting[model] += len(x)
+        task = asyncio.ensure_future(caller(x))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.config.batch_timeout_s)
+        finally:
+            self._waiting[model] -= len(x)
+            if not task.done():
+                task.cancel()
+        if not done:
+            raise BatchTimeoutError(
+                f"model {model!r} gave no answer within the batch watchdog's "
+                f"{self.config.batch_timeout_s:g} s"
+            )
+        return task.result()
+
+    async def _call(
+        self, routing: _Routing, position: int, x: npt.NDArray[np.float32]
+    ) -> StageReply:
+        model = routing.chain[position]
         last: BaseException | None = None
         for attempt in range(self.retries + 1):
-            caller = self._routes[position].pick()
+            caller = routing.routes[position].pick()
             try:
-                return await caller(x)
-            except asyncio.CancelledError:
+                return await self._watched(model, caller, x)
+            except (asyncio.CancelledError, BatchTimeoutError):
                 raise
             except Exception as err:
                 kind = self._classify(err)
@@ -283,7 +382,9 @@ class RayCascade:
                     raise QueueFullError(f"model {model!r} is overloaded: {err}") from err
                 if kind != "transient":
                     self.observer.on_batch_error(model, len(x), err)
-                    raise BatchFailedError(f"model {model!r} failed on a batch: {err}") from err
+                    raise BatchFailedError(
+                        f"model {model!r} failed on these inputs: {err}"
+                    ) from err
                 last = err
                 self.retried += 1
                 log.warning("model %s: try %d failed (%s); retrying", model, attempt + 1, err)
@@ -295,50 +396,20 @@ class RayCascade:
             f"({type(last).__name__}); retry later"
         )
 
-    def _observe(self, position: int, reply: StageReply, answered: int) -> None:
+    def _observe(self, model: str, reply: StageReply, answered: int) -> None:
         """Batch figures once per replica batch; answers per model for every call."""
-        stage = self.chain[position]
         if reply.batch_id not in self._seen_batches:
             self._seen_batches[reply.batch_id] = None
             if len(self._seen_batches) > 4096:
                 self._seen_batches.popitem(last=False)
-            self.observer.on_batch(stage, reply.batch_rows, 0, reply.service_s, answered)
+            self.observer.on_batch(model, reply.batch_rows, 0, reply.service_s, answered)
         elif answered:
-            # a batch already counted: only its answers are new (ServerMetrics has the counter)
-            counter = getattr(self.observer, "answers", None)
-            if counter is not None:
-                counter.labels(stage).inc(answered)
+            self.observer.on_answers(model, answered)
 
     # ------------------------------------------------------------------ answers and reports
-    def path_of(self, visited: int) -> tuple[str, ...]:
-        path = self._paths.get(visited)
-        if path is None:
-            path = tuple(n for i, n in enumerate(self.chain) if visited >> i & 1)
-            self._paths[visited] = path
-        return path
-
-    async def predict(self, batch: Any, timeout_s: float | None = None) -> list[dict[str, Any]]:
-        """The cascade's answer per input as the app's JSON dicts (label, model, path...)."""
-        result = await self.predict_result(batch, timeout_s)
-        names = self.family.label_names
-        return [
-            {
-                "label": int(lab),
-                "label_name": names[lab],
-                "confidence": float(conf),
-                "model": self.chain[m],
-                "path": list(self.path_of(int(v))),
-                "latency_ms": float(lat),
-            }
-            for lab, conf, m, v, lat in zip(
-                result.labels,
-                result.confidence,
-                result.model_index,
-                result.visited,
-                result.latency_ms,
-                strict=True,
-            )
-        ]
+    async def predict(self, batch: Any, timeout_s: float | None = None) -> list[Answer]:
+        """The cascade's answer per input (``runtime.answers``)."""
+        return answers(await self.predict_result(batch, timeout_s), self.family.label_names)
 
     def energy_snapshot(self) -> list[DeviceEnergy]:
         """Energy is not metered on the Ray backend (replicas run on other processes/nodes)."""
@@ -349,6 +420,7 @@ class RayCascade:
             "backend": "ray",
             "family": self.family.name,
             "state": self._state,
+            "policy_version": self.policy_version,
             "inflight": self._inflight,
             "retried_calls": self.retried,
             "unavailable_requests": self.unavailable,

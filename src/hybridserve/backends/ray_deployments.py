@@ -140,8 +140,7 @@ def _build_app() -> FastAPI:
 
     cascade: RayCascade = _INGRESS["cascade"]
     settings: ServerSettings = _INGRESS["settings"]
-    # create_app takes an Engine or a factory of one; RayCascade has the Engine's surface
-    return create_app(lambda: cascade, settings)  # type: ignore[arg-type,return-value]
+    return create_app(lambda: cascade, settings)
 
 
 class _Ingress:

@@ -1,14 +1,18 @@
 """The serving runtime: the cascade as asyncio stages with dynamic batching on planned devices."""
 
+from hybridserve.runtime.answers import Answer, answer_dicts, answers
 from hybridserve.runtime.config import EngineConfig
+from hybridserve.runtime.contract import ServedPolicy, ServingEngine
 from hybridserve.runtime.energy import DeviceEnergy, EnergyAccount
-from hybridserve.runtime.engine import Answer, Engine, ServingPlan
+from hybridserve.runtime.engine import Engine, ServingPlan
 from hybridserve.runtime.errors import (
     BatchFailedError,
+    BatchTimeoutError,
     BatchTooLargeError,
     DeadlineExceededError,
     EngineClosedError,
     InvalidInputError,
+    PolicySwapError,
     QueueFullError,
     ServingError,
 )
@@ -19,6 +23,7 @@ from hybridserve.runtime.stage import RoutingPolicy
 __all__ = [
     "Answer",
     "BatchFailedError",
+    "BatchTimeoutError",
     "BatchTooLargeError",
     "DeadlineExceededError",
     "DeviceEnergy",
@@ -29,9 +34,14 @@ __all__ = [
     "EngineObserver",
     "InvalidInputError",
     "NullObserver",
+    "PolicySwapError",
     "QueueFullError",
     "Result",
     "RoutingPolicy",
+    "ServedPolicy",
+    "ServingEngine",
     "ServingError",
     "ServingPlan",
+    "answer_dicts",
+    "answers",
 ]

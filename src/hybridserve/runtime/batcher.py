@@ -153,6 +153,15 @@ class RowQueue:
         self._wake_space()
         return batch
 
+    def put_back(self, chunks: list[Chunk]) -> None:
+        """Return chunks just taken to the head of the queue, in order (their replica is gone)."""
+        for chunk in reversed(chunks):
+            self._items.appendleft(chunk)
+            self.rows += chunk.n
+        waiter = self._item_waiter
+        if chunks and waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def drop_all(self) -> list[Chunk]:
         """Empty the queue (shutdown); return what was waiting."""
         out = list(self._items)

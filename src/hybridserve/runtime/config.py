@@ -19,6 +19,14 @@ class EngineConfig(BaseModel):
         30.0, gt=0, description="deadline of one predict() call, queueing included"
     )
     max_batch_size: int = Field(256, ge=1, description="most inputs one predict() call may carry")
+    batch_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description=(
+            "watchdog of one model call on one batch, far above any normal batch: past it the "
+            "batch's requests fail (504) and the replica is abandoned and replaced"
+        ),
+    )
     warmup: bool = Field(True, description="run one batch per replica before reporting ready")
     drain_timeout_s: float = Field(
         30.0, ge=0, description="how long stop() waits for accepted requests to finish"

@@ -4,13 +4,16 @@
 A request's inputs travel as one chunk; after each stage the inputs whose answer stands are
 recorded and the rest move on together, so the Python work per request is a few numpy calls
 per stage visited, and a request's future is resolved once, when its last input is answered.
+
+``Engine`` implements ``runtime.contract.ServingEngine``; how it handles failing and hung model
+calls is described in ``runtime.stage``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -19,15 +22,17 @@ import torch
 from hybridserve.errors import HybridServeError
 from hybridserve.models.family import Family
 from hybridserve.process import tune_gc_for_serving
+from hybridserve.runtime.answers import Answer, answers
 from hybridserve.runtime.config import EngineConfig
+from hybridserve.runtime.contract import ServedPolicy, check_policy
 from hybridserve.runtime.deadlines import Deadlines
 from hybridserve.runtime.energy import DeviceEnergy, EnergyAccount
-from hybridserve.runtime.errors import DeadlineExceededError, EngineClosedError
+from hybridserve.runtime.errors import DeadlineExceededError, EngineClosedError, PolicySwapError
 from hybridserve.runtime.inputs import check_batch
 from hybridserve.runtime.job import Chunk, Job, Result, fail_all, settle
 from hybridserve.runtime.observer import EngineObserver, NullObserver
-from hybridserve.runtime.replica import Replica, build_replicas
-from hybridserve.runtime.stage import Routed, RoutingPolicy, Stage
+from hybridserve.runtime.replica import Replica, build_replica, build_replicas
+from hybridserve.runtime.stage import Routed, Stage
 
 log = logging.getLogger(__name__)
 
@@ -41,33 +46,12 @@ class ServingPlan(Protocol):
     def replicas(self, model: str) -> Any: ...
 
 
-class Answer(NamedTuple):
-    """The cascade's answer for one input (a named tuple: built once per input, it is cheap)."""
-
-    label: int
-    label_name: str
-    confidence: float
-    model: str
-    path: tuple[str, ...]
-    latency_ms: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "label_name": self.label_name,
-            "confidence": self.confidence,
-            "model": self.model,
-            "path": list(self.path),
-            "latency_ms": self.latency_ms,
-        }
-
-
 class Engine:
     """Serves a family as the policy's cascade, placed as the plan says."""
 
     def __init__(
         self,
-        policy: RoutingPolicy,
+        policy: ServedPolicy,
         plan: ServingPlan,
         family: Family,
         config: EngineConfig | None = None,
@@ -81,17 +65,35 @@ class Engine:
         self.stages: list[Stage] = []
         self.energy: EnergyAccount | None = None
         self.chain: tuple[str, ...] = tuple(policy.chain)
+        self.policy_version = 1
         self._state = "new"
         self._inflight = 0
         self._drained: asyncio.Event | None = None
-        self._paths: dict[int, tuple[str, ...]] = {}
+        self._cores = 1
         self._deadlines = Deadlines(self.config.request_timeout_s, _expire)
 
     # ------------------------------------------------------------------ lifecycle
     @property
     def ready(self) -> bool:
-        """Started, warmed up and accepting requests."""
-        return self._state == "ready"
+        """Started, warmed up, accepting requests, and every stage has a working replica."""
+        return self._state == "ready" and all(s.healthy for s in self.stages)
+
+    @property
+    def not_ready_reason(self) -> str | None:
+        if self._state != "ready":
+            return {"new": "not started", "starting": "warming up"}.get(
+                self._state, f"the engine is {self._state}"
+            )
+        down = [s.name for s in self.stages if not s.healthy]
+        if down:
+            return f"no working replica of model {down[0]!r} (a hung one is being replaced)"
+        return None
+
+    def queue_depths(self) -> dict[str, int]:
+        """Inputs waiting at each chain model."""
+        depths = dict.fromkeys(self.chain, 0)
+        depths.update({s.name: s.queue.rows for s in self.stages})
+        return depths
 
     @property
     def inflight(self) -> int:
@@ -104,18 +106,10 @@ class Engine:
 
     def _check(self) -> None:
         fam = self.family
-        if self.policy.family != fam.name:
-            raise HybridServeError(
-                f"policy is for family {self.policy.family!r}, not {fam.name!r}; re-run tune"
-            )
-        if getattr(self.plan, "family", fam.name) != fam.name:
+        check_policy(self.policy, fam)
+        if self.plan.family != fam.name:
             raise HybridServeError(
                 f"plan is for family {self.plan.family!r}, not {fam.name!r}; re-run plan"
-            )
-        missing = [m for m in self.chain if m not in fam.names]
-        if missing:
-            raise HybridServeError(
-                f"policy.chain: models {missing} are not in the family {fam.names}"
             )
 
     def _build_replicas(self, cpu_cores: int) -> list[list[Replica]]:
@@ -131,22 +125,50 @@ class Engine:
             for name in self.chain
         ]
 
+    def _respawn(self, old: Replica) -> Replica:
+        """A fresh copy of replica ``old`` on its planned devices (runs in a worker thread)."""
+        model = old.name.rsplit("/", 1)[0]
+        stages = list(self.plan.replicas(model))[old.index]
+        return build_replica(
+            self.family.model(model),
+            old.index,
+            stages,
+            "hybridserve-",
+            self.config.cpu_threads_per_replica,
+            self._cores,
+        )
+
     def _example(self) -> npt.NDArray[np.float32]:
         low = self.family.input_range[0] if self.family.input_range else 0.0
         return np.full(self.family.input_shape, low, dtype=np.float32)
 
     async def start(self) -> Engine:
-        """Build the replicas, warm each one up with a batch, and start the batcher loops."""
+        """Build the replicas, warm each one up with a batch, and start the batcher loops.
+
+        If a replica cannot be built or its warm-up batch raises or hangs (``batch_timeout_s``),
+        the engine closes what it built and raises: it never serves half a chain.
+        """
         if self._state != "new":
             raise RuntimeError(f"engine cannot start from state {self._state!r}")
         self._state = "starting"
+        try:
+            await self._start()
+        except BaseException:
+            for stage in self.stages:
+                await stage.stop()
+            self._state = "closed"
+            raise
+        return self
+
+    async def _start(self) -> None:
         self._check()
         self._drained = asyncio.Event()
         # copying models to their devices is slow and blocking: keep the loop responsive
         # torch's thread count as this (the loop's) thread sees it: a worker thread would see
         # whatever count some replica thread set last
-        cores = torch.get_num_threads()
-        replicas = await asyncio.to_thread(self._build_replicas, cores)
+        self._cores = torch.get_num_threads()
+        replicas = await asyncio.to_thread(self._build_replicas, self._cores)
+        example = self._example()
         self.stages = [
             Stage(
                 i,
@@ -156,20 +178,15 @@ class Engine:
                 self.config.queue_size,
                 self._dispatch,
                 self.observer,
+                self.config.batch_timeout_s,
+                self._respawn,
+                example,
             )
             for i, (name, reps) in enumerate(zip(self.chain, replicas, strict=True))
         ]
-        try:
-            if self.config.warmup:
-                example = self._example()
-                for stage in self.stages:
-                    await stage.warmup(example)
-        except Exception:
+        if self.config.warmup:
             for stage in self.stages:
-                for r in stage.replicas:
-                    r.close()
-            self._state = "closed"
-            raise
+                await stage.warmup(example)
         for stage in self.stages:
             stage.start()
         if self.config.energy:
@@ -182,7 +199,6 @@ class Engine:
             "engine ready: %s",
             ", ".join(f"{s.name}×{len(s.replicas)}" for s in self.stages),
         )
-        return self
 
     @property
     def devices(self) -> list[str]:
@@ -233,11 +249,11 @@ class Engine:
     async def predict_result(self, batch: Any, timeout_s: float | None = None) -> Result:
         """Answers of a batch as columns (labels, confidences, chain positions, paths, latency)."""
         x = self.check(batch)
-        if self._state != "ready":
-            raise EngineClosedError(f"the engine is not serving (state: {self._state})")
+        if not self.ready:
+            raise EngineClosedError(f"the engine is not serving: {self.not_ready_reason}")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
-        job = Job(len(x), future)
+        job = Job(len(x), future, self.chain)
         # raises QueueFullError before anything is accepted
         self.stages[0].queue.put_nowait(Chunk.of(job, x))
         self._inflight += 1
@@ -254,32 +270,32 @@ class Engine:
 
     async def predict(self, batch: Any, timeout_s: float | None = None) -> list[Answer]:
         """The cascade's answer for each input of ``batch`` (N × family input shape)."""
-        return self.answers(await self.predict_result(batch, timeout_s))
+        return answers(await self.predict_result(batch, timeout_s), self.family.label_names)
 
-    def answers(self, result: Result) -> list[Answer]:
-        """One ``Answer`` per input of a ``Result``."""
-        names = self.family.label_names
-        chain = self.chain
-        path = self.path_of
-        return [
-            Answer(lab, names[lab], conf, chain[m], path(v), lat)
-            for lab, conf, m, v, lat in zip(
-                result.labels,
-                result.confidence,
-                result.model_index,
-                result.visited,
-                result.latency_ms,
-                strict=True,
+    async def swap_policy(self, policy: ServedPolicy) -> int:
+        """Route by ``policy`` from the next batch on; returns its version.
+
+        The stages and replicas stay, so the new policy must have the same chain (another
+        chain raises ``PolicySwapError``; serving it needs a new engine). Each batch is routed
+        by the policy current when its routing runs: a new request is routed by the new policy
+        throughout, while a request in flight may have taken its earlier hops under the old
+        one (both policies serve the same models, so its answer is one either could give).
+        """
+        try:
+            check_policy(policy, self.family)
+        except HybridServeError as err:
+            raise PolicySwapError(str(err)) from None
+        if tuple(policy.chain) != self.chain:
+            raise PolicySwapError(
+                f"policy chain {list(policy.chain)} differs from the served chain "
+                f"{list(self.chain)}; start a new engine to serve another chain"
             )
-        ]
-
-    def path_of(self, visited: int) -> tuple[str, ...]:
-        """Chain models named by a visited bit mask, in chain order."""
-        path = self._paths.get(visited)
-        if path is None:
-            path = tuple(n for i, n in enumerate(self.chain) if visited >> i & 1)
-            self._paths[visited] = path
-        return path
+        self.policy = policy
+        for stage in self.stages:
+            stage.policy = policy
+        self.policy_version += 1
+        log.info("policy swapped (version %d)", self.policy_version)
+        return self.policy_version
 
     async def _dispatch(self, position: int, chunks: list[Chunk], routed: Routed) -> int:
         """Record the answers that stand; queue the other inputs at their next stage."""
@@ -304,6 +320,7 @@ class Engine:
         return {
             "family": self.family.name,
             "state": self._state,
+            "policy_version": self.policy_version,
             "stages": [
                 {
                     "model": s.name,
@@ -311,9 +328,11 @@ class Engine:
                     "queue_capacity_rows": s.queue.capacity_rows,
                     "batches": s.batches,
                     "failed_batches": s.failures,
+                    "hung_batches": s.hung,
                     "replicas": [
                         {
                             "name": r.name,
+                            "healthy": r.healthy,
                             "devices": r.devices,
                             "batch_size": r.batch_size,
                             "max_wait_ms": r.max_wait_s * 1000.0,

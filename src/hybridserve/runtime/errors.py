@@ -25,8 +25,17 @@ class EngineClosedError(ServingError):
     """The engine is not started or is shutting down (HTTP 503)."""
 
 
+class BatchTimeoutError(DeadlineExceededError):
+    """A model call outlived the batch watchdog (a hung replica); HTTP 504, retry later."""
+
+
 class BatchFailedError(ServingError):
-    """A model raised on a batch this request was part of (HTTP 500)."""
+    """A model raised on this request's inputs (HTTP 500); other requests of the batch are
+    retried apart, so only the requests whose inputs make the model raise get it."""
+
+
+class PolicySwapError(HybridServeError):
+    """The engine cannot serve this policy in place (another family, or a chain it cannot swap)."""
 
 
 class InvalidInputError(HybridServeError):

@@ -26,6 +26,8 @@ class Result:
     model_index: list[int]
     visited: list[int]
     latency_ms: list[float]
+    #: the chain the request was routed through (``model_index`` and ``visited`` index it)
+    chain: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -36,6 +38,7 @@ class Job:
 
     __slots__ = (
         "answered_at",
+        "chain",
         "confidence",
         "done",
         "future",
@@ -46,9 +49,10 @@ class Job:
         "visited",
     )
 
-    def __init__(self, n: int, future: asyncio.Future[Result]) -> None:
+    def __init__(self, n: int, future: asyncio.Future[Result], chain: tuple[str, ...] = ()) -> None:
         self.t0 = time.perf_counter()
         self.future = future
+        self.chain = chain
         self.labels = [-1] * n
         self.confidence = [0.0] * n
         self.model_index = [-1] * n
@@ -65,7 +69,14 @@ class Job:
             t0 = self.t0
             latency = [(t - t0) * 1000.0 for t in self.answered_at]
             self.future.set_result(
-                Result(self.labels, self.confidence, self.model_index, self.visited, latency)
+                Result(
+                    self.labels,
+                    self.confidence,
+                    self.model_index,
+                    self.visited,
+                    latency,
+                    self.chain,
+                )
             )
 
     def fail(self, exc: BaseException) -> None:

@@ -13,6 +13,9 @@ class EngineObserver(ABC):  # noqa: B024 - every hook is optional, so none is ab
     ) -> None:
         """A batch of ``size`` inputs left ``stage``; ``answered`` of them were answered there."""
 
+    def on_answers(self, stage: str, answered: int) -> None:  # noqa: B027
+        """``answered`` inputs were answered at ``stage`` by a batch already reported."""
+
     def on_batch_error(self, stage: str, size: int, error: BaseException) -> None:  # noqa: B027
         """A batch of ``size`` inputs failed at ``stage``; all its requests failed with it."""
 

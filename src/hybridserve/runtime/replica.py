@@ -1,8 +1,13 @@
 """Replicas: one copy of a model bound to its device(s), each pipeline stage in its own thread.
 
-A replica's pipeline stage runs in a dedicated single-thread executor, so torch (which releases
-the GIL) computes while the event loop keeps batching and routing. A replica cut into ``k``
-pipeline stages takes ``k`` batches at once: batch b+1 enters stage 0 while batch b is in stage 1.
+A replica's pipeline stage runs in a dedicated worker thread, so torch (which releases the GIL)
+computes while the event loop keeps batching and routing. A replica cut into ``k`` pipeline
+stages takes ``k`` batches at once: batch b+1 enters stage 0 while batch b is in stage 1.
+
+The worker threads are daemon threads: a model call that never returns cannot be interrupted,
+so the stage abandons a hung replica (``healthy = False``) and builds a fresh one, and the
+abandoned thread must not keep the process from exiting (``ThreadPoolExecutor`` joins its
+threads at interpreter exit).
 """
 
 from __future__ import annotations
@@ -10,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import math
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +33,7 @@ from hybridserve.models.base import Model
 from hybridserve.models.torch_model import TorchModel
 
 T = TypeVar("T")
+P = ParamSpec("P")
 Arrays = Sequence[npt.NDArray[Any]]
 
 
@@ -46,13 +54,68 @@ def concat(xs: Arrays) -> npt.NDArray[Any]:
     return xs[0] if len(xs) == 1 else np.concatenate(xs)
 
 
+class Worker(Executor):
+    """One daemon thread running the calls submitted to it in order (see the module docstring)."""
+
+    def __init__(
+        self,
+        name: str,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+    ) -> None:
+        self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._closed = False
+        self._thread = threading.Thread(
+            target=self._loop, args=(initializer, initargs), name=name, daemon=True
+        )
+        self._thread.start()
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        if self._closed:
+            raise RuntimeError("cannot schedule new calls after shutdown")
+        future: Future[T] = Future()
+        self._calls.put((future, lambda: fn(*args, **kwargs)))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._closed = True
+        if cancel_futures:
+            while True:
+                try:
+                    item = self._calls.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[0].cancel()
+        self._calls.put(None)
+        if wait:
+            self._thread.join()
+
+    def _loop(self, initializer: Callable[..., object] | None, initargs: tuple[Any, ...]) -> None:
+        if initializer is not None:
+            initializer(*initargs)
+        while True:
+            item = self._calls.get()
+            if item is None:
+                return
+            future, call = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(call())
+            except BaseException as err:  # handed to the awaiting batch, like an executor does
+                future.set_exception(err)
+
+
 @dataclass
 class _Part:
     """One pipeline stage of a replica: a function on its device and the thread that runs it."""
 
     device: str
     fn: Callable[[Any], Any]
-    executor: ThreadPoolExecutor
+    executor: Worker
 
 
 class Replica:
@@ -64,13 +127,18 @@ class Replica:
         parts: list[_Part],
         batch_size: int,
         max_wait_ms: float,
+        index: int = 0,
     ) -> None:
         self.name = name
         self.parts = parts
         self.batch_size = batch_size
         self.max_wait_s = max_wait_ms / 1000.0
+        #: which of the plan's replicas of the model this is (a replacement keeps it)
+        self.index = index
         #: batches queued behind the running ones to keep the threads busy (saturation only)
         self.prefetched = 0
+        #: False once a call outlived the batch watchdog: the replica takes no more batches
+        self.healthy = True
 
     @property
     def devices(self) -> list[str]:
@@ -181,6 +249,9 @@ def _set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
+Stages = Sequence[tuple[_DeviceLike, _PlacementLike]]
+
+
 def build_replicas(
     model: Model,
     placements: list[list[tuple[_DeviceLike, _PlacementLike]]],
@@ -196,36 +267,50 @@ def build_replicas(
     """
     if not placements:
         raise HybridServeError(f"plan places no replica of model {model.name!r}")
-    replicas: list[Replica] = []
-    for r, stages in enumerate(placements):
-        devices = [dev.device for dev, _ in stages]
-        head = stages[0][1]
-        name = f"{model.name}/{r}"
-        fns: list[Callable[[Any], Any]]
-        if isinstance(model, TorchModel):
-            # the first replica may reuse the family's module; later ones get their own copy
-            fns = _torch_parts(model, devices, reuse=r == 0)
-        else:
-            if len(devices) > 1:
-                raise HybridServeError(
-                    f"plan cuts {model.name!r} into {len(devices)} stages, but only torch "
-                    "models can be cut"
-                )
-            fns = [_generic(model)]
-        parts = [
-            _Part(
-                dev,
-                fn,
-                _executor(
-                    f"{thread_prefix}{name}.{k}",
-                    dev,
-                    threads_on_cpu or cpu_threads(placement.time_share, cpu_cores),
-                ),
+    # the first replica may reuse the family's module; later ones get their own copy
+    return [
+        build_replica(model, r, stages, thread_prefix, threads_on_cpu, cpu_cores, reuse=r == 0)
+        for r, stages in enumerate(placements)
+    ]
+
+
+def build_replica(
+    model: Model,
+    index: int,
+    stages: Stages,
+    thread_prefix: str,
+    threads_on_cpu: int | None = None,
+    cpu_cores: int | None = None,
+    *,
+    reuse: bool = False,
+) -> Replica:
+    """Replica ``index`` of ``model`` on its planned ``stages`` (a fresh copy unless ``reuse``)."""
+    devices = [dev.device for dev, _ in stages]
+    head = stages[0][1]
+    name = f"{model.name}/{index}"
+    fns: list[Callable[[Any], Any]]
+    if isinstance(model, TorchModel):
+        fns = _torch_parts(model, devices, reuse=reuse)
+    else:
+        if len(devices) > 1:
+            raise HybridServeError(
+                f"plan cuts {model.name!r} into {len(devices)} stages, but only torch "
+                "models can be cut"
             )
-            for k, (fn, dev, (_, placement)) in enumerate(zip(fns, devices, stages, strict=True))
-        ]
-        replicas.append(Replica(name, parts, head.batch_size, head.max_wait_ms))
-    return replicas
+        fns = [_generic(model)]
+    parts = [
+        _Part(
+            dev,
+            fn,
+            _executor(
+                f"{thread_prefix}{name}.{k}",
+                dev,
+                threads_on_cpu or cpu_threads(placement.time_share, cpu_cores),
+            ),
+        )
+        for k, (fn, dev, (_, placement)) in enumerate(zip(fns, devices, stages, strict=True))
+    ]
+    return Replica(name, parts, head.batch_size, head.max_wait_ms, index)
 
 
 def cpu_threads(time_share: float, cores: int | None = None) -> int:
@@ -244,14 +329,12 @@ def cpu_threads(time_share: float, cores: int | None = None) -> int:
     return max(1, min(n, math.ceil(time_share * n - 1e-9)))
 
 
-def _executor(name: str, device: str, threads_on_cpu: int) -> ThreadPoolExecutor:
+def _executor(name: str, device: str, threads_on_cpu: int) -> Worker:
     if not device.startswith("cpu"):
-        return ThreadPoolExecutor(1, thread_name_prefix=name)
+        return Worker(name)
     # every CPU part sets its count: a thread that did not would take the last count any
     # thread set (torch keeps one process-wide for threads it has not initialised yet)
-    return ThreadPoolExecutor(
-        1, thread_name_prefix=name, initializer=_set_threads, initargs=(threads_on_cpu,)
-    )
+    return Worker(name, _set_threads, (threads_on_cpu,))
 
 
 def _generic(model: Model) -> Callable[[Any], Any]:

@@ -2,7 +2,11 @@
 
 Errors are JSON ``{"error": ...}``: 400 malformed JSON, 422 inputs that do not fit the family,
 401 missing token, 404 unknown model or route, 413 body too large, 503 overloaded or not ready
-(with Retry-After), 504 deadline passed, 500 a model failed on the batch.
+(with Retry-After), 504 deadline passed, 500 a model failed on the request's inputs.
+
+The app is typed against ``runtime.contract.ServingEngine`` (the local ``Engine`` or the Ray
+backend's ``RayCascade``). An engine that cannot be built or started is reported by readiness
+and to ``on_engine_failure``'s callback, which the local backend uses to end the process.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import hybridserve
 from hybridserve.errors import HybridServeError
-from hybridserve.runtime.engine import Engine
+from hybridserve.runtime.answers import answer_dicts
+from hybridserve.runtime.contract import ServingEngine
 from hybridserve.runtime.errors import (
     BatchFailedError,
     DeadlineExceededError,
@@ -30,7 +35,6 @@ from hybridserve.runtime.errors import (
     QueueFullError,
     ServingError,
 )
-from hybridserve.runtime.job import Result
 from hybridserve.server.decode import simple_inputs, v2_tensor
 from hybridserve.server.frontdoor import FrontDoor
 from hybridserve.server.metrics import ServerMetrics
@@ -50,7 +54,7 @@ from hybridserve.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
-EngineSource = Engine | Callable[[], Engine]
+EngineSource = ServingEngine | Callable[[], ServingEngine]
 _bearer_doc = HTTPBearer(auto_error=False)  # documents the scheme; FrontDoor enforces it
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
@@ -71,25 +75,63 @@ class _Holder:
     """The app's engine and its start-up state."""
 
     def __init__(self, source: EngineSource) -> None:
-        self.engine: Engine | None = source if isinstance(source, Engine) else None
-        self.factory: Callable[[], Engine] | None = None if self.engine else source  # type: ignore[assignment]
+        self.engine: ServingEngine | None = None
+        self.factory: Callable[[], ServingEngine] | None = None
+        if callable(source):
+            self.factory = source
+        else:
+            self.engine = source
         self.error: str | None = None
         self.task: asyncio.Task[None] | None = None
+        #: told once, with the reason, when the engine cannot be built or started
+        self.on_failure: Callable[[str], None] | None = None
+
+    async def build(self) -> ServingEngine | None:
+        if self.engine is None:
+            assert self.factory is not None
+            try:
+                # building loads weights: off the loop
+                self.engine = await asyncio.to_thread(self.factory)
+            except Exception as err:
+                self.failed("engine could not be built", err)
+        return self.engine
 
     async def start(self) -> None:
         assert self.engine is not None
         try:
             if not self.engine.ready:
                 await self.engine.start()
-        except Exception as err:  # reported by readiness; the process stays up to say why
-            self.error = f"engine failed to start: {err}"
+        except Exception as err:
+            self.failed("engine failed to start", err)
+
+    def failed(self, what: str, err: Exception) -> None:
+        """Record why serving is impossible; readiness reports it and ``on_failure`` is told."""
+        self.error = f"{what}: {err}"
+        log.debug("%s", self.error, exc_info=err)
+        if self.on_failure is not None:
+            self.on_failure(self.error)  # it says why (the CLI: one line, then exit 2)
+        else:
+            # an expected failure (bad setup) is one line; anything else keeps its traceback
             log.error("%s", self.error, exc_info=not isinstance(err, HybridServeError))
 
-    def serving(self) -> Engine:
+    def serving(self) -> ServingEngine:
         engine = self.engine
         if engine is None or not engine.ready:
-            raise EngineClosedError(self.error or "the engine is warming up")
+            reason = engine.not_ready_reason if engine is not None else "building the engine"
+            raise EngineClosedError(self.error or reason or "not ready")
         return engine
+
+
+def on_engine_failure(app: FastAPI, callback: Callable[[str], None]) -> None:
+    """Call ``callback(reason)`` if the app's engine cannot be built or started."""
+    holder: _Holder = app.state.holder
+    holder.on_failure = callback
+
+
+def engine_failure(app: FastAPI) -> str | None:
+    """Why the app's engine could not be built or started (None if it did, or has not yet)."""
+    holder: _Holder = app.state.holder
+    return holder.error
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -112,30 +154,6 @@ def _validation_message(err: RequestValidationError) -> tuple[int, str]:
     return 422, "; ".join(problems[:3]) + more
 
 
-def _answers(engine: Engine, result: Result) -> list[dict[str, Any]]:
-    names = engine.family.label_names
-    chain = engine.chain
-    path = engine.path_of
-    return [
-        {
-            "label": lab,
-            "label_name": names[lab],
-            "confidence": conf,
-            "model": chain[m],
-            "path": list(path(v)),
-            "latency_ms": lat,
-        }
-        for lab, conf, m, v, lat in zip(
-            result.labels,
-            result.confidence,
-            result.model_index,
-            result.visited,
-            result.latency_ms,
-            strict=True,
-        )
-    ]
-
-
 def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> FastAPI:
     """The HTTP API around ``engine`` (or a factory building it at start-up)."""
     settings = settings or ServerSettings()
@@ -145,13 +163,12 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if holder.engine is None:
-            assert holder.factory is not None
-            # building loads weights: off the loop
-            holder.engine = await asyncio.to_thread(holder.factory)
-        eng = holder.engine
+        eng = await holder.build()
+        if eng is None:
+            yield
+            return
         eng.set_observer(metrics)
-        metrics.attach(eng.energy_snapshot, lambda: {s.name: s.queue.rows for s in eng.stages})
+        metrics.attach(eng.energy_snapshot, eng.queue_depths)
         if settings.start_in_background:
             holder.task = asyncio.create_task(holder.start())
         else:
@@ -202,7 +219,7 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
         log.exception("unhandled error")
         return _error(500, f"internal error ({type(err).__name__})")
 
-    def _model(name: str) -> Engine:
+    def _model(name: str) -> ServingEngine:
         eng = holder.engine
         family = eng.family.name if eng is not None else None
         if name != family:
@@ -223,7 +240,8 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
         eng = holder.serving()
         x = simple_inputs(body.inputs, eng.family.input_shape)
         result = await eng.predict_result(x)
-        return JSONResponse({"model": eng.family.name, "answers": _answers(eng, result)})
+        answers = answer_dicts(result, eng.family.label_names)
+        return JSONResponse({"model": eng.family.name, "answers": answers})
 
     @app.post(
         "/v2/models/{model_name}/infer",
@@ -240,7 +258,7 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
             )
         x = v2_tensor(body.inputs[0])
         result = await eng.predict_result(x)
-        answers = _answers(eng, result)
+        answers = answer_dicts(result, eng.family.label_names)
         n = [len(answers)]
         outputs = [
             {"name": "label", "datatype": "INT64", "shape": n, "data": result.labels},
@@ -290,8 +308,7 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
         eng = holder.engine
         if eng is None:
             raise EngineClosedError("the engine is not built yet")
-        to_dict = getattr(eng.policy, "to_dict", None)
-        body = to_dict() if callable(to_dict) else {"chain": list(eng.chain)}
+        body = eng.policy.to_dict()
         return PolicyResponse(family=eng.family.name, policy=body, engine=eng.describe())
 
     # ------------------------------------------------------------------ health
@@ -304,7 +321,8 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
         eng = holder.engine
         if eng is not None and eng.ready:
             return JSONResponse({"ready": True, "detail": None})
-        detail = holder.error or ("warming up" if eng is not None else "building the engine")
+        reason = eng.not_ready_reason if eng is not None else "building the engine"
+        detail = holder.error or reason
         return JSONResponse({"ready": False, "detail": detail}, status_code=503, headers=retry)
 
     @app.get("/v2/models/{model_name}/ready", response_model=Readiness)
@@ -321,7 +339,8 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     def overloaded() -> bool:
-        return bool(getattr(holder.engine, "overloaded", False))
+        eng = holder.engine
+        return eng is not None and eng.overloaded
 
     app.add_middleware(FrontDoor, settings=settings, metrics=metrics, overloaded=overloaded)
     return app

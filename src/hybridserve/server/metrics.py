@@ -157,6 +157,9 @@ class ServerMetrics(EngineObserver):
         if answered:
             answers_c.inc(answered)
 
+    def on_answers(self, stage: str, answered: int) -> None:
+        self._children(stage)[3].inc(answered)
+
     def on_batch_error(self, stage: str, size: int, error: BaseException) -> None:
         self.batch_errors.labels(stage).inc()
 

@@ -56,7 +56,8 @@ def standing_answer(trail: npt.NDArray[Any], position: int, answer: str = "last"
         probs = running_mean(trail, position)
     else:
         probs = np.asarray(trail[:, position])
-    return np.argmax(probs, axis=1).astype(np.int64)
+    label: IntArray = np.argmax(probs, axis=1).astype(np.int64)
+    return label
 
 
 def features(trail: npt.NDArray[Any], position: int, answer: str = "last") -> FloatArray:
@@ -118,21 +119,18 @@ class DeferralRule(ABC):
         return self
 
     @abstractmethod
-    def score(
-        self, position: int, probs: FloatArray, trail: npt.NDArray[Any] | None
-    ) -> FloatArray:
+    def score(self, position: int, probs: FloatArray, trail: npt.NDArray[Any] | None) -> FloatArray:
         """Per request (N), in [0, 1]: how likely the standing answer at ``position`` is right.
 
         ``probs`` (N × K) are the current model's calibrated probabilities; ``trail`` (N × L ×
         K, row ``position`` equal to ``probs``) is given when the rule ``uses_trail``.
         """
 
-    def labels(
-        self, position: int, probs: FloatArray, trail: npt.NDArray[Any] | None
-    ) -> IntArray:
+    def labels(self, position: int, probs: FloatArray, trail: npt.NDArray[Any] | None) -> IntArray:
         """Per request, the standing answer at ``position``."""
         if trail is None or self.answer == "last":
-            return np.argmax(probs, axis=1).astype(np.int64)
+            label: IntArray = np.argmax(probs, axis=1).astype(np.int64)
+            return label
         return standing_answer(trail, position, self.answer)
 
     def get_state(self) -> dict[str, Any]:
@@ -146,9 +144,7 @@ class DeferralRule(ABC):
 class ScoreRule(DeferralRule):
     """A fixed confidence score of the current model's calibrated probabilities."""
 
-    def score(
-        self, position: int, probs: FloatArray, trail: npt.NDArray[Any] | None
-    ) -> FloatArray:
+    def score(self, position: int, probs: FloatArray, trail: npt.NDArray[Any] | None) -> FloatArray:
         return get_confidence(self.kind).score(probs)
 
 
@@ -178,7 +174,7 @@ class LearnedRule(DeferralRule):
 
     def fit(self, trail: npt.NDArray[Any], labels: npt.ArrayLike) -> LearnedRule:
         # scikit-learn is needed to fit only; a fitted rule scores with numpy
-        from sklearn.linear_model import LogisticRegression
+        from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
         t = np.asarray(trail, dtype=np.float64)
         y = np.asarray(labels, dtype=np.int64)
@@ -206,14 +202,13 @@ class LearnedRule(DeferralRule):
             self.intercept_.append(b)
         return self
 
-    def score(
-        self, position: int, probs: FloatArray, trail: npt.NDArray[Any] | None
-    ) -> FloatArray:
+    def score(self, position: int, probs: FloatArray, trail: npt.NDArray[Any] | None) -> FloatArray:
         if not hasattr(self, "coef_"):
             raise HybridServeError("the learned deferral rule is not fitted")
         if position >= len(self.coef_):
             # the final model's answer always stands; its score is its own confidence
-            return np.asarray(probs, dtype=np.float64).max(axis=1)
+            top: FloatArray = np.asarray(probs, dtype=np.float64).max(axis=1)
+            return top
         if trail is None:
             raise HybridServeError("the learned deferral rule needs the request's trail")
         x = features(np.asarray(trail), position, self.answer)
@@ -243,7 +238,9 @@ class LearnedRule(DeferralRule):
                 coef = [np.asarray(v, dtype=np.float64) for v in state["coef"]]
                 intercept = [float(b) for b in state["intercept"]]
             except (TypeError, ValueError) as err:
-                raise HybridServeError(f"deferral.state: expected lists of numbers ({err})") from err
+                raise HybridServeError(
+                    f"deferral.state: expected lists of numbers ({err})"
+                ) from err
             sizes = {len(mean), len(scale), len(coef), len(intercept)}
             shapes_ok = all(
                 m.ndim == 1 and m.shape == s.shape == w.shape

@@ -147,7 +147,9 @@ class ThresholdSearch(ABC):
         guard = self.guard()
         rule = self.deferral or self.confidence
         if rule not in RULES:
-            raise HybridServeError(f"deferral: unknown rule {rule!r}; choose one of {sorted(RULES)}")
+            raise HybridServeError(
+                f"deferral: unknown rule {rule!r}; choose one of {sorted(RULES)}"
+            )
         if self.answer not in ANSWERS:
             raise HybridServeError(f"answer: expected one of {list(ANSWERS)}, got {self.answer!r}")
         learned = rule == "learned"
@@ -475,7 +477,6 @@ class ThresholdSearch(ABC):
             "dropped": dict(self.dropped_),
             "search_s": time.perf_counter() - t0,
         }
-
 
     def _out_of_fold(
         self, ev: Evidence, best: Candidate, no_skip: Candidate, costs: CostTable

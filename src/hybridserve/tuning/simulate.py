@@ -2,8 +2,9 @@
 
 Vectorised over requests: one pass per chain position over the requests that reach it, each
 calling the policy's one rule ``decide`` (the runtime's routing, trails included), so a
-simulated request takes the path it would take when served. A request's energy and latency are the sums over the models it visits (the cascade is
-sequential; latency is each model's batch latency from the cost table).
+simulated request takes the path it would take when served. A request's energy and latency are
+the sums over the models it visits (the cascade is sequential; latency is each model's batch
+latency from the cost table).
 """
 
 from __future__ import annotations
