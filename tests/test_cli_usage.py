@@ -49,10 +49,10 @@ def run_script(args: list[str]) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     "args, needles",
     [
-        (["calibrate", "--bogus"], ["Usage: hybridserve calibrate", "No such option: --bogus"]),
-        (["bench", "--drift"], ["Usage: hybridserve bench", "No such option: --drift"]),
+        (["calibrate", "--bogus"], ["Usage: hybridserve calibrate", "No such option", "--bogus"]),
+        (["bench", "--drift"], ["Usage: hybridserve bench", "No such option", "--drift"]),
         (["bench", "--passs", "2"], ["Usage: hybridserve bench", "--passs", "--passes"]),
-        (["nosuchcmd"], ["Usage: hybridserve", "No such command 'nosuchcmd'"]),
+        (["nosuchcmd"], ["Usage: hybridserve", "No such command", "nosuchcmd"]),
         # click reports a missing value without the command's context, so no usage line here
         (["tune", "--mode"], ["Option '--mode' requires an argument"]),
         (["bench", "--passes", "abc"], ["Usage: hybridserve bench", "Invalid value", "--passes"]),
@@ -70,8 +70,8 @@ def test_usage_mistake_gives_usage_message_and_exit_2(args: list[str], needles: 
 def test_mistyped_command_is_suggested_where_typer_suggests() -> None:
     proc = run_script(["calibrat"])
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "No such command 'calibrat'" in proc.stderr
-    if "suggest_commands" in inspect.signature(typer.Typer).parameters:  # typer ≥ 0.16
+    assert "No such command" in proc.stderr and "calibrat" in proc.stderr
+    if "suggest_commands" in inspect.signature(typer.Typer).parameters:  # newer typer only
         assert "Did you mean 'calibrate'?" in proc.stderr
 
 
