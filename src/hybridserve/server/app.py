@@ -31,7 +31,7 @@ from hybridserve.runtime.errors import (
     ServingError,
 )
 from hybridserve.runtime.job import Result
-from hybridserve.server.decode import simple_inputs, v2_tensor
+from hybridserve.server.decode import predict_inputs, v2_tensor
 from hybridserve.server.frontdoor import FrontDoor
 from hybridserve.server.metrics import ServerMetrics
 from hybridserve.server.schemas import (
@@ -221,7 +221,7 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
     )
     async def predict(body: PredictRequest) -> Response:
         eng = holder.serving()
-        x = simple_inputs(body.inputs, eng.family.input_shape)
+        x = await predict_inputs(body.inputs, eng.family.input_shape, eng.config.max_batch_size)
         result = await eng.predict_result(x)
         return JSONResponse({"model": eng.family.name, "answers": _answers(eng, result)})
 
@@ -238,7 +238,7 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
             raise InvalidInputError(
                 f"inputs: expected exactly one input tensor, got {len(body.inputs)}"
             )
-        x = v2_tensor(body.inputs[0])
+        x = v2_tensor(body.inputs[0], eng.family.input_shape, eng.config.max_batch_size)
         result = await eng.predict_result(x)
         answers = _answers(eng, result)
         n = [len(answers)]
