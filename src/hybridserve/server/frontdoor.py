@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hybridserve.server.metrics import ServerMetrics
+from hybridserve.server.openapi import requires_token
 from hybridserve.server.settings import ServerSettings
 
 Scope = MutableMapping[str, Any]
@@ -154,8 +155,8 @@ class FrontDoor:
         self.limit = settings.max_body_bytes
         self.read_timeout_s = settings.body_read_timeout_s
         self.budget = BodyBudget(max(settings.max_inflight_body_bytes, self.limit))
-        key = settings.api_key.get_secret_value() if settings.api_key is not None else None
-        self._key = key.encode() if key else None
+        key = settings.api_key if requires_token(settings) else None
+        self._key = key.get_secret_value().encode() if key is not None else None
         self._open = _OPEN | (_HEALTH if settings.open_health else frozenset())
 
     def _authorized(self, scope: Scope, route: str) -> bool:
