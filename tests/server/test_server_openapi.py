@@ -112,6 +112,10 @@ def test_request_examples_fit_the_schema_and_the_server_answers_them() -> None:
                 r = await client.post(url, json=example)
                 assert r.status_code == 200, (path, r.text)
                 assert len(r.json()["answers"]) == 1
+            for path in ("/v2/models/{model_name}", "/v2/models/{model_name}/ready", INFER):
+                op = next(iter(spec["paths"][path].values()))
+                params = {p["name"]: p for p in op["parameters"]}
+                assert params["model_name"]["example"] == "tiny", path
 
     asyncio.run(go())
     # no field carries an example of its own that would not fit the served family

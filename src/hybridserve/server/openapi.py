@@ -82,6 +82,15 @@ def request_examples(family: Family, predict: str, infer: str) -> dict[str, Any]
     }
 
 
+def _name_the_model(schema: dict[str, Any], name: str) -> None:
+    """Give every ``model_name`` path parameter the served family's name as its example."""
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            for param in operation.get("parameters", ()):
+                if param.get("in") == "path" and param.get("name") == "model_name":
+                    param["example"] = name
+
+
 def install_examples(
     app: FastAPI, family: Callable[[], Family | None], predict: str, infer: str
 ) -> None:
@@ -102,6 +111,7 @@ def install_examples(
             for path, example in request_examples(served, predict, infer).items():
                 body = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]
                 body["example"] = example
+            _name_the_model(schema, served.name)
         return schema
 
     app.state.openapi_has_examples = False
