@@ -76,7 +76,8 @@ def run_schemathesis(
     ]
     if key is not None:
         cmd += ["--header", f"Authorization: Bearer {key}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    # from the temporary workdir: schemathesis leaves a .schemathesis/ cache where it runs
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=report.parent)
     return proc.returncode, proc.stdout + proc.stderr
 
 
