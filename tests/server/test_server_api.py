@@ -5,22 +5,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import json
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-from asgi_lifespan import LifespanManager
 from PIL import Image
 
 from hybridserve.models import Model
-from hybridserve.runtime import Engine, EngineConfig
-from hybridserve.server import ServerSettings, create_app
+from hybridserve.runtime import EngineConfig
 from runtime.cascade_fixtures import (
     POISON,
     Gate,
@@ -30,42 +25,15 @@ from runtime.cascade_fixtures import (
     make_family,
     make_inputs,
     make_policy,
-    one_replica_plan,
     simulate,
-    tiny_models,
 )
+from server.app_harness import POLICY_X
+from server.app_harness import app_client as _client
+from server.app_harness import make_engine as _engine
 
 pytestmark = pytest.mark.integration
 
 KEY = "correct-horse-battery-staple"
-POLICY_X = make_inputs(100)
-
-
-def _engine(
-    wrap: Callable[[list[Model]], None] | None = None,
-    config: EngineConfig | None = None,
-    batch_size: int = 8,
-    max_wait_ms: float = 2.0,
-) -> Engine:
-    models: list[Model] = list(tiny_models())
-    if wrap is not None:
-        wrap(models)
-    policy = make_policy(make_family(), POLICY_X)
-    plan = one_replica_plan(batch_size=batch_size, max_wait_ms=max_wait_ms)
-    return Engine(policy, plan, make_family(models), config or EngineConfig(max_batch_size=8))
-
-
-@asynccontextmanager
-async def _client(engine: Engine, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
-    settings.setdefault("start_in_background", False)
-    app = create_app(engine, ServerSettings(**settings))
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
-        ) as client,
-    ):
-        yield client
 
 
 def _run(coro: Any) -> Any:
@@ -454,30 +422,3 @@ def test_metrics_count_requests_answers_batches_and_energy() -> None:
     assert reached_small == 30
     assert _sample(text, "hybridserve_energy_joules_total", device="cpu") >= 0
     assert 'source="' in text.split("hybridserve_energy_joules_total{", 1)[1]
-
-
-def test_openapi_documents_routes_bodies_and_the_bearer_scheme() -> None:
-    async def go() -> dict[str, Any]:
-        async with _client(_engine()) as client:
-            return dict((await client.get("/openapi.json")).json())
-
-    spec = _run(go())
-    paths = spec["paths"]
-    for path in ("/v1/predict", "/v2/models/{model_name}/infer", "/v2/health/ready", "/metrics"):
-        assert path in paths
-    infer = paths["/v2/models/{model_name}/infer"]["post"]
-    assert infer["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
-        "InferRequest"
-    )
-    assert {"401", "413", "422", "503", "504"} <= set(infer["responses"])
-    schemas = spec["components"]["schemas"]
-    assert "UINT8" in json.dumps(schemas["TensorInput"])
-    assert set(schemas["AnswerModel"]["properties"]) == {
-        "label",
-        "label_name",
-        "confidence",
-        "model",
-        "path",
-        "latency_ms",
-    }
-    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"

@@ -1,8 +1,9 @@
 """``create_app``: the engine behind a FastAPI app (KServe v2, ``/v1/predict``, health, metrics).
 
 Errors are JSON ``{"error": ...}``: 400 malformed JSON, 422 inputs that do not fit the family,
-401 missing token, 404 unknown model or route, 413 body too large, 503 overloaded or not ready
-(with Retry-After), 504 deadline passed, 500 a model failed on the request's inputs.
+401 missing token, 404 unknown model or route, 408 body too slow, 413 body too large, 415
+compressed body, 503 overloaded or not ready (with Retry-After), 504 deadline passed, 500 a model
+failed on the request's inputs. ``server/openapi.py`` documents them per route.
 
 The app is typed against ``runtime.contract.ServingEngine`` (the local ``Engine`` or the Ray
 backend's ``RayCascade``). An engine that cannot be built or started is reported by readiness
@@ -35,11 +36,17 @@ from hybridserve.runtime.errors import (
     QueueFullError,
     ServingError,
 )
-from hybridserve.server.decode import simple_inputs, v2_tensor
+from hybridserve.server.decode import predict_inputs, v2_tensor
 from hybridserve.server.frontdoor import FrontDoor
 from hybridserve.server.metrics import ServerMetrics
+from hybridserve.server.openapi import (
+    INFERENCE,
+    NOT_READY,
+    install_examples,
+    requires_token,
+    responses,
+)
 from hybridserve.server.schemas import (
-    ErrorResponse,
     InferRequest,
     InferResponse,
     Liveness,
@@ -56,19 +63,6 @@ log = logging.getLogger(__name__)
 
 EngineSource = ServingEngine | Callable[[], ServingEngine]
 _bearer_doc = HTTPBearer(auto_error=False)  # documents the scheme; FrontDoor enforces it
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse, "description": text}
-    for code, text in (
-        (400, "malformed JSON"),
-        (401, "missing or wrong bearer token"),
-        (404, "unknown model"),
-        (413, "request body too large"),
-        (422, "inputs do not fit the family (shape, datatype, range, NaN, batch size)"),
-        (500, "a model failed on the batch holding these inputs"),
-        (503, "overloaded or not ready; see Retry-After"),
-        (504, "the request's deadline passed"),
-    )
-}
 
 
 class _Holder:
@@ -188,7 +182,10 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
     )
     app.state.metrics = metrics
     app.state.holder = holder
-    auth = [Depends(_bearer_doc)]
+    token = requires_token(settings)
+    # the scheme is documented only where the FrontDoor asks for the token
+    auth = [Depends(_bearer_doc)] if token else []
+    health_auth = auth if not settings.open_health else []
 
     # ------------------------------------------------------------------ errors
     @app.exception_handler(RequestValidationError)
@@ -232,13 +229,13 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
     @app.post(
         "/v1/predict",
         response_model=PredictResponse,
-        responses=ERRORS,
+        responses=responses(*INFERENCE, token=token),
         dependencies=auth,
         summary="Answer a batch of inputs (nested lists or base64 PNGs)",
     )
     async def predict(body: PredictRequest) -> Response:
         eng = holder.serving()
-        x = simple_inputs(body.inputs, eng.family.input_shape)
+        x = await predict_inputs(body.inputs, eng.family.input_shape, eng.config.max_batch_size)
         result = await eng.predict_result(x)
         answers = answer_dicts(result, eng.family.label_names)
         return JSONResponse({"model": eng.family.name, "answers": answers})
@@ -246,7 +243,7 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
     @app.post(
         "/v2/models/{model_name}/infer",
         response_model=InferResponse,
-        responses=ERRORS,
+        responses=responses(*INFERENCE, 404, token=token),
         dependencies=auth,
         summary="KServe v2 inference (JSON tensors, batch dimension first)",
     )
@@ -256,7 +253,7 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
             raise InvalidInputError(
                 f"inputs: expected exactly one input tensor, got {len(body.inputs)}"
             )
-        x = v2_tensor(body.inputs[0])
+        x = v2_tensor(body.inputs[0], eng.family.input_shape, eng.config.max_batch_size)
         result = await eng.predict_result(x)
         answers = answer_dicts(result, eng.family.label_names)
         n = [len(answers)]
@@ -283,7 +280,7 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
     @app.get(
         "/v2/models/{model_name}",
         response_model=ModelMetadata,
-        responses=ERRORS,
+        responses=responses(404, 503, token=token),
         dependencies=auth,
         summary="KServe v2 model metadata",
     )
@@ -303,7 +300,12 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
             ],
         )
 
-    @app.get("/v1/policy", response_model=PolicyResponse, responses=ERRORS, dependencies=auth)
+    @app.get(
+        "/v1/policy",
+        response_model=PolicyResponse,
+        responses=responses(503, token=token),
+        dependencies=auth,
+    )
     async def policy() -> PolicyResponse:
         eng = holder.engine
         if eng is None:
@@ -312,11 +314,21 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
         return PolicyResponse(family=eng.family.name, policy=body, engine=eng.describe())
 
     # ------------------------------------------------------------------ health
-    @app.get("/v2/health/live", response_model=Liveness)
+    @app.get(
+        "/v2/health/live",
+        response_model=Liveness,
+        responses=responses(token=bool(health_auth)),
+        dependencies=health_auth,
+    )
     async def live() -> Liveness:
         return Liveness(live=True)
 
-    @app.get("/v2/health/ready", response_model=Readiness, responses={503: {"model": Readiness}})
+    @app.get(
+        "/v2/health/ready",
+        response_model=Readiness,
+        responses=responses(token=bool(health_auth), extra=NOT_READY),
+        dependencies=health_auth,
+    )
     async def ready() -> Response:
         eng = holder.engine
         if eng is not None and eng.ready:
@@ -325,14 +337,25 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
         detail = holder.error or reason
         return JSONResponse({"ready": False, "detail": detail}, status_code=503, headers=retry)
 
-    @app.get("/v2/models/{model_name}/ready", response_model=Readiness)
+    @app.get(
+        "/v2/models/{model_name}/ready",
+        response_model=Readiness,
+        responses=responses(404, token=bool(health_auth), extra=NOT_READY),
+        dependencies=health_auth,
+    )
     async def model_ready(model_name: str) -> Response:
         _model_known = holder.engine is not None and holder.engine.family.name == model_name
         if not _model_known:
             return _error(404, f"unknown model {model_name!r}")
         return await ready()
 
-    @app.get("/metrics", response_class=Response, summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        summary="Prometheus metrics",
+        responses=responses(token=bool(health_auth)),
+        dependencies=health_auth,
+    )
     async def prometheus() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -342,5 +365,11 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
         eng = holder.engine
         return eng is not None and eng.overloaded
 
+    install_examples(
+        app,
+        lambda: holder.engine.family if holder.engine is not None else None,
+        predict="/v1/predict",
+        infer="/v2/models/{model_name}/infer",
+    )
     app.add_middleware(FrontDoor, settings=settings, metrics=metrics, overloaded=overloaded)
     return app

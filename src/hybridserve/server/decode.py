@@ -1,21 +1,25 @@
 """Request bodies to numpy batches: KServe v2 tensors, nested lists, base64 PNG images.
 
 Every failure is an ``InvalidInputError`` whose message names the field and the problem; the
-engine then checks the batch against the family (shape, range, NaN, size limit).
+engine then checks the batch against the family (shape, range, NaN). What a request declares
+(how many inputs, a tensor's shape, an image's size) is checked before any data is converted,
+so a small body cannot make the server build a huge array.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
 import math
+import struct
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from hybridserve.runtime.errors import InvalidInputError
+from hybridserve.runtime.errors import BatchTooLargeError, InvalidInputError
 from hybridserve.server.schemas import TensorInput
 
 V2_DTYPES: dict[str, np.dtype[Any]] = {
@@ -32,6 +36,10 @@ V2_DTYPES: dict[str, np.dtype[Any]] = {
     "FP32": np.dtype(np.float32),
     "FP64": np.dtype(np.float64),
 }
+#: The models take float32: a finite value beyond this would become infinite on the way in.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: A PNG starts with this signature and then its IHDR chunk (length, type, width, height).
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _array(values: Any, where: str) -> npt.NDArray[Any]:
@@ -43,16 +51,65 @@ def _array(values: Any, where: str) -> npt.NDArray[Any]:
         ) from err
     if arr.dtype == object or arr.dtype.kind in "USV":
         raise InvalidInputError(f"{where}: expected numbers only (found text, null or objects)")
+    _check_fits_float32(arr, where)
     return arr
 
 
-def v2_tensor(tensor: TensorInput, where: str = "inputs[0]") -> npt.NDArray[Any]:
+def _check_fits_float32(arr: npt.NDArray[Any], where: str) -> None:
+    """Refuse finite values that float32 cannot hold (else the engine would call them infinite)."""
+    if arr.dtype.kind != "f" or arr.dtype.itemsize <= 4 or not arr.size:
+        return
+    with np.errstate(invalid="ignore"):
+        too_big = np.isfinite(arr) & (np.abs(arr) > _FLOAT32_MAX)
+    if too_big.any():
+        value = float(arr[too_big].flat[0])
+        raise InvalidInputError(
+            f"{where}: value {value:g} is too large; inputs are 32-bit floats "
+            f"(magnitude at most {_FLOAT32_MAX:.3g})"
+        )
+
+
+def check_count(n: int, max_batch_size: int) -> None:
+    """Refuse a request with more inputs than one request may carry, before decoding any."""
+    if n > max_batch_size:
+        raise BatchTooLargeError(
+            f"inputs: batch of {n} inputs is larger than the limit of {max_batch_size}"
+        )
+
+
+def _check_v2_shape(
+    tensor: TensorInput, input_shape: tuple[int, ...], max_batch_size: int, where: str
+) -> int:
+    """The values ``tensor`` declares, checked against the family and the limit before parsing."""
+    shape = tensor.shape
+    if not shape or any(d < 0 for d in shape):
+        raise InvalidInputError(f"{where}.shape: expected non-negative sizes, got {shape}")
+    if tuple(shape[1:]) != tuple(input_shape):
+        want = ", ".join(["N", *map(str, input_shape)])
+        raise InvalidInputError(
+            f"{where}.shape: expected [{want}] with the batch first, got {shape}"
+        )
+    if shape[0] == 0:
+        raise InvalidInputError(f"{where}.shape: empty batch; send at least one input")
+    check_count(shape[0], max_batch_size)
+    expected = math.prod(shape)
+    if len(tensor.data) not in (expected, shape[0]):  # flat, or nested with the batch first
+        raise InvalidInputError(
+            f"{where}: shape {shape} holds {expected} values, but data has {len(tensor.data)}"
+        )
+    return expected
+
+
+def v2_tensor(
+    tensor: TensorInput,
+    input_shape: tuple[int, ...],
+    max_batch_size: int,
+    where: str = "inputs[0]",
+) -> npt.NDArray[Any]:
     """The batch held by a v2 tensor, checked against its declared shape and datatype."""
     dtype = V2_DTYPES[tensor.datatype]
-    if any(d < 0 for d in tensor.shape) or not tensor.shape:
-        raise InvalidInputError(f"{where}.shape: expected non-negative sizes, got {tensor.shape}")
+    expected = _check_v2_shape(tensor, input_shape, max_batch_size, where)
     arr = _array(tensor.data, f"{where}.data")
-    expected = math.prod(tensor.shape)
     if arr.size != expected:
         raise InvalidInputError(
             f"{where}: shape {tensor.shape} holds {expected} values, but data has {arr.size}"
@@ -84,44 +141,54 @@ def v2_tensor(tensor: TensorInput, where: str = "inputs[0]") -> npt.NDArray[Any]
     return out
 
 
+def png_size(raw: bytes, where: str) -> tuple[int, int]:
+    """Width and height a PNG declares in its header, read before any pixel is decoded."""
+    if len(raw) < 24 or raw[:8] != _PNG_SIGNATURE or raw[12:16] != b"IHDR":
+        raise InvalidInputError(f"{where}: expected a PNG image (no PNG signature and header)")
+    width, height = struct.unpack(">II", raw[16:24])
+    return int(width), int(height)
+
+
 def png(text: str, input_shape: tuple[int, ...], where: str) -> npt.NDArray[np.uint8]:
     """Decode a base64 PNG (optionally a ``data:image/png;base64,`` URL) to a pixel array."""
     from PIL import Image, UnidentifiedImageError
 
+    if len(input_shape) == 2:
+        mode = "L"
+    elif len(input_shape) == 3 and input_shape[-1] in (3, 4):
+        mode = "RGB" if input_shape[-1] == 3 else "RGBA"
+    else:
+        raise InvalidInputError(
+            f"{where}: images can only be sent to families whose inputs are images "
+            f"(H×W or H×W×C); this one takes {input_shape}"
+        )
     if text.startswith("data:"):
         _, _, text = text.partition(",")
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as err:
         raise InvalidInputError(f"{where}: not valid base64 ({err})") from err
-    try:
-        with Image.open(io.BytesIO(raw)) as img:
-            if img.format != "PNG":
-                raise InvalidInputError(f"{where}: expected a PNG image, got {img.format}")
-            if len(input_shape) == 2:
-                img = img.convert("L")
-            elif len(input_shape) == 3 and input_shape[-1] in (3, 4):
-                img = img.convert("RGB" if input_shape[-1] == 3 else "RGBA")
-            else:
-                raise InvalidInputError(
-                    f"{where}: images can only be sent to families whose inputs are images "
-                    f"(H×W or H×W×C); this one takes {input_shape}"
-                )
-            arr = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as err:
-        raise InvalidInputError(f"{where}: not a readable PNG image") from err
-    if tuple(arr.shape) != tuple(input_shape):
+    width, height = png_size(raw, where)
+    if (height, width) != tuple(input_shape[:2]):
+        # refused on the declared size: a 518 KB PNG can declare 20000×20000 pixels
         raise InvalidInputError(
-            f"{where}: image is {arr.shape[1]}×{arr.shape[0]} pixels, expected "
-            f"{input_shape[1]}×{input_shape[0]}"
+            f"{where}: image is {width}×{height} pixels, expected {input_shape[1]}×{input_shape[0]}"
         )
+    try:
+        with Image.open(io.BytesIO(raw), formats=("PNG",)) as img:
+            arr = np.asarray(img.convert(mode), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
+        raise InvalidInputError(f"{where}: not a readable PNG image ({err})") from err
     return arr
 
 
-def simple_inputs(inputs: list[list[Any] | str], input_shape: tuple[int, ...]) -> npt.NDArray[Any]:
+def simple_inputs(
+    inputs: list[list[Any] | str], input_shape: tuple[int, ...], max_batch_size: int
+) -> npt.NDArray[Any]:
     """The batch of a ``/v1/predict`` body (nested lists and/or base64 PNG strings)."""
     if not inputs:
         raise InvalidInputError("inputs: empty batch; send at least one input")
+    check_count(len(inputs), max_batch_size)
     if not any(isinstance(item, str) for item in inputs):
         return _array(inputs, "inputs")
     rows: list[npt.NDArray[Any]] = []
@@ -134,3 +201,13 @@ def simple_inputs(inputs: list[list[Any] | str], input_shape: tuple[int, ...]) -
             )
         rows.append(arr)
     return np.stack(rows)
+
+
+async def predict_inputs(
+    inputs: list[list[Any] | str], input_shape: tuple[int, ...], max_batch_size: int
+) -> npt.NDArray[Any]:
+    """``simple_inputs`` for the event loop: PNG bodies are decoded on a worker thread."""
+    if any(isinstance(item, str) for item in inputs):
+        check_count(len(inputs), max_batch_size)  # before a thread is even asked for
+        return await asyncio.to_thread(simple_inputs, inputs, input_shape, max_batch_size)
+    return simple_inputs(inputs, input_shape, max_batch_size)

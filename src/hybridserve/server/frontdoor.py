@@ -1,20 +1,26 @@
-"""The ASGI layer in front of every route: bearer-token check, body size limit, HTTP metrics.
+"""The ASGI layer in front of every route: bearer-token check, body limits, HTTP metrics.
 
 It runs before FastAPI reads or parses anything, so a request without the token never has its
-body read, and an oversized body is refused without buffering more than the limit. The token
-is compared in constant time and never logged.
+body read, and an oversized body is refused without buffering more than the limit. Bodies are
+also bounded in time (a stalled upload gets 408) and together (the bytes held across all
+connections are capped: past the cap, 503), a compressed body is refused (415) rather than
+parsed as JSON, and a body whose client went away is dropped unparsed. The token is compared
+in constant time and never logged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from hybridserve.server.metrics import ServerMetrics
+from hybridserve.server.openapi import requires_token
 from hybridserve.server.settings import ServerSettings
 
 Scope = MutableMapping[str, Any]
@@ -53,12 +59,73 @@ def route_label(path: str) -> str:
     return "other"
 
 
-def _bearer(scope: Scope) -> bytes | None:
+def _header(scope: Scope, wanted: bytes) -> bytes | None:
     for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            scheme, _, token = bytes(value).partition(b" ")
-            return token.strip() if scheme.lower() == b"bearer" else None
+        if name == wanted:
+            return bytes(value)
     return None
+
+
+def _bearer(scope: Scope) -> bytes | None:
+    value = _header(scope, b"authorization")
+    if value is None:
+        return None
+    scheme, _, token = value.partition(b" ")
+    return token.strip() if scheme.lower() == b"bearer" else None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A request answered at the door: status, one-line reason, extra headers."""
+
+    status: int
+    message: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+#: The client went away before its body was complete (nginx's convention, for the metrics).
+CLIENT_GONE = 499
+
+
+class BodyBudget:
+    """Request-body bytes held at once across all connections, against a cap.
+
+    The app runs on one event loop, so plain counters are enough.
+    """
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.held = 0
+
+    def fits(self, n: int) -> bool:
+        return self.held + n <= self.cap
+
+    def take(self, n: int) -> bool:
+        if not self.fits(n):
+            return False
+        self.held += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.held -= n
+
+
+class Lease:
+    """The bytes one request holds against a ``BodyBudget``, given back in one call."""
+
+    def __init__(self, budget: BodyBudget) -> None:
+        self.budget = budget
+        self.held = 0
+
+    def take(self, n: int) -> bool:
+        if not self.budget.take(n):
+            return False
+        self.held += n
+        return True
+
+    def release(self) -> None:
+        self.budget.give(self.held)
+        self.held = 0
 
 
 async def send_json(
@@ -86,8 +153,10 @@ class FrontDoor:
         self.overloaded = overloaded
         self.retry_after = str(settings.retry_after_s)
         self.limit = settings.max_body_bytes
-        key = settings.api_key.get_secret_value() if settings.api_key is not None else None
-        self._key = key.encode() if key else None
+        self.read_timeout_s = settings.body_read_timeout_s
+        self.budget = BodyBudget(max(settings.max_inflight_body_bytes, self.limit))
+        key = settings.api_key if requires_token(settings) else None
+        self._key = key.get_secret_value().encode() if key is not None else None
         self._open = _OPEN | (_HEALTH if settings.open_health else frozenset())
 
     def _authorized(self, scope: Scope, route: str) -> bool:
@@ -128,45 +197,88 @@ class FrontDoor:
                     {"retry-after": self.retry_after},
                 )
                 return
-            if scope["method"] in ("POST", "PUT", "PATCH"):
-                body = await self._read_body(scope, receive)
-                if body is None:
-                    await send_json(
-                        send_noting_status,
-                        413,
-                        {"error": f"request body larger than the limit of {self.limit} bytes"},
-                    )
-                    return
-                receive = _replay(body, receive)
-                scope = _as_json(scope)
-            await self.app(scope, receive, send_noting_status)
+            lease = Lease(self.budget)  # the body bytes this request holds
+            try:
+                if scope["method"] in ("POST", "PUT", "PATCH"):
+                    body = await self._read_body(scope, receive, lease)
+                    if body is None:
+                        status[0] = CLIENT_GONE  # nobody to answer; the partial body is dropped
+                        return
+                    if isinstance(body, Refusal):
+                        # the rest of the body is never read, so the connection cannot be reused
+                        headers = {**body.headers, "connection": "close"}
+                        await send_json(
+                            send_noting_status, body.status, {"error": body.message}, headers
+                        )
+                        return
+                    receive = _replay(body, receive)
+                    scope = _as_json(scope)
+                await self.app(scope, receive, send_noting_status)
+            finally:
+                lease.release()
         finally:
             self.metrics.observe_http(route, status[0], time.perf_counter() - t0)
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
-        """The whole body, or ``None`` once it is known to exceed the limit."""
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    if int(value) > self.limit:
-                        return None
-                except ValueError:
-                    pass
-                break
+    def _refuse_early(self, scope: Scope) -> Refusal | None:
+        """What the headers alone say against reading the body."""
+        encoding = (_header(scope, b"content-encoding") or b"").strip().lower()
+        if encoding not in (b"", b"identity"):
+            return Refusal(
+                415,
+                f"Content-Encoding {encoding.decode('latin-1')!r} is not supported; "
+                "send the JSON body uncompressed",
+            )
+        declared = _header(scope, b"content-length")
+        try:
+            length = int(declared) if declared is not None else None
+        except ValueError:
+            length = None
+        if length is not None and length > self.limit:
+            return self._too_large()
+        if length is not None and not self.budget.fits(length):
+            return self._busy()
+        return None
+
+    def _too_large(self) -> Refusal:
+        return Refusal(413, f"request body larger than the limit of {self.limit} bytes")
+
+    def _busy(self) -> Refusal:
+        return Refusal(
+            503,
+            "server busy: too many request bodies are being received at once; retry later",
+            {"retry-after": self.retry_after},
+        )
+
+    async def _read_body(
+        self, scope: Scope, receive: Receive, lease: Lease
+    ) -> bytes | Refusal | None:
+        """The whole body, a refusal, or ``None`` if the client disconnected first."""
+        early = self._refuse_early(scope)
+        if early is not None:
+            return early
+        try:
+            return await asyncio.wait_for(self._receive_body(receive, lease), self.read_timeout_s)
+        except asyncio.TimeoutError:
+            return Refusal(
+                408, f"request body not received within {self.read_timeout_s:g} s; send it faster"
+            )
+
+    async def _receive_body(self, receive: Receive, lease: Lease) -> bytes | Refusal | None:
         parts: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                break  # disconnected: the app sees an empty body and the client is gone
+                return None
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
-                return None
+                return self._too_large()
+            if not lease.take(len(chunk)):
+                return self._busy()
             parts.append(chunk)
             if not message.get("more_body", False):
-                break
-        return b"".join(parts)
+                return b"".join(parts)
 
 
 def _as_json(scope: Scope) -> Scope:

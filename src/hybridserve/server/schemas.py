@@ -50,7 +50,6 @@ class PredictRequest(BaseModel):
             "one entry per input: a nested list with the family's input shape (pixel values "
             "0-255 for image families) or a base64-encoded PNG string"
         ),
-        examples=[[[[0, 12, 255], [3, 4, 5]]]],
     )
 
 
@@ -67,7 +66,7 @@ class TensorInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="tensor name (any; the family has one input)")
-    shape: list[int] = Field(description="[N, *family input shape]", examples=[[1, 28, 28]])
+    shape: list[int] = Field(description="[N, *family input shape]")
     datatype: Datatype
     data: list[Any] = Field(description="the values, flat or nested, row-major")
     parameters: dict[str, Any] | None = None

@@ -19,6 +19,17 @@ class ServerSettings(BaseModel):
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1, description="larger request bodies are refused with 413"
     )
+    body_read_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="a request body not fully received this long after the headers gets 408",
+    )
+    max_inflight_body_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1,
+        description="request body bytes held at once across all connections; a body that "
+        "would go past it gets 503 (the cap is never below max_body_bytes)",
+    )
     retry_after_s: int = Field(1, ge=0, description="Retry-After of 503 answers")
     start_in_background: bool = Field(
         True,
