@@ -59,9 +59,9 @@ def run_bench(
     (and always when ``device`` is given) with one replica per model on ``device`` (default cpu).
     """
     from hybridserve.calibration import load_calibration
+    from hybridserve.devices import resolve_device
     from hybridserve.models import family_logits, load_family
     from hybridserve.planning.plan import Plan
-    from hybridserve.profiling.devices import resolve_device
     from hybridserve.runtime import Engine, EngineConfig
     from hybridserve.tuning.policy import CascadePolicy
 

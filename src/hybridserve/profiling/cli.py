@@ -18,9 +18,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from hybridserve.devices import parse_device
 from hybridserve.errors import HybridServeError
 from hybridserve.models import Family
-from hybridserve.profiling.devices import parse_device
 from hybridserve.profiling.profile import Profile
 from hybridserve.profiling.profiler import (
     DEFAULT_BATCH_SIZES,
@@ -225,7 +225,7 @@ def register(app: typer.Typer) -> None:
         if family is not None and config is not None:
             raise HybridServeError("give either --family or --config, not both")
         sizes = parse_batch_sizes(batch_sizes)
-        from hybridserve.profiling.devices import resolve_device
+        from hybridserve.devices import resolve_device
 
         resolve_device(device)  # a bad or absent device fails before the family loads
         console = Console()

@@ -35,11 +35,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from hybridserve.devices import resolve_device
 from hybridserve.energy import EnergyMeter, select_meter
 from hybridserve.errors import HybridServeError
 from hybridserve.models import Family, Model, TorchModel, load_family
 from hybridserve.process import process_settings
-from hybridserve.profiling.devices import describe_device, resolve_device
+from hybridserve.profiling.devices import describe_device
 from hybridserve.profiling.fits import fit_linear, fit_utilisation
 from hybridserve.profiling.probes import (
     FOREIGN_CPU_WARN,
