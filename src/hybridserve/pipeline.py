@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from hybridserve.cliopts import ConfigOption, WorkdirOption
 from hybridserve.errors import HybridServeError
 from hybridserve.workdir import DEFAULT_WORKDIR, Workdir
 
@@ -89,9 +90,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("quickstart")
     def quickstart_command(
-        workdir: Annotated[Path, typer.Option(help="pipeline workdir")] = DEFAULT_WORKDIR,
-        family: Annotated[str, typer.Option(help="bundled family")] = "fashion-mnist",
-        config: Annotated[Path | None, typer.Option(help="your family's YAML instead")] = None,
+        workdir: WorkdirOption = DEFAULT_WORKDIR,
+        family: Annotated[str, typer.Option(help="bundled family name")] = "fashion-mnist",
+        config: ConfigOption = None,
         duration_s: Annotated[
             float,
             typer.Option(help="cap on each system's bench run (seconds)"),

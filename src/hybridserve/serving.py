@@ -17,6 +17,7 @@ its port or loads a model.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,6 +138,39 @@ def resolve_target(
     target = ServeTarget(the_policy, the_plan, cfg, path, user, source)
     check_agreement(target)
     return target
+
+
+def targets_for_systems(
+    workdir: Workdir,
+    policies: Mapping[str, CascadePolicy],
+    family: tuple[FamilyConfig, Path, bool],
+    *,
+    device: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> dict[str, ServeTarget]:
+    """A target per benched system: ``plan.json`` for the systems whose chain it was planned
+    for and places in full (unless ``device`` is given), else one replica of every chain model
+    on ``device`` (default cpu)."""
+    cfg, path, user = family
+    planned = Plan.load(workdir.plan) if workdir.plan.is_file() and device is None else None
+
+    def planned_for(plan: Plan, chain: tuple[str, ...]) -> bool:
+        if (plan.chain or plan.models) != chain:
+            return False
+        # a plan may leave out a model its policy never reaches; it cannot serve that chain
+        return all(plan.replicas(m) for m in chain)
+
+    out = {}
+    for name, policy in policies.items():
+        if planned is not None and planned_for(planned, tuple(policy.chain)):
+            plan, source = planned, str(workdir.plan)
+        else:
+            plan = Plan.default(cfg.family, policy.chain, device or "cpu", batch_size)
+            source = "default"
+        target = ServeTarget(policy, plan, cfg, path, user, source)
+        check_agreement(target)
+        out[name] = target
+    return out
 
 
 def check_agreement(target: ServeTarget) -> None:

@@ -20,18 +20,11 @@ from hybridserve.bench.run import (
     saturating_clients,
 )
 from hybridserve.bench.systems import system_policies
+from hybridserve.cliopts import ConfigOption, FamilyOption, WorkdirOption
 from hybridserve.errors import HybridServeError
 from hybridserve.workdir import DEFAULT_WORKDIR, Workdir
 
 console = Console()
-
-
-def _serving_batch_size(wd: Workdir) -> int:
-    from hybridserve.profiling.profile import Profile
-
-    if wd.profile.is_file():
-        return int(Profile.load(wd.profile).serving_batch_size)
-    return 64
 
 
 def _energy_table(wd: Workdir, names: tuple[str, ...], batch_size: int) -> dict[str, float]:
@@ -60,48 +53,52 @@ def run_bench(
     """
     from hybridserve.calibration import load_calibration
     from hybridserve.devices import resolve_device
-    from hybridserve.models import family_logits, load_family
-    from hybridserve.planning.plan import Plan
+    from hybridserve.models import family_logits
     from hybridserve.runtime import Engine, EngineConfig
+    from hybridserve.serving import (
+        check_here,
+        resolve_family,
+        serving_batch_size,
+        targets_for_systems,
+    )
     from hybridserve.tuning.policy import CascadePolicy
 
     calibration = load_calibration(workdir)
-    family = load_family(family_name or calibration.family, config)
+    found = resolve_family(
+        None if config is not None else family_name or calibration.family, config
+    )
+    family = found[0]
+    names = tuple(m.name for m in family.models)
     calibrators = {m.name: m.calibrator for m in calibration.models}
-    policies = system_policies(workdir, family.names, calibrators)
+    policies = system_policies(workdir, names, calibrators)
     if systems:
         unknown = [s for s in systems if s not in policies]
         if unknown:
             raise HybridServeError(f"--systems: unknown {unknown}; known: {list(policies)}")
         policies = {k: v for k, v in policies.items() if k in systems}
-    batch = _serving_batch_size(workdir)
-    energy_j = _energy_table(workdir, family.names, batch)
-    planned = Plan.load(workdir.plan) if workdir.plan.is_file() and device is None else None
+    batch = serving_batch_size(workdir)
+    energy_j = _energy_table(workdir, names, batch)
     if device is not None:
         device = resolve_device(device).torch_device
-    # a system's plan depends only on its chain: plan.json where it is for that chain
-    plans: dict[tuple[str, ...], Plan] = {}
-    for chain in {tuple(p.chain) for p in policies.values()}:
-        if planned is not None and tuple(planned.models) == chain:
-            plans[chain] = planned
-        else:
-            plans[chain] = Plan.default(
-                family.name, chain, device=device or "cpu", batch_size=batch
-            )
+    targets = targets_for_systems(workdir, policies, found, device=device, batch_size=batch)
     if load.mode == "saturate" and load.concurrency is None:
-        load = replace(load, concurrency=saturating_clients(plans.values()))
+        load = replace(load, concurrency=saturating_clients(t.plan for t in targets.values()))
     clients = load.concurrency or 0
     engine_config = EngineConfig(queue_size=max(4096, 4 * clients), tune_gc_at_start=True)
+    for target in targets.values():  # before any model loads: a plan for another machine
+        check_here(target, queue_size=engine_config.queue_size)
+    loaded = next(iter(targets.values())).load_family()
 
     def make_engine(policy: CascadePolicy) -> Any:
-        return Engine(policy, plans[tuple(policy.chain)], family, engine_config)
+        plan = next(t.plan for t in targets.values() if t.policy is policy)
+        return Engine(policy, plan, loaded, engine_config)
 
-    test_logits = family_logits(family, "test", workdir, progress=False)
+    test_logits = family_logits(loaded, "test", workdir, progress=False)
     body = bench_systems(
-        policies, make_engine, family, test_logits, energy_j, load, console=console
+        policies, make_engine, loaded, test_logits, energy_j, load, console=console
     )
     latencies = body.pop("_latencies")
-    body["family"] = family.name
+    body["family"] = loaded.name
     body["serving_batch_size"] = batch
     write_report(workdir.report, body)
     out = workdir.root
@@ -162,7 +159,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("bench")
     def bench(
-        workdir: Annotated[Path, typer.Option(help="pipeline workdir")] = DEFAULT_WORKDIR,
+        workdir: WorkdirOption = DEFAULT_WORKDIR,
         rate: Annotated[
             float | None, typer.Option(help="open-loop arrival rate (req/s); default: saturate")
         ] = None,
@@ -207,8 +204,8 @@ def register(app: typer.Typer) -> None:
         systems: Annotated[
             list[str] | None, typer.Option(help="only these systems (repeatable)")
         ] = None,
-        family: Annotated[str | None, typer.Option(help="bundled family name")] = None,
-        config: Annotated[Path | None, typer.Option(help="family YAML")] = None,
+        family: FamilyOption = None,
+        config: ConfigOption = None,
         device: Annotated[
             str | None,
             typer.Option(

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from hybridserve.cliopts import ConfigOption, DeviceOption, FamilyOption, WorkdirOption
 from hybridserve.devices import parse_device
 from hybridserve.errors import HybridServeError
 from hybridserve.models import Family
@@ -193,13 +194,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("profile")
     def profile(
-        family: Annotated[
-            str | None, typer.Option(help="bundled family (default fashion-mnist)")
-        ] = None,
-        config: Annotated[
-            Path | None, typer.Option(help="family YAML file, instead of a bundled family")
-        ] = None,
-        device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
+        family: FamilyOption = None,
+        config: ConfigOption = None,
+        device: DeviceOption = "cpu",
         batch_sizes: Annotated[
             str, typer.Option(help="comma-separated batch sizes to measure")
         ] = ",".join(str(b) for b in DEFAULT_BATCH_SIZES),
@@ -218,7 +215,7 @@ def register(app: typer.Typer) -> None:
         threads: Annotated[
             int | None, typer.Option(min=1, help="torch CPU threads (default: torch's own)")
         ] = None,
-        workdir: Annotated[Path, typer.Option(help="pipeline working directory")] = DEFAULT_WORKDIR,
+        workdir: WorkdirOption = DEFAULT_WORKDIR,
         force: Annotated[bool, typer.Option(help="measure even if profile.json fits")] = False,
     ) -> None:
         """Measure latency, throughput, memory, utilisation and energy per model and batch size."""
