@@ -31,13 +31,13 @@ def quickstart(
     fresh: bool = False,
 ) -> dict[str, object]:
     """Run the whole pipeline into ``workdir`` and return the bench report body."""
-    from hybridserve.bench.cli import comparison_table, run_bench
-    from hybridserve.bench.run import LoadSettings
+    from hybridserve.bench.cli import comparison_table
+    from hybridserve.bench.run import LoadSettings, run_bench
     from hybridserve.calibration.cli import report_table
     from hybridserve.calibration.fit import run_calibration
     from hybridserve.models import load_family
     from hybridserve.planning.cli import run_plan
-    from hybridserve.profiling.cli import run_profile
+    from hybridserve.profiling.run import run_profile
     from hybridserve.tuning.cli import run_tune
 
     if passes < 1:  # before minutes of calibration and profiling, not after
