@@ -9,8 +9,8 @@ import pytest
 
 from hybridserve.calibration import load_calibration
 from hybridserve.pipeline import quickstart
-from hybridserve.profiling.cli import run_profile
 from hybridserve.profiling.profiler import ProfilerSettings
+from hybridserve.profiling.run import run_profile
 from hybridserve.workdir import Workdir
 
 FAST = ProfilerSettings(

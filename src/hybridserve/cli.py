@@ -54,7 +54,7 @@ STAGE_MODULES = (
     "hybridserve.profiling.cli",
     "hybridserve.tuning.cli",
     "hybridserve.planning.cli",
-    "hybridserve.server.cli",
+    "hybridserve.backends.cli",
     "hybridserve.bench.cli",
     "hybridserve.pipeline",
 )

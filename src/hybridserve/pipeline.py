@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from hybridserve.cliopts import ConfigOption, WorkdirOption
 from hybridserve.errors import HybridServeError
 from hybridserve.workdir import DEFAULT_WORKDIR, Workdir
 
@@ -30,13 +31,13 @@ def quickstart(
     fresh: bool = False,
 ) -> dict[str, object]:
     """Run the whole pipeline into ``workdir`` and return the bench report body."""
-    from hybridserve.bench.cli import comparison_table, run_bench
-    from hybridserve.bench.run import LoadSettings
+    from hybridserve.bench.cli import comparison_table
+    from hybridserve.bench.run import LoadSettings, run_bench
     from hybridserve.calibration.cli import report_table
     from hybridserve.calibration.fit import run_calibration
     from hybridserve.models import load_family
     from hybridserve.planning.cli import run_plan
-    from hybridserve.profiling.cli import run_profile
+    from hybridserve.profiling.run import run_profile
     from hybridserve.tuning.cli import run_tune
 
     if passes < 1:  # before minutes of calibration and profiling, not after
@@ -89,9 +90,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("quickstart")
     def quickstart_command(
-        workdir: Annotated[Path, typer.Option(help="pipeline workdir")] = DEFAULT_WORKDIR,
-        family: Annotated[str, typer.Option(help="bundled family")] = "fashion-mnist",
-        config: Annotated[Path | None, typer.Option(help="your family's YAML instead")] = None,
+        workdir: WorkdirOption = DEFAULT_WORKDIR,
+        family: Annotated[str, typer.Option(help="bundled family name")] = "fashion-mnist",
+        config: ConfigOption = None,
         duration_s: Annotated[
             float,
             typer.Option(help="cap on each system's bench run (seconds)"),

@@ -9,18 +9,21 @@ from typing import Any
 
 import pytest
 
-from hybridserve.backends import ray_backend
+from hybridserve.backends import ServeOptions, ray_backend
 from hybridserve.backends.ray_backend import (
     RayBackendConfig,
     RayDeployment,
     describe_groups,
+    family_ref,
     require_ray,
-    resolve,
     serve_options,
 )
 from hybridserve.backends.ray_family import FamilyRef
+from hybridserve.backends.run import run_serve
 from hybridserve.errors import HybridServeError
+from hybridserve.models.family import bundled_config_path
 from hybridserve.planning import DeviceAssignment, Placement, Plan
+from hybridserve.serving import resolve_target
 from hybridserve.tuning.policy import CascadePolicy, identity_calibrator
 
 pytestmark = pytest.mark.unit
@@ -71,9 +74,10 @@ def test_without_the_extra_the_error_says_what_to_install(monkeypatch: pytest.Mo
     monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` raise ImportError
     with pytest.raises(HybridServeError, match=r"pip install 'hybridserve\[ray\]'"):
         require_ray()
-    options = SimpleNamespace(workdir=Path("nowhere"))
+    options = ServeOptions(workdir=Path("nowhere"))
+    target = SimpleNamespace()  # never reached: Ray is checked first
     with pytest.raises(HybridServeError, match=r"pip install 'hybridserve\[ray\]'"):
-        serve_options(options)
+        serve_options(options, target)  # type: ignore[arg-type]
 
 
 def test_a_plan_for_another_family_is_refused() -> None:
@@ -116,20 +120,21 @@ def test_a_local_instance_advertises_the_planned_devices_and_must_hold_them(
     assert not fake.running  # the instance it started was stopped again
 
 
-def test_resolve_uses_the_local_backends_defaults(tmp_path: Path) -> None:
+def test_the_target_is_resolved_with_the_local_backends_defaults(tmp_path: Path) -> None:
     with pytest.raises(
         HybridServeError, match=r"policy-ap\.json: not found; run `hybridserve tune"
     ):
-        resolve(tmp_path)
+        resolve_target(tmp_path)
     POLICY.save(tmp_path / "policy-ap.json")
-    policy, plan, ref = resolve(tmp_path)
-    assert policy == POLICY
-    assert ref == BUNDLED
-    assert [len(plan.replicas(m)) for m in CHAIN] == [1, 1, 1]
+    target = resolve_target(tmp_path)
+    assert target.policy == POLICY
+    assert family_ref(target) == BUNDLED
+    assert [len(target.plan.replicas(m)) for m in CHAIN] == [1, 1, 1]
     _two_node_plan().save(tmp_path / "plan.json")
-    assert resolve(tmp_path)[1].devices[-1].id == "n1/cuda:0"
-    yaml = tmp_path / "family.yaml"
-    assert resolve(tmp_path, family_config=yaml)[2] == FamilyRef("fashion-mnist", str(yaml))
+    assert resolve_target(tmp_path).plan.devices[-1].id == "n1/cuda:0"
+    yaml = bundled_config_path("fashion-mnist")
+    ref = family_ref(resolve_target(tmp_path, family_config=yaml))
+    assert ref == FamilyRef("fashion-mnist", str(yaml.resolve()))
 
 
 def test_describe_groups_lists_deployments_devices_and_batching() -> None:
@@ -169,28 +174,23 @@ def test_ray_errors_are_classified_for_retry_overload_or_failure() -> None:
     assert classify_ray_error(ValueError("x")) == "fatal"
 
 
-def test_serve_options_passes_address_host_and_a_fixed_port(
+def test_serve_passes_address_host_and_a_fixed_port(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     POLICY.save(tmp_path / "policy-ap.json")
+    _two_node_plan().save(tmp_path / "plan.json")
     seen: dict[str, Any] = {}
     monkeypatch.setattr(ray_backend, "require_ray", lambda: None)
     monkeypatch.setattr(ray_backend, "serve_ray", lambda *args: seen.update(args=args))
-    options = SimpleNamespace(
-        workdir=tmp_path,
-        policy=None,
-        plan=None,
-        family=None,
-        family_config=None,
-        host="127.0.0.1",
-        port=0,
-        address="ray://head:10001",
-        engine=None,
-        server=None,
-    )
-    serve_options(options)
+    options = ServeOptions(workdir=tmp_path, port=0, address="ray://head:10001")
+    # a cluster's devices are its nodes', so a two-node GPU plan passes the checks here
+    run_serve(options, "ray")
     policy, plan, ref, config, _, _ = seen["args"]
-    assert plan.chain == CHAIN  # no plan.json: one CPU replica of each chain model
+    assert plan == _two_node_plan()
     assert (policy, ref) == (POLICY, BUNDLED)
     assert config.address == "ray://head:10001"
     assert config.port > 0  # Serve's proxies cannot take "any port"
+    # without an address Ray runs on this machine, which has one node
+    local = ServeOptions(workdir=tmp_path, port=0)
+    with pytest.raises(HybridServeError, match=r"plan places models on 2 nodes"):
+        run_serve(local, "ray")

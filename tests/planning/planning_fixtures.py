@@ -23,7 +23,7 @@ from hybridserve.profiling.profile import (
     ProfileRow,
     UtilisationFit,
 )
-from hybridserve.workdir import write_json
+from hybridserve.tuning.policy import CascadePolicy, identity_calibrator
 
 FAMILY = "synthetic"
 
@@ -145,15 +145,12 @@ def cpu_profile(
 def write_policy(
     path: Path, chain: Sequence[str], reach: Mapping[str, float], family: str = FAMILY
 ) -> Path:
-    """The fields of a ``policy`` file the planner reads (the tuner writes many more)."""
-    write_json(
-        path,
-        "policy",
-        1,
-        {
-            "family": family,
-            "chain": list(chain),
-            "summary": {"val": {"reach_fraction": dict(reach)}},
-        },
-    )
+    """A policy file whose tuning summary records ``reach`` on the validation split."""
+    CascadePolicy(
+        family=family,
+        chain=tuple(chain),
+        thresholds=(0.5,) * (len(chain) - 1),
+        calibrators=tuple(identity_calibrator() for _ in chain),
+        summary={"val": {"reach_fraction": dict(reach)}},
+    ).save(path)
     return path

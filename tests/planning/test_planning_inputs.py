@@ -76,7 +76,17 @@ def test_policy_reach_is_read_from_the_summary(tmp_path: Path) -> None:
 def test_bad_policies_are_user_errors(tmp_path: Path) -> None:
     path = tmp_path / "p.json"
     path.write_text(json.dumps({"format": "hybridserve/policy", "version": 1, "chain": ["a"]}))
-    with pytest.raises(HybridServeError, match=r"summary\.val\.reach_fraction"):
+    with pytest.raises(HybridServeError, match=r"p\.json: policy: missing field"):
+        read_policy_reach(path)  # parsed by CascadePolicy, which names what is missing
+    write_policy(path, ["a", "b"], {})
+    body = json.loads(path.read_text())
+    del body["summary"]["val"]
+    path.write_text(json.dumps(body))
+    with pytest.raises(HybridServeError, match=r"p\.json: policy\.summary\.val\.reach_fraction"):
+        read_policy_reach(path)
+    body["summary"] = {"val": {"reach_fraction": {"a": "most"}}}
+    path.write_text(json.dumps(body))
+    with pytest.raises(HybridServeError, match=r"reach_fraction\.a: expected a finite number"):
         read_policy_reach(path)
     with pytest.raises(HybridServeError, match=r"must lie in \[0, 1\]"):
         make_reach("f", ("a",), {"a": 1.5})

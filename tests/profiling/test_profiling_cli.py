@@ -9,8 +9,9 @@ import pytest
 
 from hybridserve.cli import main
 from hybridserve.errors import HybridServeError
-from hybridserve.profiling.cli import parse_batch_sizes, profile_table, run_profile
+from hybridserve.profiling.cli import parse_batch_sizes, profile_table
 from hybridserve.profiling.profiler import ProfilerSettings
+from hybridserve.profiling.run import run_profile
 from hybridserve.workdir import Workdir
 
 pytestmark = pytest.mark.unit

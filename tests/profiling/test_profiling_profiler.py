@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from hybridserve.data.fashion_mnist import Split
+from hybridserve.devices import parse_device, resolve_device
 from hybridserve.energy import EnergyMeter, SafeMeter
 from hybridserve.errors import HybridServeError
 from hybridserve.models import CallableModel, Family, ModelInfo
 from hybridserve.profiling import Profile
-from hybridserve.profiling.devices import parse_device, resolve_device
 from hybridserve.profiling.profiler import ProfilerSettings, profile_family
 
 pytestmark = pytest.mark.unit

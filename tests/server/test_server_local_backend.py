@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,10 @@ def test_defaults_to_the_ap_policy_and_a_default_plan(
 def test_explicit_plan_must_place_every_chain_model(tmp_path: Path, tiny_family_yaml: Path) -> None:
     _policy().save(tmp_path / "p.json")
     Plan.default("tiny", ("big",)).save(tmp_path / "plan.json")
+    with pytest.raises(HybridServeError, match=r"plan is for chain \['big'\], the policy routes"):
+        engine_from_workdir(tmp_path, tmp_path / "p.json", family_config=tiny_family_yaml)
+    # a plan that names no chain (older files) is checked model by model
+    replace(Plan.default("tiny", ("big",)), chain=()).save(tmp_path / "plan.json")
     with pytest.raises(HybridServeError, match=r"plan places no replica of \['small'\]"):
         engine_from_workdir(tmp_path, tmp_path / "p.json", family_config=tiny_family_yaml)
 

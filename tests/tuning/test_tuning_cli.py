@@ -11,11 +11,20 @@ import pytest
 from hybridserve.calibration import CalibrationReport, ModelCalibration
 from hybridserve.cli import main
 from hybridserve.errors import HybridServeError
+from hybridserve.profiling import (
+    DeviceInfo,
+    LinearFit,
+    ModelFits,
+    ModelProfile,
+    Profile,
+    ProfileRow,
+    UtilisationFit,
+)
 from hybridserve.tuning import CascadePolicy, identity_calibrator
 from hybridserve.tuning.costs import costs_from_profile
 from hybridserve.tuning.synthetic import synthetic_family
 from hybridserve.tuning.tune import run_tune
-from hybridserve.workdir import Workdir, write_json
+from hybridserve.workdir import Workdir
 
 pytestmark = pytest.mark.integration
 
@@ -60,36 +69,23 @@ def make_workdir(root: Path, family: str = FAMILY, with_profile: bool = True) ->
         )
     CalibrationReport(family, "temperature", 15, tuple(models)).save(wd.calibration)
     if with_profile:
-        write_json(
-            wd.profile,
-            "profile",
-            1,
-            {
-                "family": family,
-                "serving_batch_size": 32,
-                "meter": {"source": "test-meter"},
-                "models": [
-                    {
-                        "name": n,
-                        "energy_j_per_request": e,
-                        "rows": [
-                            {
-                                "batch_size": 32,
-                                "latency_ms_median": 100 * e,
-                                "energy_j_per_request": e,
-                            },
-                            {
-                                "batch_size": 1,
-                                "latency_ms_median": 10 * e,
-                                "energy_j_per_request": 5 * e,
-                            },
-                        ],
-                    }
-                    for n, e in ENERGY.items()
-                ],
-            },
-        )
+        _profile(family).save(wd.profile)
     return wd
+
+
+def _profile(family: str) -> Profile:
+    """Energy ``e`` per request at batch 32 (5·e at batch 1), latency 100·e ms (10·e at 1)."""
+    fits = ModelFits(LinearFit(1.0, 0.1, 0.0), LinearFit(1e6, 0.0, 0.0), UtilisationFit(0, 0, 0))
+
+    def row(b: int, latency_ms: float, energy_j: float) -> ProfileRow:
+        return ProfileRow(b, latency_ms, latency_ms, 1000 * b / latency_ms, 10**6, 1.0, energy_j, 3)
+
+    models = tuple(
+        ModelProfile(n, 1, 1, 4, (row(1, 10 * e, 5 * e), row(32, 100 * e, e)), fits, e, 32)
+        for n, e in ENERGY.items()
+    )
+    device = DeviceInfo("cpu", "test", 1, 10**9, "x")
+    return Profile(family, device, {"source": "test-meter"}, "test", 32, models)
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -1,12 +1,15 @@
 """Where the app runs: ``local`` (uvicorn in this process, the default) or ``ray`` (Ray Serve).
 
-Every backend module exposes ``serve_options(options: ServeOptions) -> None``, which serves
-until stopped; ``hybridserve serve --backend NAME`` builds the options and calls it.
+Every backend module exposes ``serve_options(options: ServeOptions, target: ServeTarget) ->
+None``, which serves until stopped; ``hybridserve serve --backend NAME`` builds the options,
+resolves and checks the target (``hybridserve.serving``) and calls it (``backends/run.py``).
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
+import socket
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -50,3 +53,26 @@ def get_backend(name: str) -> object:
     except ModuleNotFoundError as err:
         hint = " (pip install 'hybridserve[ray]')" if name == "ray" else ""
         raise HybridServeError(f"--backend {name!r} is not available: {err}{hint}") from err
+
+
+def bind_port(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (0: any free port), or one line saying why not."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        raise HybridServeError(f"--host {host!r}: cannot resolve it ({err.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    # as uvicorn does: a restarted server may rebind while old connections sit in TIME_WAIT
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as err:
+        sock.close()
+        why = (
+            "another process is listening there" if err.errno == errno.EADDRINUSE else err.strerror
+        )
+        raise HybridServeError(
+            f"cannot listen on {host}:{port}: {why}; pass another --port"
+        ) from None
+    return sock

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 from collections.abc import Generator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,16 +19,23 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
-from hybridserve.backends import ServeOptions
+from hybridserve.backends import ServeOptions, bind_port
 from hybridserve.errors import HybridServeError
 from hybridserve.runtime.config import EngineConfig
 from hybridserve.runtime.engine import Engine
 from hybridserve.server.app import create_app, engine_failure, on_engine_failure
-from hybridserve.workdir import Workdir
+from hybridserve.serving import ServeTarget, check_here, resolve_target
 
 log = logging.getLogger(__name__)
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def engine_for(
+    target: ServeTarget, config: EngineConfig | None = None, device: str = "cpu"
+) -> Engine:
+    """An (unstarted) engine for a resolved target; loads the family's weights on ``device``."""
+    return Engine(target.policy, target.plan, target.load_family(device), config)
 
 
 def engine_from_workdir(
@@ -39,40 +47,21 @@ def engine_from_workdir(
     family: str | None = None,
     family_config: Path | None = None,
     device: str = "cpu",
-    batch_size: int = 64,
+    batch_size: int | None = None,
 ) -> Engine:
-    """An (unstarted) engine for a workdir's policy and plan.
-
-    Defaults: ``WORKDIR/policy-ap.json``; ``WORKDIR/plan.json`` if it exists, else one replica of
-    each chain model on ``device`` (``Plan.default``). The family is the policy's (bundled) one
-    unless ``family``/``family_config`` say otherwise.
-    """
-    from hybridserve.models.family import load_family
-    from hybridserve.planning.plan import Plan
-    from hybridserve.tuning.policy import CascadePolicy
-
-    wd = Workdir(Path(workdir))
-    policy_file = Path(policy_path) if policy_path is not None else wd.policy("ap")
-    if policy_path is None and not policy_file.is_file():
-        raise HybridServeError(
-            f"{policy_file}: not found; run `hybridserve tune --workdir {wd.root}` or pass --policy"
-        )
-    policy = CascadePolicy.load(policy_file)
-    fam = load_family(family or policy.family, family_config, device=device)
-    policy.check_family(fam.names, fam.name)
-    if plan_path is not None:
-        plan = Plan.load(Path(plan_path))
-    elif wd.plan.is_file():
-        plan = Plan.load(wd.plan)
-    else:
-        plan = Plan.default(fam.name, policy.chain, device=device, batch_size=batch_size)
-    missing = [m for m in policy.chain if not plan.replicas(m)]
-    if missing:
-        raise HybridServeError(
-            f"plan places no replica of {missing}, which the policy routes to; "
-            "re-run `hybridserve plan` for this policy"
-        )
-    return Engine(policy, plan, fam, config)
+    """An (unstarted) engine for a workdir's policy and plan, found and checked as ``serve``
+    finds them (``hybridserve.serving``); without a plan, one replica each on ``device``."""
+    target = resolve_target(
+        workdir,
+        policy=None if policy_path is None else Path(policy_path),
+        plan=None if plan_path is None else Path(plan_path),
+        family=family,
+        family_config=family_config,
+        device=device,
+        batch_size=batch_size,
+    )
+    check_here(target, queue_size=None if config is None else config.queue_size)
+    return engine_for(target, config, device)
 
 
 class _Server(uvicorn.Server):
@@ -93,11 +82,13 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     *,
+    sock: socket.socket | None = None,
     log_level: str = "info",
     access_log: bool = False,
     graceful_timeout_s: float | None = 30.0,
 ) -> None:
-    """Serve ``app`` until SIGTERM/SIGINT; return after draining (the CLI then exits 0)."""
+    """Serve ``app`` until SIGTERM/SIGINT (on ``sock`` when given, already bound to
+    ``host:port``); return after draining (the CLI then exits 0)."""
     config = uvicorn.Config(
         app,
         host=host,
@@ -113,7 +104,7 @@ def serve(
         server.should_exit = True
 
     on_engine_failure(app, engine_failed)
-    server.run()
+    server.run(sockets=None if sock is None else [sock])
     failure = engine_failure(app)
     if failure is not None:
         raise HybridServeError(failure)
@@ -121,29 +112,30 @@ def serve(
         raise HybridServeError(f"could not serve on {host}:{port} (see the log above)")
 
 
-def serve_options(options: ServeOptions) -> None:
-    """``hybridserve serve --backend local``: build the engine now (errors exit 2), then serve."""
-    engine = engine_from_workdir(
-        options.workdir,
-        options.policy,
-        options.plan,
-        options.engine,
-        family=options.family,
-        family_config=options.family_config,
-    )
-    log.info(
-        "serving %s (chain %s) on http://%s:%d%s",
-        engine.family.name,
-        " → ".join(engine.chain),
-        options.host,
-        options.port,
-        " with bearer-token auth" if options.server.api_key is not None else "",
-    )
-    serve(
-        create_app(engine, options.server),
-        options.host,
-        options.port,
-        log_level=options.log_level,
-        access_log=options.access_log,
-        graceful_timeout_s=options.engine.drain_timeout_s or None,
-    )
+def serve_options(options: ServeOptions, target: ServeTarget) -> None:
+    """``hybridserve serve --backend local``: bind the port, build the engine, then serve.
+
+    The port is bound before the weights load, so a taken port is reported in a second, and
+    kept: nothing can take it while the models load.
+    """
+    sock = bind_port(options.host, options.port)
+    with sock:
+        engine = engine_for(target, options.engine)
+        port = int(sock.getsockname()[1])
+        log.info(
+            "serving %s (chain %s) on http://%s:%d%s",
+            target.family_name,
+            " → ".join(target.policy.chain),
+            options.host,
+            port,
+            " with bearer-token auth" if options.server.api_key is not None else "",
+        )
+        serve(
+            create_app(engine, options.server),
+            options.host,
+            port,
+            sock=sock,
+            log_level=options.log_level,
+            access_log=options.access_log,
+            graceful_timeout_s=options.engine.drain_timeout_s or None,
+        )

@@ -16,13 +16,13 @@ import logging
 import signal
 import threading
 import time
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from hybridserve.backends import ServeOptions, bind_port
 from hybridserve.backends.ray_family import FamilyRef
 from hybridserve.backends.ray_resources import (
     GroupSpec,
@@ -36,8 +36,8 @@ from hybridserve.errors import HybridServeError
 from hybridserve.planning.plan import Plan
 from hybridserve.runtime.config import EngineConfig
 from hybridserve.server.settings import ServerSettings
+from hybridserve.serving import ServeTarget
 from hybridserve.tuning.policy import CascadePolicy
-from hybridserve.workdir import Workdir
 
 log = logging.getLogger(__name__)
 
@@ -413,64 +413,22 @@ def serve_ray(
         dep.stop()
 
 
-def family_ref(
-    policy: CascadePolicy, family: str | None = None, config: Path | None = None
-) -> FamilyRef:
-    """The family to serve: a YAML file, a bundled name, or the policy's family."""
-    if config is not None:
-        return FamilyRef(policy.family, str(Path(config).resolve()))
-    return FamilyRef(family or policy.family)
+def family_ref(target: ServeTarget) -> FamilyRef:
+    """The target's family as Ray actors load it: a bundled name, or the user's YAML file."""
+    config = target.config
+    return FamilyRef(target.family_name, None if config is None else str(config))
 
 
-def resolve(
-    workdir: Path,
-    policy_path: Path | None = None,
-    plan_path: Path | None = None,
-    family: str | None = None,
-    family_config: Path | None = None,
-) -> tuple[CascadePolicy, Plan, FamilyRef]:
-    """Policy, plan and family with the local backend's defaults, without loading weights.
+def serve_options(options: ServeOptions, target: ServeTarget) -> None:
+    """``hybridserve serve --backend ray``: serve the resolved ``target`` on Ray.
 
-    ``WORKDIR/policy-ap.json``; ``WORKDIR/plan.json`` if present, else one CPU replica of each
-    chain model (``Plan.default``).
-    """
-    wd = Workdir(Path(workdir))
-    policy_file = policy_path if policy_path is not None else wd.policy("ap")
-    if policy_path is None and not policy_file.is_file():
-        raise HybridServeError(
-            f"{policy_file}: not found; run `hybridserve tune --workdir {wd.root}` or pass --policy"
-        )
-    policy = CascadePolicy.load(policy_file)
-    ref = family_ref(policy, family, family_config)
-    if plan_path is not None:
-        plan = Plan.load(plan_path)
-    elif wd.plan.is_file():
-        plan = Plan.load(wd.plan)
-    else:
-        plan = Plan.default(policy.family, policy.chain, device="cpu")
-    return policy, plan, ref
-
-
-def serve_options(options: Any) -> None:
-    """``hybridserve serve --backend ray``: serve ``options`` (a ``ServeOptions``) on Ray.
-
-    Reads ``options.address`` when the options carry one (None: start a local Ray instance).
+    ``options.address`` None starts a local Ray instance. The port is checked free first;
+    Serve's proxies then bind it (they need a fixed port, so 0 picks a free one here).
     """
     require_ray()
-    policy, plan, ref = resolve(
-        options.workdir, options.policy, options.plan, options.family, options.family_config
+    with bind_port(options.host, options.port) as sock:
+        port = int(sock.getsockname()[1])
+    config = RayBackendConfig(address=options.address, host=options.host, port=port)
+    serve_ray(
+        target.policy, target.plan, family_ref(target), config, options.engine, options.server
     )
-    config = RayBackendConfig(
-        address=getattr(options, "address", None),
-        host=options.host,
-        port=options.port or _free_port(options.host),  # Serve's proxy needs a fixed port
-    )
-    serve_ray(policy, plan, ref, config, options.engine, options.server)
-
-
-def _free_port(host: str) -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])

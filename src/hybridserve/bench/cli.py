@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,118 +9,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hybridserve.bench.plots import energy_bars, latency_cdf, threshold_graph
+from hybridserve.bench.plots import latency_cdf
 from hybridserve.bench.report import machine_description, markdown_table, write_report
-from hybridserve.bench.run import (
-    MIN_CLIENTS,
-    LoadSettings,
-    bench_systems,
-    bench_url,
-    saturating_clients,
-)
-from hybridserve.bench.systems import system_policies
+from hybridserve.bench.run import MIN_CLIENTS, LoadSettings, bench_url, run_bench
+from hybridserve.cliopts import ConfigOption, FamilyOption, WorkdirOption
 from hybridserve.errors import HybridServeError
 from hybridserve.workdir import DEFAULT_WORKDIR, Workdir
 
 console = Console()
-
-
-def _serving_batch_size(wd: Workdir) -> int:
-    from hybridserve.profiling.profile import Profile
-
-    if wd.profile.is_file():
-        return int(Profile.load(wd.profile).serving_batch_size)
-    return 64
-
-
-def _energy_table(wd: Workdir, names: tuple[str, ...], batch_size: int) -> dict[str, float]:
-    from hybridserve.profiling.profile import Profile
-
-    if not wd.profile.is_file():
-        raise HybridServeError(f"{wd.profile} not found: run `hybridserve profile` first")
-    profile = Profile.load(wd.profile)
-    return {n: float(profile.model(n).energy_j_per_request(batch_size)) for n in names}
-
-
-def run_bench(
-    workdir: Workdir,
-    load: LoadSettings,
-    *,
-    family_name: str | None = None,
-    config: Path | None = None,
-    systems: list[str] | None = None,
-    device: str | None = None,
-    console: Console = console,
-) -> dict[str, Any]:
-    """Bench every system of ``workdir`` in-process; write report.json, report.md and plots.
-
-    Each system is served as ``plan.json`` places it when the plan is for its chain; otherwise
-    (and always when ``device`` is given) with one replica per model on ``device`` (default cpu).
-    """
-    from hybridserve.calibration import load_calibration
-    from hybridserve.models import family_logits, load_family
-    from hybridserve.planning.plan import Plan
-    from hybridserve.profiling.devices import resolve_device
-    from hybridserve.runtime import Engine, EngineConfig
-    from hybridserve.tuning.policy import CascadePolicy
-
-    calibration = load_calibration(workdir)
-    family = load_family(family_name or calibration.family, config)
-    calibrators = {m.name: m.calibrator for m in calibration.models}
-    policies = system_policies(workdir, family.names, calibrators)
-    if systems:
-        unknown = [s for s in systems if s not in policies]
-        if unknown:
-            raise HybridServeError(f"--systems: unknown {unknown}; known: {list(policies)}")
-        policies = {k: v for k, v in policies.items() if k in systems}
-    batch = _serving_batch_size(workdir)
-    energy_j = _energy_table(workdir, family.names, batch)
-    planned = Plan.load(workdir.plan) if workdir.plan.is_file() and device is None else None
-    if device is not None:
-        device = resolve_device(device).torch_device
-    # a system's plan depends only on its chain: plan.json where it is for that chain
-    plans: dict[tuple[str, ...], Plan] = {}
-    for chain in {tuple(p.chain) for p in policies.values()}:
-        if planned is not None and tuple(planned.models) == chain:
-            plans[chain] = planned
-        else:
-            plans[chain] = Plan.default(
-                family.name, chain, device=device or "cpu", batch_size=batch
-            )
-    if load.mode == "saturate" and load.concurrency is None:
-        load = replace(load, concurrency=saturating_clients(plans.values()))
-    clients = load.concurrency or 0
-    engine_config = EngineConfig(queue_size=max(4096, 4 * clients), tune_gc_at_start=True)
-
-    def make_engine(policy: CascadePolicy) -> Any:
-        return Engine(policy, plans[tuple(policy.chain)], family, engine_config)
-
-    test_logits = family_logits(family, "test", workdir, progress=False)
-    body = bench_systems(
-        policies, make_engine, family, test_logits, energy_j, load, console=console
-    )
-    latencies = body.pop("_latencies")
-    body["family"] = family.name
-    body["serving_batch_size"] = batch
-    write_report(workdir.report, body)
-    out = workdir.root
-    threshold_graph(body["systems"], workdir.frontier_csv, out / "bench-threshold-graph.png")
-    latency_cdf(latencies, out / "latency-cdf.png")
-    energy_bars(body["systems"], body["energy_source"], out / "energy-per-request.png")
-    workdir.report_md.write_text(_markdown(body))
-    return body
-
-
-def _markdown(body: dict[str, Any]) -> str:
-    m = body["machine"]
-    return (
-        f"# hybridserve bench: {body.get('family', '')}\n\n"
-        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}. "
-        f"Energy source: **{body['energy_source']}**. Load: {body['load']}.\n\n"
-        + markdown_table(body["systems"])
-        + "\n\n![threshold graph](bench-threshold-graph.png)\n"
-        "![latency CDF](latency-cdf.png)\n![energy per request](energy-per-request.png)\n"
-    )
 
 
 def comparison_table(body: dict[str, Any]) -> Table:
@@ -162,7 +57,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("bench")
     def bench(
-        workdir: Annotated[Path, typer.Option(help="pipeline workdir")] = DEFAULT_WORKDIR,
+        workdir: WorkdirOption = DEFAULT_WORKDIR,
         rate: Annotated[
             float | None, typer.Option(help="open-loop arrival rate (req/s); default: saturate")
         ] = None,
@@ -207,8 +102,8 @@ def register(app: typer.Typer) -> None:
         systems: Annotated[
             list[str] | None, typer.Option(help="only these systems (repeatable)")
         ] = None,
-        family: Annotated[str | None, typer.Option(help="bundled family name")] = None,
-        config: Annotated[Path | None, typer.Option(help="family YAML")] = None,
+        family: FamilyOption = None,
+        config: ConfigOption = None,
         device: Annotated[
             str | None,
             typer.Option(

@@ -1,5 +1,7 @@
 """Run the bench: serve each system in turn on the same runtime and cores, measure, report.
 
+``run_bench`` is the bench step's runner (``hybridserve bench`` and ``quickstart`` call it).
+
 Energy per request is read from one meter per device of the system's plan (``select_meter``:
 NVML on a CUDA device; on the CPU, RAPL where readable, else the CPU-time model) around the
 system's whole run, and summed. On the CPU it covers everything the serving process spends per
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -31,13 +34,23 @@ from hybridserve.bench.loadgen import (
     open_loop,
     request_order,
 )
-from hybridserve.bench.report import SystemResult, machine_description, run_span, summarise
-from hybridserve.bench.systems import oracle
+from hybridserve.bench.plots import energy_bars, latency_cdf, threshold_graph
+from hybridserve.bench.report import (
+    SystemResult,
+    machine_description,
+    markdown_table,
+    run_span,
+    summarise,
+    write_report,
+)
+from hybridserve.bench.systems import oracle, system_policies
 from hybridserve.energy import select_meter
+from hybridserve.errors import HybridServeError
 from hybridserve.models.family import Family
 from hybridserve.models.logits import LogitSet
 from hybridserve.planning.plan import Plan
 from hybridserve.tuning.policy import CascadePolicy
+from hybridserve.workdir import Workdir
 
 
 @dataclass(frozen=True)
@@ -318,3 +331,96 @@ def bench_url(
     result = summarise(run, family.names, float("nan"))
     lat = np.array([(r.done_s - r.sent_s) * 1e3 for r in run.completed])
     return result, lat
+
+
+def _energy_table(wd: Workdir, names: tuple[str, ...], batch_size: int) -> dict[str, float]:
+    from hybridserve.profiling.profile import Profile
+
+    if not wd.profile.is_file():
+        raise HybridServeError(f"{wd.profile} not found: run `hybridserve profile` first")
+    profile = Profile.load(wd.profile)
+    return {n: float(profile.model(n).energy_j_per_request(batch_size)) for n in names}
+
+
+def run_bench(
+    workdir: Workdir,
+    load: LoadSettings,
+    *,
+    family_name: str | None = None,
+    config: Path | None = None,
+    systems: list[str] | None = None,
+    device: str | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Bench every system of ``workdir`` in-process; write report.json, report.md and plots.
+
+    Each system is served as ``plan.json`` places it when the plan is for its chain; otherwise
+    (and always when ``device`` is given) with one replica per model on ``device`` (default cpu).
+    """
+    from hybridserve.calibration import load_calibration
+    from hybridserve.devices import resolve_device
+    from hybridserve.models import family_logits
+    from hybridserve.runtime import Engine, EngineConfig
+    from hybridserve.serving import (
+        check_here,
+        resolve_family,
+        serving_batch_size,
+        targets_for_systems,
+    )
+
+    calibration = load_calibration(workdir)
+    found = resolve_family(
+        None if config is not None else family_name or calibration.family, config
+    )
+    family = found[0]
+    names = tuple(m.name for m in family.models)
+    calibrators = {m.name: m.calibrator for m in calibration.models}
+    policies = system_policies(workdir, names, calibrators)
+    if systems:
+        unknown = [s for s in systems if s not in policies]
+        if unknown:
+            raise HybridServeError(f"--systems: unknown {unknown}; known: {list(policies)}")
+        policies = {k: v for k, v in policies.items() if k in systems}
+    batch = serving_batch_size(workdir)
+    energy_j = _energy_table(workdir, names, batch)
+    if device is not None:
+        device = resolve_device(device).torch_device
+    targets = targets_for_systems(workdir, policies, found, device=device, batch_size=batch)
+    if load.mode == "saturate" and load.concurrency is None:
+        load = replace(load, concurrency=saturating_clients(t.plan for t in targets.values()))
+    clients = load.concurrency or 0
+    engine_config = EngineConfig(queue_size=max(4096, 4 * clients), tune_gc_at_start=True)
+    for target in targets.values():  # before any model loads: a plan for another machine
+        check_here(target, queue_size=engine_config.queue_size)
+    loaded = next(iter(targets.values())).load_family()
+
+    def make_engine(policy: CascadePolicy) -> Any:
+        plan = next(t.plan for t in targets.values() if t.policy is policy)
+        return Engine(policy, plan, loaded, engine_config)
+
+    test_logits = family_logits(loaded, "test", workdir, progress=False)
+    body = bench_systems(
+        policies, make_engine, loaded, test_logits, energy_j, load, console=console
+    )
+    latencies = body.pop("_latencies")
+    body["family"] = loaded.name
+    body["serving_batch_size"] = batch
+    write_report(workdir.report, body)
+    out = workdir.root
+    threshold_graph(body["systems"], workdir.frontier_csv, out / "bench-threshold-graph.png")
+    latency_cdf(latencies, out / "latency-cdf.png")
+    energy_bars(body["systems"], body["energy_source"], out / "energy-per-request.png")
+    workdir.report_md.write_text(_markdown(body))
+    return body
+
+
+def _markdown(body: dict[str, Any]) -> str:
+    m = body["machine"]
+    return (
+        f"# hybridserve bench: {body.get('family', '')}\n\n"
+        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}. "
+        f"Energy source: **{body['energy_source']}**. Load: {body['load']}.\n\n"
+        + markdown_table(body["systems"])
+        + "\n\n![threshold graph](bench-threshold-graph.png)\n"
+        "![latency CDF](latency-cdf.png)\n![energy per request](energy-per-request.png)\n"
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,6 +12,7 @@ from rich.table import Table
 from hybridserve.calibration.fit import DEFAULT_BINS, run_calibration
 from hybridserve.calibration.registry import CALIBRATORS
 from hybridserve.calibration.report import CalibrationReport
+from hybridserve.cliopts import ConfigOption, DeviceOption, FamilyOption, WorkdirOption
 from hybridserve.errors import HybridServeError
 from hybridserve.workdir import DEFAULT_WORKDIR, Workdir
 
@@ -55,18 +55,14 @@ def register(app: typer.Typer) -> None:
 
     @app.command("calibrate")
     def calibrate(
-        family: Annotated[
-            str | None, typer.Option(help="bundled family (default fashion-mnist)")
-        ] = None,
-        config: Annotated[
-            Path | None, typer.Option(help="family YAML file, instead of a bundled family")
-        ] = None,
-        workdir: Annotated[Path, typer.Option(help="pipeline working directory")] = DEFAULT_WORKDIR,
+        family: FamilyOption = None,
+        config: ConfigOption = None,
+        workdir: WorkdirOption = DEFAULT_WORKDIR,
         calibrator: Annotated[
             str, typer.Option(help=f"calibration method: {'|'.join(CALIBRATORS)}")
         ] = "temperature",
         bins: Annotated[int, typer.Option(min=1, help="ECE / reliability bins")] = DEFAULT_BINS,
-        device: Annotated[str, typer.Option(help="torch device to compute logits on")] = "cpu",
+        device: DeviceOption = "cpu",
     ) -> None:
         """Fit a calibrator per model on the val split; write calibration.json, reliability.png."""
         from hybridserve.models.family import load_family

@@ -12,12 +12,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from hybridserve.devices import parse_device
 from hybridserve.energy.base import UNAVAILABLE, EnergyMeter, MeterError, SafeMeter
 from hybridserve.energy.modelled import DEFAULT_WATTS_PER_CORE, ModelledMeter
 from hybridserve.energy.nvml import NvmlMeter
 from hybridserve.energy.rapl import POWERCAP, RaplMeter
 from hybridserve.errors import HybridServeError
-from hybridserve.profiling.devices import parse_device
 
 log = logging.getLogger(__name__)
 

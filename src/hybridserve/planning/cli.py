@@ -9,6 +9,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from hybridserve.cliopts import WorkdirOption
 from hybridserve.planning.inputs import PlanOptions
 from hybridserve.planning.plan import Plan
 from hybridserve.planning.planner import parse_reach, run_plan
@@ -32,7 +33,7 @@ def register(app: typer.Typer) -> None:
         policy: Annotated[
             Path | None, typer.Option(help="policy JSON (default: DIR/policy-ap.json)")
         ] = None,
-        workdir: Annotated[Path, typer.Option(help="pipeline directory")] = DEFAULT_WORKDIR,
+        workdir: WorkdirOption = DEFAULT_WORKDIR,
         solver: Annotated[str, typer.Option(help="auto, milp or heuristic")] = "auto",
         time_limit_s: Annotated[float, typer.Option(help="MILP time limit")] = 5.0,
         target_rps: Annotated[

@@ -28,7 +28,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hybridserve.errors import HybridServeError
-from hybridserve.workdir import read_json
 from hybridserve.yamlio import read_mapping, validation_message
 
 _UNITS = {
@@ -225,21 +224,15 @@ class Reach:
 
 
 def read_policy_reach(path: Path) -> Reach:
-    """``chain`` and ``summary.val.reach_fraction`` of a policy JSON (format kind ``policy``)."""
-    body = read_json(Path(path), "policy")
+    """A policy file's chain and the fraction of validation requests reaching each model."""
+    from hybridserve.tuning.policy import CascadePolicy
+
+    policy = CascadePolicy.load(Path(path))
     try:
-        family = str(body["family"])
-        chain = tuple(str(m) for m in body["chain"])
-        raw = body["summary"]["val"]["reach_fraction"]
-    except (KeyError, TypeError) as err:
-        raise HybridServeError(
-            f"{path}: policy lacks {err.args[0] if err.args else 'a field'!s} "
-            "(needed: family, chain, summary.val.reach_fraction)"
-        ) from err
-    if not isinstance(raw, Mapping):
-        raise HybridServeError(f"{path}: summary.val.reach_fraction must map model -> fraction")
-    fraction = {str(k): float(v) for k, v in raw.items()}
-    return make_reach(family, chain, fraction, str(path))
+        fraction = policy.reach_fraction("val")
+    except HybridServeError as err:
+        raise HybridServeError(f"{path}: {err}") from None
+    return make_reach(policy.family, policy.chain, fraction, str(path))
 
 
 def make_reach(

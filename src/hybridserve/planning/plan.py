@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hybridserve.devices import memory_bytes as local_memory_bytes
 from hybridserve.errors import HybridServeError
 from hybridserve.workdir import read_json, write_json
 
@@ -214,7 +215,7 @@ class Plan:
         if not chain:
             raise HybridServeError("plan: the chain is empty")
         if memory_bytes is None:
-            memory_bytes = _local_memory_bytes(device)
+            memory_bytes = local_memory_bytes(device)
         placements = tuple(
             Placement(
                 model=m,
@@ -305,20 +306,3 @@ class Plan:
             return cls.from_dict(body)
         except HybridServeError as err:
             raise HybridServeError(f"{path}: {err}") from err
-
-
-def _local_memory_bytes(device: str) -> int:
-    """Memory of a local device: host RAM for ``cpu``, the GPU's for ``cuda:N`` (0 if unknown)."""
-    if device == "cpu":
-        import psutil
-
-        return int(psutil.virtual_memory().total)
-    if device.startswith("cuda"):
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                return int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
-        except (RuntimeError, AssertionError):
-            pass
-    return 0

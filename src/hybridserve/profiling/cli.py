@@ -7,34 +7,25 @@ minutes and the figures do not change between pipeline runs on one machine.
 
 from __future__ import annotations
 
-import functools
-import logging
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from hybridserve.cliopts import ConfigOption, DeviceOption, FamilyOption, WorkdirOption
 from hybridserve.errors import HybridServeError
-from hybridserve.models import Family
-from hybridserve.profiling.devices import parse_device
 from hybridserve.profiling.profile import Profile
 from hybridserve.profiling.profiler import (
     DEFAULT_BATCH_SIZES,
     DEFAULT_SERVING_BATCH_SIZE,
     FOREIGN_CPU_WARN,
     ProfilerSettings,
-    ProgressFn,
-    profile_family,
 )
+from hybridserve.profiling.run import run_profile
 from hybridserve.workdir import DEFAULT_WORKDIR, Workdir
 
-__all__ = ["parse_batch_sizes", "profile_table", "register", "run_profile"]
-
-log = logging.getLogger(__name__)
+__all__ = ["parse_batch_sizes", "profile_table", "register"]
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:
@@ -48,89 +39,6 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
     if not sizes or sizes[0] < 1:
         raise HybridServeError(f"--batch-sizes {text!r}: expected positive integers")
     return sizes
-
-
-def _family_name(family: str | Family, config: Path | None) -> str:
-    if isinstance(family, Family):
-        return family.name
-    if config is not None:
-        from hybridserve.models import read_config
-
-        return read_config(config).family
-    return family
-
-
-def _reusable(
-    path: Path, family: str, device: str, batch_sizes: Sequence[int], serving_batch_size: int
-) -> Profile | None:
-    """The existing profile if it answers the same question, else ``None`` (with the reason)."""
-    if not path.is_file():
-        return None
-    try:
-        old = Profile.load(path)
-    except HybridServeError as err:
-        log.warning("not reusing %s: %s", path, err)
-        return None
-    same = (
-        old.family == family
-        and str(old.settings.get("device")) == device
-        and list(old.settings.get("batch_sizes", [])) == sorted(set(batch_sizes))
-        and old.serving_batch_size == serving_batch_size
-    )
-    return old if same else None
-
-
-def run_profile(
-    family: str | Family,
-    workdir: Workdir | Path = DEFAULT_WORKDIR,
-    device: str = "cpu",
-    *,
-    config: Path | None = None,
-    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
-    serving_batch_size: int = DEFAULT_SERVING_BATCH_SIZE,
-    settings: ProfilerSettings | None = None,
-    meter_source: str | None = None,
-    threads: int | None = None,
-    force: bool = False,
-    console: Console | None = None,
-    progress: ProgressFn | None = None,
-) -> Profile:
-    """Profile ``family`` into ``workdir/profile.json`` (reused unless ``force``) and return it."""
-    wd = workdir if isinstance(workdir, Workdir) else Workdir(Path(workdir))
-    spec = parse_device(device)
-    console = console or Console()
-    if not force:
-        old = _reusable(
-            wd.profile, _family_name(family, config), spec.torch_device, batch_sizes,
-            serving_batch_size,
-        )  # fmt: skip
-        if old is not None and threads in (None, old.settings.get("torch_threads")):
-            console.print(f"reusing {wd.profile} (--force to measure again)")
-            return old
-    measure = functools.partial(
-        profile_family, family, spec.torch_device, batch_sizes, config=config,
-        serving_batch_size=serving_batch_size, settings=settings, meter_source=meter_source,
-        threads=threads,
-    )  # fmt: skip
-    if progress is not None:
-        profile = measure(progress=progress)
-    else:
-        columns = (
-            TextColumn("[bold]profiling[/bold] {task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=console, transient=True) as bar:
-            task = bar.add_task("", total=None)
-
-            def advance(model: str, batch_size: int, done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total, description=f"{model} b={batch_size}")
-
-            profile = measure(progress=advance)
-    wd.ensure()
-    profile.save(wd.profile)
-    return profile
 
 
 def _si(value: float, unit: str = "") -> str:
@@ -193,13 +101,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("profile")
     def profile(
-        family: Annotated[
-            str | None, typer.Option(help="bundled family (default fashion-mnist)")
-        ] = None,
-        config: Annotated[
-            Path | None, typer.Option(help="family YAML file, instead of a bundled family")
-        ] = None,
-        device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
+        family: FamilyOption = None,
+        config: ConfigOption = None,
+        device: DeviceOption = "cpu",
         batch_sizes: Annotated[
             str, typer.Option(help="comma-separated batch sizes to measure")
         ] = ",".join(str(b) for b in DEFAULT_BATCH_SIZES),
@@ -218,14 +122,14 @@ def register(app: typer.Typer) -> None:
         threads: Annotated[
             int | None, typer.Option(min=1, help="torch CPU threads (default: torch's own)")
         ] = None,
-        workdir: Annotated[Path, typer.Option(help="pipeline working directory")] = DEFAULT_WORKDIR,
+        workdir: WorkdirOption = DEFAULT_WORKDIR,
         force: Annotated[bool, typer.Option(help="measure even if profile.json fits")] = False,
     ) -> None:
         """Measure latency, throughput, memory, utilisation and energy per model and batch size."""
         if family is not None and config is not None:
             raise HybridServeError("give either --family or --config, not both")
         sizes = parse_batch_sizes(batch_sizes)
-        from hybridserve.profiling.devices import resolve_device
+        from hybridserve.devices import resolve_device
 
         resolve_device(device)  # a bad or absent device fails before the family loads
         console = Console()

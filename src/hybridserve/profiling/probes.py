@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from hybridserve.devices import DeviceSpec
 from hybridserve.energy import EnergyMeter, NvmlMeter, SafeMeter
 from hybridserve.models import Model
-from hybridserve.profiling.devices import DeviceSpec
 
 MEMORY_METHODS = {
     "cpu": (

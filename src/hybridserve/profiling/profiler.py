@@ -2,11 +2,12 @@
 
 Each (model, batch size ``b``) point is measured in ``rounds`` short blocks, and the blocks are
 interleaved: round 1 visits every model and batch size in order, later rounds visit them all
-again in a seeded shuffled order. On a small shared machine (two vCPUs, torch's OpenMP pool on
-both) the speed drifts by 30-50 % from one second to the next; a point timed in one contiguous
-block inherits whatever state the machine was in at that moment, while interleaved blocks sample
-the whole run, so two profiles agree far better for the same total time (more, shorter blocks
-sample more moments: see ``ProfilerSettings.rounds``). Per point the profiler
+again in a seeded shuffled order. On a small shared machine the speed drifts from one second to
+the next; a point timed in one contiguous block inherits whatever state the machine was in at
+that moment, while interleaved blocks sample the whole run, so two profiles agree far better for
+the same total time (more, shorter blocks sample more moments; the measurements behind the
+default ``ProfilerSettings.rounds`` are in the README's benchmarks section). Per point the
+profiler
 
 1. warms up in its first block (at least ``min_warmup`` calls and ``warmup_s`` seconds: oneDNN /
    cuDNN choose and cache kernels for a new shape on the first calls) and makes one untimed
@@ -35,11 +36,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from hybridserve.devices import resolve_device
 from hybridserve.energy import EnergyMeter, select_meter
 from hybridserve.errors import HybridServeError
 from hybridserve.models import Family, Model, TorchModel, load_family
 from hybridserve.process import process_settings
-from hybridserve.profiling.devices import describe_device, resolve_device
+from hybridserve.profiling.devices import describe_device
 from hybridserve.profiling.fits import fit_linear, fit_utilisation
 from hybridserve.profiling.probes import (
     FOREIGN_CPU_WARN,
@@ -77,10 +79,9 @@ class ProfilerSettings:
     """How long and how often to measure each point (times are per point, all rounds together)."""
 
     time_budget_s: float = 2.0
-    #: Two quiet-machine profiles (benchmarks/bench_profile.py, 2 vCPUs) differed by 7 % at the
-    #: median point and 37 % at the worst with 5 rounds; by 1-2 % and 25 % with 20 rounds; the
-    #: worst points were the giant's largest batches, timed ~once per block. With 20 rounds and
-    #: at least 40 calls per point (two per block) the worst was 11 %.
+    #: More, shorter blocks make two profiles agree better (figures: README, benchmarks); the
+    #: worst points are the giant's largest batches, timed about once per block, hence also
+    #: ``min_repeats`` (two calls per block).
     rounds: int = 20
     warmup_s: float = 0.1
     min_warmup: int = 2

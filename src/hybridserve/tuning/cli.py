@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from hybridserve.cliopts import ConfigOption, WorkdirOption
 from hybridserve.tuning.confidence import CONFIDENCES
 from hybridserve.tuning.policy import CascadePolicy
 from hybridserve.tuning.tune import check_settings, policy_path, run_tune
@@ -75,9 +75,7 @@ def register(app: typer.Typer) -> None:
         confidence: Annotated[
             str, typer.Option(help=f"confidence score: {'|'.join(CONFIDENCES)}")
         ] = "maxprob",
-        config: Annotated[
-            Path | None, typer.Option(help="family YAML (for a family that is not bundled)")
-        ] = None,
+        config: ConfigOption = None,
         cluster: Annotated[
             str | None,
             typer.Option(
@@ -85,7 +83,7 @@ def register(app: typer.Typer) -> None:
                 "such as 4x-a5000, or a YAML file) instead of profile.json"
             ),
         ] = None,
-        workdir: Annotated[Path, typer.Option(help="pipeline working directory")] = DEFAULT_WORKDIR,
+        workdir: WorkdirOption = DEFAULT_WORKDIR,
     ) -> None:
         """Search thresholds on val; write policy-<mode>.json, threshold-graph.png, frontier.csv."""
         check_settings(mode, max_accuracy_drop)

@@ -3,8 +3,9 @@
 Two sources: a ``profile.json`` written by ``hybridserve profile`` (the measured energy per
 request at the serving batch size, and that batch's median latency), or ``quick_costs``, a
 built-in estimate for when no profile exists: process CPU seconds per request at one batch size
-times a stated power per busy core, labelled ``modelled-quick`` so nobody mistakes it for a
-measurement.
+times the modelled meter's power per busy core
+(``energy.modelled.DEFAULT_WATTS_PER_CORE``, one constant for both), labelled
+``modelled-quick`` so nobody mistakes it for a measurement.
 """
 
 from __future__ import annotations
@@ -19,15 +20,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from hybridserve.energy.modelled import DEFAULT_WATTS_PER_CORE
 from hybridserve.errors import HybridServeError
+from hybridserve.profiling.profile import Profile
 from hybridserve.workdir import read_json, write_json
 
 if TYPE_CHECKING:
     from hybridserve.models import Family
 
-#: Power drawn by one fully busy CPU core, for ``quick_costs`` (a typical server core's share
-#: of package power under load; an assumption, hence the ``modelled-quick`` label).
-DEFAULT_WATTS_PER_CORE = 10.0
 QUICK_SOURCE = "modelled-quick"
 COSTS_KIND = "costs"
 
@@ -132,56 +132,42 @@ class CostTable:
         return cls.from_dict(body, str(path))
 
 
-def _row_at(model: Mapping[str, Any], batch_size: int, where: str) -> Mapping[str, Any]:
-    rows = model.get("rows")
-    if not isinstance(rows, list):
-        raise HybridServeError(f"{where}.rows: expected a list")
-    for row in rows:
-        if isinstance(row, Mapping) and row.get("batch_size") == batch_size:
-            return row
-    have = [r.get("batch_size") for r in rows if isinstance(r, Mapping)]
-    raise HybridServeError(f"{where}.rows: no row at batch size {batch_size}; have {have}")
-
-
-def _finite(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+def _finite(value: float, where: str) -> float:
+    if not math.isfinite(value):
         raise HybridServeError(
             f"{where}: expected a number, got {value!r} (was the energy meter unavailable?)"
         )
     return float(value)
 
 
-def costs_from_profile(path: Path | str, batch_size: int | None = None) -> CostTable:
-    """Costs from ``profile.json``: energy per request and batch latency at ``batch_size``.
+def costs_from_profile(profile: Profile | Path | str, batch_size: int | None = None) -> CostTable:
+    """Costs from a profile (or its ``profile.json``): energy per request and batch latency.
 
     ``batch_size`` defaults to the profile's ``serving_batch_size``; there the model-level
     ``energy_j_per_request`` is used, elsewhere the measured row's. Latency is the row's median
-    latency of one batch, i.e. the time a request spends at that model.
+    latency of one batch, i.e. the time a request spends at that model. The file is read by
+    ``Profile.load``, its one parser.
     """
-    path = Path(path)
-    body = read_json(path, "profile")
-    serving = body.get("serving_batch_size")
-    if not isinstance(serving, int):
-        raise HybridServeError(f"{path}: serving_batch_size: expected an integer")
+    if not isinstance(profile, Profile):
+        where = str(profile)
+        profile = Profile.load(Path(profile))
+    else:
+        where = f"profile of {profile.family!r}"
+    serving = profile.serving_batch_size
     b = serving if batch_size is None else int(batch_size)
-    models = body.get("models")
-    if not isinstance(models, list) or not models:
-        raise HybridServeError(f"{path}: models: expected a non-empty list")
     costs: dict[str, ModelCost] = {}
-    for i, model in enumerate(models):
-        where = f"{path}: models[{i}]"
-        if not isinstance(model, Mapping) or not isinstance(model.get("name"), str):
-            raise HybridServeError(f"{where}.name: expected a model name")
-        row = _row_at(model, b, where)
-        energy_raw = (
-            model.get("energy_j_per_request") if b == serving else row.get("energy_j_per_request")
+    for model in profile.models:
+        at = f"{where}: {model.name}"
+        try:
+            row = model.row(b)
+        except HybridServeError as err:
+            raise HybridServeError(f"{where}: {err}") from None
+        energy = model.serving_energy_j_per_request if b == serving else row.energy_j_per_request
+        costs[model.name] = ModelCost(
+            _finite(energy, f"{at}.energy_j_per_request"),
+            _finite(row.latency_ms_median, f"{at}.rows.latency_ms_median"),
         )
-        energy = _finite(energy_raw, f"{where}.energy_j_per_request")
-        latency = _finite(row.get("latency_ms_median"), f"{where}.rows.latency_ms_median")
-        costs[model["name"]] = ModelCost(energy, latency)
-    meter = body.get("meter")
-    meter_source = meter.get("source") if isinstance(meter, Mapping) else None
-    return CostTable(f"profile:{meter_source or 'unknown'}", b, costs)
+    return CostTable(f"profile:{profile.energy_source}", b, costs)
 
 
 def costs_for_cluster(

@@ -305,6 +305,21 @@ class CascadePolicy:
         hop[conf >= self.thresholds[index]] = -1
         return hop
 
+    def reach_fraction(self, split: str = "val") -> dict[str, float]:
+        """Fraction of ``split``'s requests that reached each chain model when tuned.
+
+        The tuner records it in ``summary.<split>.reach_fraction`` (the file format keeps it
+        there); this is its one reader, so consumers such as the planner need not parse it.
+        """
+        where = f"policy.summary.{split}.reach_fraction"
+        section = self.summary.get(split)
+        raw = section.get("reach_fraction") if isinstance(section, Mapping) else None
+        if raw is None:
+            raise HybridServeError(f"{where}: missing (re-run `hybridserve tune`)")
+        if not isinstance(raw, Mapping):
+            raise HybridServeError(f"{where}: expected an object mapping model -> fraction")
+        return {str(k): _number(v, f"{where}.{k}") for k, v in raw.items()}
+
     # ---- JSON ----------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
