@@ -60,10 +60,10 @@ def load_val(root: Path) -> tuple[str, Logits, npt.NDArray[np.int64], dict[str, 
     return family, logits, labels, calibrators, costs_from_profile(wd.profile)
 
 
-def make_search(mode: str, level: float) -> ThresholdSearch:
+def make_search(mode: str, level: float, deferral: str = "maxprob") -> ThresholdSearch:
     if mode == "ap":
-        return APSearch(margin_pt=0.1, confidence_level=level)
-    return EOSearch(max_accuracy_drop=0.5, confidence_level=level)
+        return APSearch(margin_pt=0.1, confidence_level=level, deferral=deferral)
+    return EOSearch(max_accuracy_drop=0.5, confidence_level=level, deferral=deferral)
 
 
 def one_fit(
@@ -72,9 +72,10 @@ def one_fit(
     fit_idx: npt.NDArray[np.int64],
     held_idx: npt.NDArray[np.int64],
     data: tuple[str, Logits, npt.NDArray[np.int64], dict[str, Any], CostTable],
+    deferral: str = "maxprob",
 ) -> dict[str, float]:
     family, logits, labels, calibrators, costs = data
-    search = make_search(mode, level)
+    search = make_search(mode, level, deferral)
     search.fit(
         {n: x[fit_idx] for n, x in logits.items()},
         labels[fit_idx],
@@ -129,6 +130,7 @@ def main() -> None:
     ap.add_argument("--ap-levels", default=default_levels, help="comma-separated levels")
     ap.add_argument("--eo-levels", default=default_levels, help="comma-separated levels")
     ap.add_argument("--modes", default="ap,eo")
+    ap.add_argument("--deferral", default="maxprob", help="deferral rule the searches use")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     levels = {
@@ -163,7 +165,7 @@ def main() -> None:
     for mode in modes:
         table: dict[str, dict[str, Any]] = {}
         for level in levels[mode]:
-            rows = [one_fit(mode, level, f, h, data) for f, h in halves]
+            rows = [one_fit(mode, level, f, h, data, args.deferral) for f, h in halves]
             s = summarise(mode, rows)
             table[str(level)] = s
             print(

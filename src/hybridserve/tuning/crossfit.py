@@ -10,6 +10,8 @@ out-of-fold ones estimate.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,11 +62,35 @@ def cross_fit(
     template = rule or LearnedRule(answer=answer)
     for k in np.unique(folds).tolist():
         held = folds == k
-        fitted = LearnedRule(answer=answer, c=template.c).fit(t[~held], y[~held])
+        fitted = LearnedRule(answer=answer, c=template.c, target=template.target)
+        fitted.fit(t[~held], y[~held])
         part = t[held]
         for i in range(depth - 1):
             scores[i, held] = fitted.score(i, part[:, i], part)
     return scores, correct
+
+
+def shared_scores(
+    trail: npt.NDArray[Any],
+    labels: npt.ArrayLike,
+    n_folds: int = 5,
+    answer: str = "last",
+    seed: int = 0,
+) -> ChainScores:
+    """``ChainScores`` for this evidence, reused while the same evidence is searched again (AP
+    and EO searches, or several guard levels, fit the same out-of-fold rules)."""
+    t = np.ascontiguousarray(trail, dtype=np.float32)
+    y = np.ascontiguousarray(labels, dtype=np.int64)
+    digest = hashlib.sha1(t.tobytes())
+    digest.update(y.tobytes())
+    key = (digest.hexdigest(), t.shape, n_folds, answer, seed)
+    found = _SHARED.get(key)
+    if found is None:
+        found = ChainScores(t, y, n_folds, answer, seed)
+        _SHARED[key] = found
+        while len(_SHARED) > _SHARED_MAX:
+            _SHARED.popitem(last=False)
+    return found
 
 
 class ChainScores:
@@ -77,10 +103,12 @@ class ChainScores:
         n_folds: int = 5,
         answer: str = "last",
         seed: int = 0,
+        target: str = "no_loss",
     ) -> None:
         self.trail = np.asarray(trail, dtype=np.float32)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.answer = answer
+        self.target = target
         self.folds = fold_ids(self.labels.shape[0], n_folds, seed)
         self._cache: dict[tuple[int, ...], tuple[FloatArray, BoolArray]] = {}
 
@@ -88,10 +116,20 @@ class ChainScores:
         key = tuple(chain)
         if key not in self._cache:
             self._cache[key] = cross_fit(
-                self.trail[:, list(key)], self.labels, self.folds, self.answer
+                self.trail[:, list(key)],
+                self.labels,
+                self.folds,
+                self.answer,
+                LearnedRule(self.answer, target=self.target),
             )
         return self._cache[key]
 
     def fit_rule(self, chain: Sequence[int]) -> LearnedRule:
         """The policy's rule for ``chain``: fitted on every validation request."""
-        return LearnedRule(answer=self.answer).fit(self.trail[:, list(chain)], self.labels)
+        rule = LearnedRule(answer=self.answer, target=self.target)
+        return rule.fit(self.trail[:, list(chain)], self.labels)
+
+
+#: A few recent evidence sets' scores (a tune's AP and EO searches; a benchmark's levels).
+_SHARED: OrderedDict[tuple[Any, ...], ChainScores] = OrderedDict()
+_SHARED_MAX = 4

@@ -35,6 +35,9 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 #: Where a standing answer comes from: the current model, or the mean of the visited models.
 ANSWERS = ("last", "mean")
+#: What the learned rule predicts: the standing answer is right, or stopping loses nothing
+#: against the giant (it is right, or the giant is wrong too).
+TARGETS = ("right", "no_loss")
 _EPS = 1e-6
 
 
@@ -166,11 +169,14 @@ class LearnedRule(DeferralRule):
     kind = "learned"
     uses_trail = True
 
-    def __init__(self, answer: str = "last", c: float = 1.0) -> None:
+    def __init__(self, answer: str = "last", c: float = 1.0, target: str = "no_loss") -> None:
         super().__init__(answer)
         if not c > 0:
             raise HybridServeError(f"deferral.c: expected a positive number, got {c!r}")
+        if target not in TARGETS:
+            raise HybridServeError(f"deferral.target: expected one of {list(TARGETS)}")
         self.c = float(c)
+        self.target = target
 
     def fit(self, trail: npt.NDArray[Any], labels: npt.ArrayLike) -> LearnedRule:
         # scikit-learn is needed to fit only; a fitted rule scores with numpy
@@ -187,6 +193,9 @@ class LearnedRule(DeferralRule):
         for i in range(t.shape[1] - 1):
             x = features(t, i, self.answer)
             right = standing_answer(t, i, self.answer) == y
+            if self.target == "no_loss":
+                # stopping only costs accuracy where the giant would have been right
+                right |= t[:, -1].argmax(axis=1) != y
             mu, sd = x.mean(axis=0), x.std(axis=0)
             sd[sd < 1e-9] = 1.0
             if right.all() or not right.any():
@@ -217,7 +226,7 @@ class LearnedRule(DeferralRule):
         return np.asarray(1.0 / (1.0 + np.exp(-np.clip(logits, -40.0, 40.0))))
 
     def get_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"answer": self.answer, "c": self.c}
+        state: dict[str, Any] = {"answer": self.answer, "c": self.c, "target": self.target}
         if hasattr(self, "coef_"):
             state.update(
                 mean=self.mean_, scale=self.scale_, coef=self.coef_, intercept=self.intercept_
@@ -226,7 +235,11 @@ class LearnedRule(DeferralRule):
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> LearnedRule:
-        rule = cls(answer=str(state.get("answer", "last")), c=float(state.get("c", 1.0)))
+        rule = cls(
+            answer=str(state.get("answer", "last")),
+            c=float(state.get("c", 1.0)),
+            target=str(state.get("target", "right")),
+        )
         keys = ("mean", "scale", "coef", "intercept")
         if any(k in state for k in keys):
             missing = [k for k in keys if k not in state]

@@ -63,7 +63,7 @@ import numpy.typing as npt
 from hybridserve.errors import HybridServeError
 from hybridserve.tuning.chains import NEVER, ChainProblem, Options, Outcome, Skip, Theta
 from hybridserve.tuning.costs import CostTable
-from hybridserve.tuning.crossfit import ChainScores
+from hybridserve.tuning.crossfit import shared_scores
 from hybridserve.tuning.deferral import ANSWERS, RULES, rule_to_dict
 from hybridserve.tuning.evidence import Evidence, logits_by_name, oracle, prepare_evidence
 from hybridserve.tuning.frontier import Frontier
@@ -159,7 +159,7 @@ class ThresholdSearch(ABC):
         if ev.n == 0:
             raise HybridServeError("labels: the validation set is empty")
         self._scores = (
-            ChainScores(ev.trail, ev.labels, self.n_folds, self.answer, self.random_state)
+            shared_scores(ev.trail, ev.labels, self.n_folds, self.answer, self.random_state)
             if learned and ev.trail is not None
             else None
         )
