@@ -33,7 +33,17 @@ def test_quickstart_serves_every_system_then_reuses_logits_and_profile(
 
     report = json.loads(wd.report.read_text())
     systems = report["systems"]
-    assert set(systems) >= {"giant-only", "small", "cascade-ap", "cascade-eo", "oracle"}
+    assert set(systems) >= {
+        "giant-only",
+        "small",
+        "cascade-ap",
+        "cascade-ap-maxprob",
+        "cascade-eo",
+        "oracle",
+    }
+    # tuned with --deferral auto: the rule it kept is recorded, max-prob is served beside it
+    assert systems["cascade-ap"]["deferral"] in ("maxprob", "learned")
+    assert systems["cascade-ap-maxprob"]["deferral"] == "maxprob"
     assert report["energy_source"] in ("rapl", "modelled")
     for name, s in systems.items():
         if name == "oracle":
@@ -44,8 +54,9 @@ def test_quickstart_serves_every_system_then_reuses_logits_and_profile(
     big = next(m for m in load_calibration(wd).models if m.name == "big")
     assert systems["giant-only"]["accuracy"] == pytest.approx(big.accuracy_test)
     assert body["systems"]["cascade-ap"]["accuracy"] == systems["cascade-ap"]["accuracy"]
-    for name in ("policy-ap.json", "policy-eo.json", "plan.json", "report.md"):
+    for name in ("policy-ap.json", "policy-ap-maxprob.json", "policy-eo.json", "plan.json"):
         assert (wd.root / name).is_file(), name
+    assert "cascade-ap-maxprob" in wd.report_md.read_text()
 
     cached = _mtimes([wd.profile, *sorted((wd.root / "logits").glob("*"))])
     report_before = wd.report.stat().st_mtime_ns

@@ -1,5 +1,7 @@
 """``hybridserve quickstart``: calibrate → profile → tune (AP, EO) → plan → serve → bench.
 
+Tuning runs with ``--deferral auto`` (max-prob and the learned rule, the cheaper on val kept).
+
 Every stage writes into the one workdir and is skipped where its output is already there for the
 same inputs (logits and profile are cached; ``--fresh`` recomputes everything), so a second run
 only re-serves and re-measures.
@@ -53,10 +55,12 @@ def quickstart(
     console.print(report_table(run_calibration(family, wd)))
     step("2/6 profile")
     run_profile(family, wd, force=fresh)
-    step("3/6 tune (AP, EO, AP without skips)")
-    run_tune(wd, "ap")
-    run_tune(wd, "eo")
-    run_tune(wd, "ap", use_skips=False)
+    step("3/6 tune (AP, EO, AP without skips; deferral rule picked on val)")
+    # `auto` also leaves policy-ap-maxprob.json, which the bench serves as cascade-ap-maxprob
+    for mode, skips in (("ap", True), ("eo", True), ("ap", False)):
+        policy = run_tune(wd, mode, use_skips=skips, deferral="auto")
+        noskip = "" if skips else " (no skips)"
+        console.print(f"{mode.upper()}{noskip}: {policy.confidence} deferral", highlight=False)
     step("4/6 plan (this machine)")
     try:
         run_plan(wd)

@@ -137,8 +137,8 @@ def test_systems_take_turns_and_each_sums_its_rounds(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(bench_run, "oracle", lambda *_a: (1.0, 0.0, {}))
     monkeypatch.setattr(bench_run, "machine_description", lambda: {})
     systems = {
-        "a": SimpleNamespace(chain=("m",), name="a"),
-        "b": SimpleNamespace(chain=("m",), name="b"),
+        "a": SimpleNamespace(chain=("m",), name="a", confidence="maxprob"),
+        "b": SimpleNamespace(chain=("m", "g"), name="b", confidence="learned"),
     }
     load = LoadSettings(mode="saturate", concurrency=2, duration_s=10.0, rounds=3)
     body = bench_run.bench_systems(
@@ -146,7 +146,7 @@ def test_systems_take_turns_and_each_sums_its_rounds(monkeypatch: pytest.MonkeyP
         lambda policy: Named(policy.name),
         family,  # type: ignore[arg-type]
         SimpleNamespace(labels=np.zeros(12)),  # type: ignore[arg-type]
-        {"m": 1.0},
+        {"m": 1.0, "g": 1.0},
         load,
     )
     assert order == ["a", "b", "a", "b", "a", "b"]
@@ -156,4 +156,6 @@ def test_systems_take_turns_and_each_sums_its_rounds(monkeypatch: pytest.MonkeyP
         assert [r["requests"] for r in s["rounds"]] == [4, 4, 4]
         # three rounds metered 2 J each, over 12 answers
         assert s["energy_j_per_request"] == pytest.approx(6.0 / 12)
+        # report.json names each system's deferral rule
+        assert s["deferral"] == systems[name].confidence
     assert body["load"]["rounds"] == 3

@@ -10,7 +10,12 @@ from rich.console import Console
 from rich.table import Table
 
 from hybridserve.bench.plots import latency_cdf
-from hybridserve.bench.report import machine_description, markdown_table, write_report
+from hybridserve.bench.report import (
+    machine_description,
+    markdown_table,
+    system_label,
+    write_report,
+)
 from hybridserve.bench.run import MIN_CLIENTS, LoadSettings, bench_url, run_bench
 from hybridserve.cliopts import ConfigOption, FamilyOption, WorkdirOption
 from hybridserve.errors import HybridServeError
@@ -40,7 +45,7 @@ def comparison_table(body: dict[str, Any]) -> Table:
         thr = s.get("throughput_rps")
         energy = s.get("energy_j_per_request")
         table.add_row(
-            name,
+            system_label(name, s),
             f"{100 * s['accuracy']:.2f} %",
             "—" if energy is None else f"{energy:.5f}",
             f"{energy / base['energy_j_per_request']:.3f}" if base and energy else "—",

@@ -5,7 +5,8 @@
     {"machine": {...}, "energy_source": "nvml|rapl|modelled", "mode": "saturate|open-loop",
      "systems": {NAME: {"accuracy", "energy_j_per_request", "throughput_rps",
                         "latency_ms": {"p50", "p90", "p99"}, "requests", "errors",
-                        "reach_fraction": {model: fraction}, ...}}}
+                        "reach_fraction": {model: fraction},
+                        "chain": [model, ...], "deferral": "maxprob|learned|...", ...}}}
 """
 
 from __future__ import annotations
@@ -126,6 +127,12 @@ def read_report(path: Path) -> dict[str, Any]:
     return read_json(path, "report", (REPORT_VERSION,))
 
 
+def system_label(name: str, s: Mapping[str, Any]) -> str:
+    """``cascade-ap (learned)``: a cascade's name with its deferral rule (single models: name)."""
+    rule = s.get("deferral")
+    return f"{name} ({rule})" if rule and len(s.get("chain") or ()) > 1 else name
+
+
 def markdown_table(systems: Mapping[str, Mapping[str, Any]], baseline: str = "giant-only") -> str:
     """The comparison table, with energy and throughput relative to ``baseline``."""
     base = systems.get(baseline)
@@ -149,7 +156,7 @@ def markdown_table(systems: Mapping[str, Mapping[str, Any]], baseline: str = "gi
 
         thr = s.get("throughput_rps")
         rows.append(
-            f"| {name} | {100 * s['accuracy']:.2f} % "
+            f"| {system_label(name, s)} | {100 * s['accuracy']:.2f} % "
             f"| {'—' if energy is None else f'{energy:.5f}'} | {e_ratio} "
             f"| {'—' if thr is None else f'{thr:.0f}'} | {t_ratio} | {ms('p50')} | {ms('p90')} "
             f"| {ms('p99')} | {s.get('requests', '—')} | {s.get('errors', '—')} |"

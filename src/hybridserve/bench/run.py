@@ -266,6 +266,7 @@ def bench_systems(
         n = len(run.completed)
         extra = {
             "chain": list(policy.chain),
+            "deferral": policy.confidence,
             "energy_source": metered.source,
             "energy_j_per_request_by_device": {d: j / n for d, j in metered.joules.items()}
             if n

@@ -1,8 +1,11 @@
 """The systems a bench compares, each a policy served by the same runtime on the same cores.
 
 ``giant-only`` and every single model are one-model chains; ``cascade-ap``, ``cascade-eo`` and
-``cascade-ap-noskip`` are the tuned policies; ``oracle`` is computed from test logits (each
-request answered by the cheapest model that is right, else the giant) and bounds any router.
+``cascade-ap-noskip`` are the tuned policies; ``cascade-ap-maxprob`` is the AP policy tuned with
+the max-prob rule (``policy-ap-maxprob.json``, which ``tune`` writes beside the chosen one), so a
+learned rule is measured against it in the same run; ``oracle`` is computed from test logits
+(each request answered by the cheapest model that is right, else the giant) and bounds any
+router.
 """
 
 from __future__ import annotations
@@ -18,19 +21,28 @@ from hybridserve.models.logits import LogitSet
 from hybridserve.tuning.policy import CascadePolicy
 from hybridserve.workdir import Workdir
 
-CASCADES = {"cascade-ap": "ap", "cascade-eo": "eo", "cascade-ap-noskip": "ap-noskip"}
+CASCADES = {
+    "cascade-ap": "ap",
+    "cascade-ap-maxprob": "ap-maxprob",
+    "cascade-eo": "eo",
+    "cascade-ap-noskip": "ap-noskip",
+}
 
 
 def single_model_policy(
     template: CascadePolicy, model: str, calibrator: Mapping[str, Any]
 ) -> CascadePolicy:
-    """A chain of one model: every request is answered by ``model``."""
+    """A chain of one model: every request is answered by ``model``.
+
+    Its rule is max-prob whatever the template's: a lone model's answer always stands, and a
+    learned rule's state is fitted to the template's chain, not to this one.
+    """
     return CascadePolicy(
         family=template.family,
         chain=(model,),
         thresholds=(),
         calibrators=(dict(calibrator),),
-        confidence=template.confidence,
+        confidence="maxprob",
         mode="manual",
         cost_source=template.cost_source,
     )
@@ -43,12 +55,13 @@ def system_policies(
     ap_path = workdir.policy("ap")
     if not ap_path.is_file():
         raise HybridServeError(f"{ap_path} not found: run `hybridserve tune --mode ap` first")
+    template = CascadePolicy.load(ap_path)
+    # the same family as the AP policy: a stale file of another family is refused, not served
     cascades = {
-        name: CascadePolicy.load(workdir.policy(mode))
+        name: CascadePolicy.load(workdir.policy(mode), family=template.family)
         for name, mode in CASCADES.items()
         if workdir.policy(mode).is_file()
     }
-    template = cascades["cascade-ap"]
     giant = family_names[-1]
     systems = {"giant-only": single_model_policy(template, giant, calibrators[giant])}
     for name in family_names[:-1]:

@@ -9,9 +9,15 @@ from rich.console import Console
 from rich.table import Table
 
 from hybridserve.cliopts import ConfigOption, WorkdirOption
-from hybridserve.tuning.confidence import CONFIDENCES
 from hybridserve.tuning.policy import CascadePolicy
-from hybridserve.tuning.tune import check_settings, policy_path, run_tune
+from hybridserve.tuning.tune import (
+    check_settings,
+    deferral_rules,
+    policy_path,
+    rule_file_key,
+    rule_graph_paths,
+    run_tune,
+)
 from hybridserve.workdir import DEFAULT_WORKDIR, Workdir
 
 __all__ = ["policy_table", "register", "run_tune"]
@@ -34,7 +40,7 @@ def policy_table(policy: CascadePolicy) -> Table:
     )
     title = (
         f"{policy.family}: {policy.mode.upper()} policy  {chain} → {policy.giant}\n"
-        f"skips: {skips}; costs: {policy.cost_source}"
+        f"deferral: {policy.confidence}; skips: {skips}; costs: {policy.cost_source}"
     )
     table = Table(title=title)
     for header in ("split / system", "accuracy %", "energy J/req", "vs giant"):
@@ -58,6 +64,21 @@ def policy_table(policy: CascadePolicy) -> Table:
     return table
 
 
+def tried_lines(policy: CascadePolicy) -> list[str]:
+    """One line per deferral rule tried (``--deferral auto``): its val figures, the pick marked."""
+    record = policy.summary.get("deferral")
+    if not isinstance(record, dict) or len(record.get("tried", {})) < 2:
+        return []
+    lines = []
+    for rule, f in record["tried"].items():
+        mark = "  ← chosen" if rule == record["rule"] else ""
+        lines.append(
+            f"  {rule}: val {100 * f['accuracy']:.2f} % at {f['energy_j_per_request']:.4g} J/req "
+            f"({f['basis']}; giant {100 * f['giant_accuracy']:.2f} %){mark}"
+        )
+    return lines
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``tune`` command."""
 
@@ -72,9 +93,18 @@ def register(app: typer.Typer) -> None:
         no_skip: Annotated[
             bool, typer.Option("--no-skip", help="search no skip rules (writes *-noskip.json)")
         ] = False,
+        deferral: Annotated[
+            str | None,
+            typer.Option(
+                help="deferral rule: maxprob (the top calibrated probability), learned (a model "
+                "over every visited model's output), margin, entropy, or auto (search with "
+                "maxprob and learned, keep the cheaper on val)  [default: maxprob]",
+                show_default=False,
+            ),
+        ] = None,
         confidence: Annotated[
-            str, typer.Option(help=f"confidence score: {'|'.join(CONFIDENCES)}")
-        ] = "maxprob",
+            str | None, typer.Option(hidden=True, help="older name of --deferral's fixed scores")
+        ] = None,
         config: ConfigOption = None,
         cluster: Annotated[
             str | None,
@@ -87,9 +117,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Search thresholds on val; write policy-<mode>.json, threshold-graph.png, frontier.csv."""
         check_settings(mode, max_accuracy_drop)
+        rules = deferral_rules(deferral, confidence)
         console = Console()
         wd = Workdir(workdir)
-        with console.status(f"tuning the {mode.upper()} policy"):
+        with console.status(f"tuning the {mode.upper()} policy ({', '.join(rules)} deferral)"):
             policy = run_tune(
                 wd,
                 mode,
@@ -97,12 +128,19 @@ def register(app: typer.Typer) -> None:
                 not no_skip,
                 config=config,
                 confidence=confidence,
+                deferral=deferral,
                 cluster=cluster,
             )
         console.print(policy_table(policy))
+        lines = tried_lines(policy)
+        if lines:
+            console.print("deferral rules tried on val:", highlight=False)
+        for line in lines:
+            console.print(line, highlight=False)
         for name, why in policy.summary.get("dropped", {}).items():
             console.print(f"  {name}: not used ({why})", highlight=False)
-        console.print(
-            f"wrote {policy_path(wd, mode, not no_skip)}, {wd.threshold_graph_png}, "
-            f"{wd.frontier_csv}"
-        )
+        written = [policy_path(wd, mode, not no_skip), wd.threshold_graph_png, wd.frontier_csv]
+        for rule in rules:
+            written += [wd.policy(rule_file_key(mode, not no_skip, rule))]
+            written += rule_graph_paths(wd, rule)
+        console.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False)

@@ -4,11 +4,20 @@
 val/test logits, and ``profile.json`` (else a quick built-in cost estimate); searches on val
 only; replays the chosen policy on test; and writes ``policy-<mode>.json`` (``-noskip`` added
 when skips are off), ``threshold-graph.png`` and ``frontier.csv``.
+
+**Deferral rules** (``deferral``): ``maxprob`` (and the other fixed scores) or ``learned``
+(``deferral.LearnedRule``); ``auto`` searches with each of ``AUTO_RULES`` and keeps the one
+whose accepted setting costs least on validation (the learned rule's figure is out-of-fold, so
+both are figures of unseen requests; ties keep the fixed score, the simpler rule to serve).
+Every rule tried also gets its own ``policy-<mode>-<rule>.json``, ``threshold-graph-<rule>.png``
+and ``frontier-<rule>.csv`` (the bench serves ``policy-ap-maxprob.json`` beside the chosen
+policy); the chosen policy's ``summary.deferral`` records what was tried and its val figures.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -18,13 +27,16 @@ import numpy as np
 import numpy.typing as npt
 
 from hybridserve.errors import HybridServeError
+from hybridserve.tuning.confidence import CONFIDENCES
 from hybridserve.tuning.costs import (
     CostTable,
     costs_for_cluster,
     costs_from_profile,
     quick_costs,
 )
+from hybridserve.tuning.deferral import RULES
 from hybridserve.tuning.evidence import oracle, prepare_evidence
+from hybridserve.tuning.frontier import Frontier
 from hybridserve.tuning.graph import plot_threshold_graph
 from hybridserve.tuning.policy import CascadePolicy
 from hybridserve.tuning.search import APSearch, EOSearch, ThresholdSearch
@@ -33,6 +45,11 @@ from hybridserve.workdir import Workdir, read_json
 
 MODES = ("ap", "eo")
 QUICK_COSTS_FILE = "quick-costs.json"
+AUTO = "auto"
+#: The rules ``--deferral auto`` compares, in tie-break order.
+AUTO_RULES = ("maxprob", "learned")
+#: ``--deferral`` values: every rule, and ``auto``.
+DEFERRALS = (*RULES, AUTO)
 
 
 def policy_path(wd: Workdir, mode: str, use_skips: bool = True) -> Path:
@@ -52,6 +69,34 @@ def check_settings(mode: str, max_accuracy_drop: float) -> None:
         raise HybridServeError(
             f"--max-accuracy-drop: expected accuracy points in [0, 100], got {max_accuracy_drop}"
         )
+
+
+def deferral_rules(deferral: str | None = None, confidence: str | None = None) -> tuple[str, ...]:
+    """The rules to search with: ``deferral`` (``auto``: ``AUTO_RULES``), else the older
+    ``confidence`` setting (a fixed score), else ``maxprob``."""
+    if confidence is not None and confidence not in CONFIDENCES:
+        raise HybridServeError(
+            f"--confidence: expected one of {list(CONFIDENCES)}, got {confidence!r}"
+        )
+    if deferral is None:
+        return (confidence or "maxprob",)
+    if deferral not in DEFERRALS:
+        raise HybridServeError(f"--deferral: expected one of {list(DEFERRALS)}, got {deferral!r}")
+    if confidence is not None and confidence != deferral:
+        raise HybridServeError(
+            f"--confidence {confidence} contradicts --deferral {deferral}; give only --deferral"
+        )
+    return AUTO_RULES if deferral == AUTO else (deferral,)
+
+
+def rule_file_key(mode: str, use_skips: bool, rule: str) -> str:
+    """``ap-maxprob``, ``eo-learned``, ``ap-noskip-learned``: the policy file of one rule tried."""
+    return f"{mode if use_skips else f'{mode}-noskip'}-{rule}"
+
+
+def rule_graph_paths(wd: Workdir, rule: str) -> tuple[Path, Path]:
+    """``threshold-graph-<rule>.png`` and ``frontier-<rule>.csv``."""
+    return wd.root / f"threshold-graph-{rule}.png", wd.root / f"frontier-{rule}.csv"
 
 
 def _calibration(wd: Workdir) -> tuple[str, dict[str, dict[str, Any]]]:
@@ -162,7 +207,9 @@ def _split_summary(
     res = simulate(policy, logits, labels, costs)
     names = list(logits)
     giant = names[-1]
-    ev = prepare_evidence(logits, labels, calibrators, policy.confidence, family)
+    # only correctness is read here: any fixed score will do (a learned rule needs fitting)
+    score = policy.confidence if policy.confidence in CONFIDENCES else "maxprob"
+    ev = prepare_evidence(logits, labels, calibrators, score, family)
     giant_acc = float(ev.correct[-1].mean())
     giant_energy = costs[giant].energy_j
     out: dict[str, Any] = {
@@ -200,48 +247,51 @@ def _oracle_pick(correct: npt.NDArray[np.bool_], cost: npt.NDArray[np.float64]) 
     return pick
 
 
-def run_tune(
-    workdir: Workdir | Path | str,
-    mode: str,
-    max_accuracy_drop: float = 0.5,
-    use_skips: bool = True,
-    *,
-    config: Path | None = None,
-    confidence: str = "maxprob",
-    costs: CostTable | None = None,
-    cluster: str | Path | None = None,
-) -> CascadePolicy:
-    """Tune a policy for the family calibrated in ``workdir`` and write the stage's files.
+def _search(mode: str, max_accuracy_drop: float, use_skips: bool, rule: str) -> ThresholdSearch:
+    if mode == "ap":
+        return APSearch(use_skips=use_skips, deferral=rule)
+    return EOSearch(max_accuracy_drop, use_skips=use_skips, deferral=rule)
 
-    Models are priced by ``costs`` if given, else by their cost on ``cluster``'s device type
-    if given, else by the workdir's ``profile.json`` (else quick costs).
-    """
-    check_settings(mode, max_accuracy_drop)
-    wd = workdir if isinstance(workdir, Workdir) else Workdir(Path(workdir))
-    family, calibrators = _calibration(wd)
-    names = list(calibrators)
-    others = _other_policies(wd, family)
-    val_logits, val_labels = load_split(wd, family, names, "val", config)
-    test_logits, test_labels = load_split(wd, family, names, "test", config)
-    if costs is not None:
-        table = costs
-    elif cluster is not None:
-        profile = wd.profile if wd.profile.is_file() else None
-        table = costs_for_cluster(cluster, family, names, profile)
-    else:
-        table = load_costs(wd, family, names, config)
-    search: ThresholdSearch = (
-        APSearch(use_skips=use_skips, confidence=confidence)
-        if mode == "ap"
-        else EOSearch(max_accuracy_drop, use_skips=use_skips, confidence=confidence)
-    )
-    search.fit(val_logits, val_labels, table, calibrators, family=family)
+
+def rule_figures(search: ThresholdSearch) -> dict[str, Any]:
+    """What ``auto`` compares a rule by: its accepted setting's validation figures."""
+    report = search.report_
+    val, guard = report["val"], report["guard"]
+    return {
+        "chain": list(search.policy_.chain),
+        "accuracy": val["accuracy"],
+        "energy_j_per_request": val["energy_j_per_request"],
+        "latency_ms_per_request": val["latency_ms_per_request"],
+        "giant_accuracy": val["giant_accuracy"],
+        "lower_bound_pt": guard["lower_bound_pt"],
+        "accepted": guard["lower_bound_pt"] >= -guard["tolerance_pt"] - 1e-9,
+        # the learned rule is chosen by scores of models that never saw the request
+        "basis": "out-of-fold" if "refit_accuracy" in val else "replay",
+    }
+
+
+def pick_rule(tried: Mapping[str, Mapping[str, Any]]) -> str:
+    """The rule whose accepted setting costs least on validation (first listed on a tie)."""
+    accepted = [r for r, f in tried.items() if f["accepted"]] or list(tried)
+    return min(accepted, key=lambda r: (tried[r]["energy_j_per_request"], list(tried).index(r)))
+
+
+def _summary(
+    search: ThresholdSearch,
+    test_logits: Mapping[str, npt.NDArray[Any]],
+    test_labels: npt.NDArray[np.int64],
+    table: CostTable,
+    calibrators: Mapping[str, Any],
+    family: str,
+    use_skips: bool,
+) -> dict[str, Any]:
+    """The policy's val (from the search) and test (replayed) figures, and how it was found."""
     policy = search.policy_
     val = dict(search.report_["val"])
     test, test_no_skip = _split_summary(
         policy, test_logits, test_labels, table, calibrators, family, with_oracle=True
     )
-    summary = {
+    return {
         "val": val,
         "test": test,
         "skips": {
@@ -262,22 +312,25 @@ def run_tune(
         "search_s": search.report_["search_s"],
         "chains_searched": search.report_["chains_searched"],
     }
-    if mode == "eo":
-        summary["max_accuracy_drop_pt"] = float(max_accuracy_drop)
-    policy = replace(policy, summary=summary)
-    wd.ensure()
-    policy.save(policy_path(wd, mode, use_skips))
-    others[mode if use_skips else f"{mode}-noskip"] = policy
-    frontier = search.frontier_
-    frontier.points = [p for p in frontier.points if p.kind not in MODES]
+
+
+def _write_graph(
+    frontier: Frontier,
+    policies: Mapping[str, CascadePolicy],
+    csv_path: Path,
+    png_path: Path,
+    title: str,
+) -> None:
+    """``frontier`` with the AP/EO policies' val points (and test points) marked."""
+    frontier = Frontier([p for p in frontier.points if p.kind not in MODES])
     test_points = {}
-    for key in ("ap", "eo"):
-        if key in others and "val" in others[key].summary:
-            s = others[key].summary
+    for key in MODES:
+        if key in policies and "val" in policies[key].summary:
+            s = policies[key].summary
             frontier.add(
                 key,
-                others[key].chain,
-                others[key].thresholds,
+                policies[key].chain,
+                policies[key].thresholds,
                 s["val"]["accuracy"],
                 s["val"]["energy_j_per_request"],
             )
@@ -286,11 +339,70 @@ def run_tune(
                     s["test"]["energy_j_per_request"],
                     s["test"]["accuracy"],
                 )
-    frontier.to_csv(wd.frontier_csv)
-    plot_threshold_graph(
-        frontier,
-        wd.threshold_graph_png,
-        f"{family}: accuracy vs energy on val ({table.source} costs)",
-        test_points,
-    )
+    frontier.to_csv(csv_path)
+    plot_threshold_graph(frontier, png_path, title, test_points)
+
+
+def run_tune(
+    workdir: Workdir | Path | str,
+    mode: str,
+    max_accuracy_drop: float = 0.5,
+    use_skips: bool = True,
+    *,
+    config: Path | None = None,
+    confidence: str | None = None,
+    deferral: str | None = None,
+    costs: CostTable | None = None,
+    cluster: str | Path | None = None,
+) -> CascadePolicy:
+    """Tune a policy for the family calibrated in ``workdir`` and write the stage's files.
+
+    Models are priced by ``costs`` if given, else by their cost on ``cluster``'s device type
+    if given, else by the workdir's ``profile.json`` (else quick costs). ``deferral`` names
+    the rule (or ``auto``, see the module docstring); ``confidence`` is its older spelling for
+    the fixed scores.
+    """
+    check_settings(mode, max_accuracy_drop)
+    rules = deferral_rules(deferral, confidence)
+    wd = workdir if isinstance(workdir, Workdir) else Workdir(Path(workdir))
+    family, calibrators = _calibration(wd)
+    names = list(calibrators)
+    others = _other_policies(wd, family)
+    val_logits, val_labels = load_split(wd, family, names, "val", config)
+    test_logits, test_labels = load_split(wd, family, names, "test", config)
+    if costs is not None:
+        table = costs
+    elif cluster is not None:
+        profile = wd.profile if wd.profile.is_file() else None
+        table = costs_for_cluster(cluster, family, names, profile)
+    else:
+        table = load_costs(wd, family, names, config)
+    searches: dict[str, ThresholdSearch] = {}
+    for rule in rules:
+        search = _search(mode, max_accuracy_drop, use_skips, rule)
+        searches[rule] = search.fit(val_logits, val_labels, table, calibrators, family=family)
+    tried = {rule: rule_figures(s) for rule, s in searches.items()}
+    chosen = pick_rule(tried)
+    record = {"rule": chosen, "asked": deferral or confidence or "maxprob", "tried": tried}
+    policies = {}
+    for rule, search in searches.items():
+        summary = _summary(search, test_logits, test_labels, table, calibrators, family, use_skips)
+        summary["deferral"] = {**record, "rule": rule}
+        if mode == "eo":
+            summary["max_accuracy_drop_pt"] = float(max_accuracy_drop)
+        policies[rule] = replace(search.policy_, summary=summary)
+    wd.ensure()
+    for rule, policy in policies.items():
+        policy.save(wd.policy(rule_file_key(mode, use_skips, rule)))
+    policy = policies[chosen]
+    policy.save(policy_path(wd, mode, use_skips))
+    key = mode if use_skips else f"{mode}-noskip"
+    others[key] = policy
+    for rule, search in searches.items():
+        title = f"{family}: accuracy vs energy on val ({table.source} costs, {rule} deferral)"
+        png, csv = rule_graph_paths(wd, rule)
+        _write_graph(search.frontier_, {**others, key: policies[rule]}, csv, png, title)
+        if rule == chosen:
+            shutil.copyfile(png, wd.threshold_graph_png)
+            shutil.copyfile(csv, wd.frontier_csv)
     return policy
