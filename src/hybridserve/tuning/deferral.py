@@ -235,9 +235,12 @@ class LearnedRule(DeferralRule):
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> LearnedRule:
+        c = state.get("c", 1.0)
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not np.isfinite(c):
+            raise HybridServeError(f"deferral.c: expected a positive number, got {c!r}")
         rule = cls(
             answer=str(state.get("answer", "last")),
-            c=float(state.get("c", 1.0)),
+            c=float(c),
             target=str(state.get("target", "right")),
         )
         keys = ("mean", "scale", "coef", "intercept")
