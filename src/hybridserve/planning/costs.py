@@ -52,7 +52,7 @@ class ModelCost:
     memory: LinearFit
     util: UtilisationFit
     weight_bytes: int
-    #: Bytes per request handed from one pipeline stage to the next.
+    #: Bytes per request handed from one pipeline part to the next.
     activation_bytes: int
     #: p90 / median batch latency, to turn the fitted median into a p90 for the SLO.
     p90_ratio: float = 1.0
