@@ -6,8 +6,8 @@ utilisation ``u_max·b²/(b² + β·b + γ)``):
 * a measured ``profile.json`` (``hybridserve profile``), for the device type it was taken on.
   At a batch size it measured, its row is used (median latency, utilisation, peak memory), the
   fits only between and beyond them: a line through latency cannot follow a CPU's cache effects
-  (the bundled vgg on 2 cores serves 1,262 requests/s at batch 16 and 930 at 256, where its
-  latency fit predicts 1,230), and the planner would pick batch sizes by the fit's error;
+  (a mid-size batch can outrun a large one; the README's "Figures behind design choices"), and
+  the planner would pick batch sizes by the fit's error;
 * a *profile table* YAML (``kind: device-profile``), e.g. the bundled ``profile-a5000.yaml``,
   which may be an estimate (``estimate: true``, with its method written in the file).
 

@@ -205,12 +205,10 @@ class Layout:
         The replica with the largest share of its device (its main tenant, the cascade's
         bottleneck where it is the giant) runs whenever it has work: its idle time is the
         device's. The others run between its batches, and a partial batch of theirs costs more
-        device time per request (on the 2-core CPU the AP cascade's mlp and cnn, waiting 5 ms,
-        ran batches of ~37 and ~18 at up to 3× their full-batch price per image), time the main
-        tenant needed; they wait ``shared_max_wait_ms`` (25 ms: batches of ~115 and ~49, 5-14 %
-        less CPU per request in three interleaved A/B pairs, throughput higher in two). Making
-        the giant wait too cost ~10 % of the cascade's throughput: 256 clients could not fill
-        its batches.
+        device time per request, time the main tenant needed; so they wait the longer
+        ``shared_max_wait_ms`` and fill larger batches. The main tenant does not wait longer:
+        its batches would then not fill under a closed loop and the cascade's throughput
+        drops (the README's "Figures behind design choices" has the A/B measurements).
         """
         opts = self.inst.options
         if share >= device_top_share - 1e-9:
