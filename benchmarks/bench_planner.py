@@ -2,7 +2,7 @@
 
 Targets: a 64-GPU, 8-model instance plans in < 10 s (gap reported); solve time is recorded for
 8 → 512 GPUs (nodes of 8 × H100 80 GB, estimated costs of a synthetic 8-model family whose
-120 GB giant must be split into 2 pipeline stages); on the bundled 4×A5000 example the bundled
+120 GB giant must be split into 2 pipeline parts); on the bundled 4×A5000 example the bundled
 family's cascade (the real AP policy's reach) reaches λ ≥ 3× a giant-only plan. Run::
 
     python benchmarks/bench_planner.py                  # writes benchmarks/out/bench_planner.json
@@ -90,7 +90,7 @@ def scaling(max_gpus: int, solver: str) -> list[dict[str, Any]]:
         plan = plan_instance(inst)
         wall = time.perf_counter() - t0
         found = problems(plan)
-        split = max(p.num_stages for d in plan.devices for p in d.placements)
+        split = max(p.num_parts for d in plan.devices for p in d.placements)
         t1 = time.perf_counter()
         heur = plan_instance(build_instance(cluster, costs, reach, PlanOptions(solver="heuristic")))
         heur_wall = time.perf_counter() - t1
@@ -121,7 +121,7 @@ def scaling(max_gpus: int, solver: str) -> list[dict[str, Any]]:
         print(
             f"{8 * nodes:4d} GPUs: {plan.solver:16s} {wall:7.2f} s  λ={plan.lambda_rps:12,.0f}"
             f"  gap={plan.optimality_gap if plan.optimality_gap is not None else float('nan'):.2e}"
-            f"  stages≤{split}  problems={len(found)}"
+            f"  parts≤{split}  problems={len(found)}"
             f"  | heuristic alone {heur_wall:.2f} s λ={heur.lambda_rps:,.0f}"
         )
         nodes *= 2

@@ -100,12 +100,12 @@ async def engine_load(
 
     tasks = [asyncio.create_task(client(k)) for k in range(concurrency)]
     await asyncio.sleep(min(0.3, duration_s / 4))  # let the batcher reach steady state
-    c0, t0, b0 = count[0], time.perf_counter(), engine.stages[0].batches
+    c0, t0, b0 = count[0], time.perf_counter(), engine.positions[0].batches
     cpu0 = time.process_time()
     await asyncio.sleep(duration_s)
     done, wall = count[0] - c0, time.perf_counter() - t0
     cpu = time.process_time() - cpu0
-    batches = engine.stages[0].batches - b0
+    batches = engine.positions[0].batches - b0
     stop = True
     await asyncio.gather(*tasks)
     return {

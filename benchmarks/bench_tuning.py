@@ -1,4 +1,4 @@
-"""Speed of the tuning stage on one core: simulator throughput and AP/EO search time.
+"""Speed of the tuning step on one core: simulator throughput and AP/EO search time.
 
 Targets: the simulator replays ≥ 1 M requests/s; a search over 8 models × 10 k validation
 requests finishes in < 60 s. Run::

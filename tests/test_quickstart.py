@@ -1,4 +1,4 @@
-"""``hybridserve quickstart`` end to end on the tiny family: every stage, then a cached rerun."""
+"""``hybridserve quickstart`` end to end on the tiny family: every step, then a cached rerun."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def test_quickstart_serves_every_system_then_reuses_logits_and_profile(
 
 
 @pytest.mark.unit
-def test_quickstart_refuses_zero_passes_before_any_stage_runs(tmp_path: Path) -> None:
+def test_quickstart_refuses_zero_passes_before_any_step_runs(tmp_path: Path) -> None:
     from hybridserve.errors import HybridServeError
 
     with pytest.raises(HybridServeError, match="--passes"):

@@ -1,6 +1,6 @@
-"""The ``hybridserve`` command: one sub-command per pipeline stage, all sharing one workdir.
+"""The ``hybridserve`` command: one sub-command per pipeline step, all sharing one workdir.
 
-Each stage package registers its own commands (``register(app)`` in its ``cli`` module), so this
+Each step package registers its own commands (``register(app)`` in its ``cli`` module), so this
 file stays a thin shell: it builds the app and turns ``HybridServeError`` into one line on stderr
 and exit code 2, never a traceback. Usage mistakes (unknown option or command, a missing or
 badly typed value) are left to typer, which prints its short usage message and exits 2.
@@ -47,8 +47,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-#: Stage modules that contribute commands, in pipeline order.
-STAGE_MODULES = (
+#: Step modules that contribute commands, in pipeline order.
+STEP_MODULES = (
     "hybridserve.models.cli",
     "hybridserve.calibration.cli",
     "hybridserve.profiling.cli",
@@ -61,11 +61,11 @@ STAGE_MODULES = (
 
 
 def _register_all() -> None:
-    for name in STAGE_MODULES:
+    for name in STEP_MODULES:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as err:
-            if err.name == name:  # stage not written yet; its siblings still work
+            if err.name == name:  # step not written yet; its siblings still work
                 continue
             raise
         module.register(app)

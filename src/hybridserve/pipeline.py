@@ -2,7 +2,7 @@
 
 Tuning runs with ``--deferral auto`` (max-prob and the learned rule, the cheaper on val kept).
 
-Every stage writes into the one workdir and is skipped where its output is already there for the
+Every step writes into the one workdir and is skipped where its output is already there for the
 same inputs (logits and profile are cached; ``--fresh`` recomputes everything), so a second run
 only re-serves and re-measures.
 """
@@ -106,7 +106,7 @@ def register(app: typer.Typer) -> None:
         ] = 4,
         fresh: Annotated[bool, typer.Option(help="re-profile even if profile.json exists")] = False,
     ) -> None:
-        """Run every stage on the bundled family and print the comparison with giant-only."""
+        """Run every step on the bundled family and print the comparison with giant-only."""
         quickstart(
             Workdir(workdir),
             family_name=family,

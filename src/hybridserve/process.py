@@ -3,26 +3,25 @@
 **Allocator.** glibc serves allocations above its mmap threshold with a fresh ``mmap`` and
 unmaps them on free, so every batch of a conv net page-faults its activations in again (zeroed
 by the kernel). The threshold also moves: freeing such a block raises it to that block's size,
-so whether a batch of a given size pays the faults depends on what the process allocated before.
-Measured on this project's 2-core CPU: the giant's batch of 256 took 215 ms with the defaults
-and 154-167 ms with fixed thresholds, and served giant-only used ~14 % less CPU per request; a
-profile taken after other work (the quickstart) and a fresh one disagreed for the same reason.
+so whether a batch of a given size pays the faults depends on what the process allocated before:
+a conv net's batch runs measurably slower with the defaults, and a profile taken after other work
+and a fresh one disagree (the README's "Figures behind design choices" has the measurements).
 
 ``pin_large_allocations`` fixes both thresholds high, once per process, so buffers are reused
 from the heap and timings no longer depend on history. The CLI and the benchmarks call it; a
 library user's process is left alone unless they call it. ``HYBRIDSERVE_MALLOC=default``
 turns it off (then glibc's adaptive behaviour applies).
 
-**Garbage collector.** A serving process holds ~260,000 tracked objects once torch, numpy,
-the server and the models are loaded, and every full collection walks them all: ~140 ms each,
-~9 µs per request of the event loop's CPU in a 30,000-request run of a near-free model (its
-whole overhead was ~37 µs). And a young-generation collection, due every 700 allocations of
-containers (a request makes ~20), walks every in-flight request's objects: ~6 µs per request
-at 256 requests in flight. ``tune_gc_for_serving`` collects once, moves what is alive into the
-permanent generation (``gc.freeze``: later collections walk only what serving allocates), and
-raises the young generation's threshold to ``GC_GEN0_THRESHOLD``. Reference counting still
-frees everything acyclic at once; only cycles wait longer. ``EngineConfig(tune_gc_at_start=True)``
-calls it when the engine is ready; the CLI's ``serve`` and ``bench`` set it.
+**Garbage collector.** A serving process holds hundreds of thousands of tracked objects once
+torch, numpy, the server and the models are loaded, and every full collection walks them all,
+a cost the event loop pays per request. And a young-generation collection, due every 700
+allocations of containers (a request makes several), walks every in-flight request's objects
+(figures: the README's "Figures behind design choices"). ``tune_gc_for_serving`` collects
+once, moves what is alive into the permanent generation (``gc.freeze``: later collections walk
+only what serving allocates), and raises the young generation's threshold to
+``GC_GEN0_THRESHOLD``. Reference counting still frees everything acyclic at once; only cycles
+wait longer. ``EngineConfig(tune_gc_at_start=True)`` calls it when the engine is ready; the
+CLI's ``serve`` and ``bench`` set it.
 """
 
 from __future__ import annotations

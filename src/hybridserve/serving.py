@@ -200,7 +200,7 @@ def check_here(
 ) -> None:
     """Refuse a plan this process could never serve, before any port or model is touched.
 
-    Always: batch sizes within ``MAX_BATCH_SIZE`` and not above ``queue_size`` (a stage's queue
+    Always: batch sizes within ``MAX_BATCH_SIZE`` and not above ``queue_size`` (a position's queue
     caps its batches). With ``this_machine`` (every backend but Ray on a remote cluster): one
     node; every device is ``cpu`` or an existing ``cuda:N``; each device's planned memory, and
     its largest batch's input, fit in that device's memory.

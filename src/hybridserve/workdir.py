@@ -1,7 +1,7 @@
-"""The workdir every CLI stage reads and writes, and the versioned JSON envelope of its files.
+"""The workdir every CLI step reads and writes, and the versioned JSON envelope of its files.
 
 Each artifact is one JSON object carrying ``"format": "hybridserve/<kind>"`` and ``"version"``;
-readers check both, so a file from another stage, family or format version is refused clearly.
+readers check both, so a file from another step, family or format version is refused clearly.
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ def test_describe_groups_lists_deployments_devices_and_batching() -> None:
         ("cnn-small", "cnn-small", 1),
         ("vgg", "vgg", 1),
     ]
-    assert described[2]["stages"][0] == {
+    assert described[2]["parts"][0] == {
         "deployment": "vgg",
         "device": "n1/cuda:0",
         "batch_size": 8,
@@ -162,7 +162,7 @@ def test_ray_errors_are_classified_for_retry_overload_or_failure() -> None:
     from hybridserve.backends.ray_deployments import classify_ray_error
 
     died = rx.ActorDiedError()
-    # a stage that was awaiting a dead successor re-raises the death wrapped in its own task
+    # a part that was awaiting a dead successor re-raises the death wrapped in its own task
     wrapped = rx.RayTaskError("infer", "traceback", died).as_instanceof_cause()
     plain_wrapped = rx.RayTaskError("infer", "traceback", died)
     model_bug = rx.RayTaskError("infer", "traceback", ValueError("bad weights"))

@@ -16,9 +16,9 @@ from asgi_lifespan import LifespanManager
 from hybridserve.backends.ray_cascade import (
     Caller,
     Kind,
+    ModelReply,
     RayCascade,
     ReplicaUnavailableError,
-    StageReply,
 )
 from hybridserve.models import Model
 from hybridserve.runtime import (
@@ -60,11 +60,11 @@ def classify(err: BaseException) -> Kind:
 
 
 def model_caller(model: Model, calls: list[int] | None = None) -> Caller:
-    async def call(x: npt.NDArray[np.float32]) -> StageReply:
+    async def call(x: npt.NDArray[np.float32]) -> ModelReply:
         if calls is not None:
             calls.append(len(x))
         await asyncio.sleep(0)
-        return StageReply(model.predict_logits(x), f"b{next(_ids)}", len(x), 0.001)
+        return ModelReply(model.predict_logits(x), f"b{next(_ids)}", len(x), 0.001)
 
     return call
 
@@ -143,7 +143,7 @@ def test_a_dead_replica_is_retried_elsewhere_and_the_answer_is_right() -> None:
     alive = model_caller(small)
     failures = [0]
 
-    async def dies_once(x: npt.NDArray[np.float32]) -> StageReply:
+    async def dies_once(x: npt.NDArray[np.float32]) -> ModelReply:
         if failures[0] == 0 and len(x) == 4:
             failures[0] += 1
             raise DeadError("actor died")
@@ -160,7 +160,7 @@ def test_a_dead_replica_is_retried_elsewhere_and_the_answer_is_right() -> None:
 def test_no_live_replica_gives_a_clear_503_error_after_the_retries() -> None:
     tries = [0]
 
-    async def dead(x: npt.NDArray[np.float32]) -> StageReply:
+    async def dead(x: npt.NDArray[np.float32]) -> ModelReply:
         tries[0] += 1
         raise DeadError("actor died")
 
@@ -177,13 +177,13 @@ def test_overload_and_model_errors_map_to_the_runtime_errors() -> None:
     calls: list[str] = []
 
     class Recorder(EngineObserver):
-        def on_batch_error(self, stage: str, size: int, error: BaseException) -> None:
-            calls.append(stage)
+        def on_batch_error(self, model: str, size: int, error: BaseException) -> None:
+            calls.append(model)
 
-    async def busy(x: npt.NDArray[np.float32]) -> StageReply:
+    async def busy(x: npt.NDArray[np.float32]) -> ModelReply:
         raise BusyError("queue full")
 
-    async def broken(x: npt.NDArray[np.float32]) -> StageReply:
+    async def broken(x: npt.NDArray[np.float32]) -> ModelReply:
         raise ValueError("bad weights")
 
     x = make_inputs(3)
@@ -198,7 +198,7 @@ def test_overload_and_model_errors_map_to_the_runtime_errors() -> None:
 
 
 def test_a_hung_replica_cannot_hang_the_request() -> None:
-    async def hangs(x: npt.NDArray[np.float32]) -> StageReply:
+    async def hangs(x: npt.NDArray[np.float32]) -> ModelReply:
         await asyncio.sleep(3600)
         raise AssertionError("unreachable")
 
@@ -227,15 +227,15 @@ def test_batch_figures_count_each_replica_batch_once() -> None:
 
     class Recorder(EngineObserver):
         def on_batch(
-            self, stage: str, size: int, queue_rows: int, service_s: float, answered: int
+            self, model: str, size: int, queue_rows: int, service_s: float, answered: int
         ) -> None:
-            seen.append((stage, size))
+            seen.append((model, size))
 
     small = FAMILY.model("small")
 
-    async def shared_batch(x: npt.NDArray[np.float32]) -> StageReply:
+    async def shared_batch(x: npt.NDArray[np.float32]) -> ModelReply:
         # every call claims to be part of the same 64-row batch of one replica
-        return StageReply(small.predict_logits(x), "replica-a:1", 64, 0.01)
+        return ModelReply(small.predict_logits(x), "replica-a:1", 64, 0.01)
 
     c = cascade({"small": [(1, shared_batch)]}, EngineConfig(warmup=False))
     c.set_observer(Recorder())

@@ -1,4 +1,4 @@
-"""What a Ray actor loads: one model of a family by reference, and its pipeline stages."""
+"""What a Ray actor loads: one model of a family by reference, and its pipeline parts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from hybridserve.backends.ray_family import FamilyRef, run_in_chunks, stage_function
+from hybridserve.backends.ray_family import FamilyRef, part_function, run_in_chunks
 from hybridserve.data.fashion_mnist import load_eval_split
 from hybridserve.errors import HybridServeError
 from hybridserve.models import CallableModel
@@ -54,16 +54,16 @@ def test_info_counts_classes_when_the_yaml_has_no_labels(tiny_family_yaml: Path)
     assert FamilyRef("tiny", str(path)).info().label_names == ("0", "1", "2")
 
 
-@pytest.mark.parametrize(("name", "stages"), [("mlp", 2), ("cnn-small", 3), ("linear", 1)])
-def test_chained_stage_functions_equal_the_whole_model(
-    images: np.ndarray, name: str, stages: int
+@pytest.mark.parametrize(("name", "parts"), [("mlp", 2), ("cnn-small", 3), ("linear", 1)])
+def test_chained_part_functions_equal_the_whole_model(
+    images: np.ndarray, name: str, parts: int
 ) -> None:
     model = BUNDLED.load_model(name)
     whole = model.predict_logits(images)
     h = images
-    for k in range(stages):
-        fresh = BUNDLED.load_model(name)  # each stage runs in its own actor with its own copy
-        h = stage_function(fresh, k, stages, "cpu")(h)
+    for k in range(parts):
+        fresh = BUNDLED.load_model(name)  # each part runs in its own actor with its own copy
+        h = part_function(fresh, k, parts, "cpu")(h)
         assert isinstance(h, np.ndarray)
     assert h.dtype == np.float32
     np.testing.assert_allclose(h, whole, rtol=1e-5, atol=1e-5)
@@ -86,7 +86,7 @@ def test_errors_name_the_problem() -> None:
         BUNDLED.load_model("nope")
     plain = CallableModel("plain", lambda x: np.zeros((len(x), 2), dtype=np.float32))
     with pytest.raises(HybridServeError, match="only torch models can be cut"):
-        stage_function(plain, 0, 2, "cpu")
+        part_function(plain, 0, 2, "cpu")
     if not torch.cuda.is_available():
         with pytest.raises(HybridServeError, match="no CUDA device"):
             BUNDLED.load_model("linear", "cuda:0")

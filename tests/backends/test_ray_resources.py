@@ -17,8 +17,8 @@ from hybridserve.planning import DeviceAssignment, Placement, Plan
 pytestmark = pytest.mark.unit
 
 
-def _p(model: str, replica: int, stage: int = 0, stages: int = 1, batch: int = 16) -> Placement:
-    return Placement(model, stage, stages, replica, batch, 4.0, 0, 0.0)
+def _p(model: str, replica: int, part: int = 0, parts: int = 1, batch: int = 16) -> Placement:
+    return Placement(model, part, parts, replica, batch, 4.0, 0, 0.0)
 
 
 def _plan(*devices: DeviceAssignment, chain: tuple[str, ...] = ("small", "giant")) -> Plan:
@@ -42,37 +42,37 @@ def test_replicas_on_the_same_devices_share_one_deployment() -> None:
     groups = deployment_groups(TWO_NODES, ("small", "giant"))
     small = groups["small"]
     # replicas 0 and 1 sit on n0/cpu, replica 2 on n0/cuda:0: two groups, weighted 2 and 1
-    assert [(g.num_replicas, g.stages[0].device_id) for g in small] == [
+    assert [(g.num_replicas, g.parts[0].device_id) for g in small] == [
         (2, "n0/cpu"),
         (1, "n0/cuda:0"),
     ]
     assert [g.deployment_name(0) for g in small] == ["small@g0", "small@g1"]
     (giant,) = groups["giant"]
     assert giant.num_replicas == 1
-    assert [giant.deployment_name(s.stage) for s in giant.stages] == ["giant.s0", "giant.s1"]
-    assert [s.device for s in giant.stages] == ["cuda:0", "cuda:1"]
+    assert [giant.deployment_name(s.part) for s in giant.parts] == ["giant.p0", "giant.p1"]
+    assert [s.device for s in giant.parts] == ["cuda:0", "cuda:1"]
 
 
-def test_each_stage_takes_an_equal_share_of_its_device_and_of_the_gpu() -> None:
+def test_each_part_takes_an_equal_share_of_its_device_and_of_the_gpu() -> None:
     groups = deployment_groups(TWO_NODES, ("small", "giant"))
     cpu_group, gpu_group = groups["small"]
-    assert cpu_group.stages[0].resources == {"hybridserve/n0/cpu": 0.5}
-    assert cpu_group.stages[0].num_gpus == 0.0
-    assert gpu_group.stages[0].resources == {"hybridserve/n0/cuda:0": 0.5}
-    assert gpu_group.stages[0].num_gpus == 0.5
-    stage1 = groups["giant"][0].stages[1]
-    assert (stage1.resources, stage1.num_gpus) == ({"hybridserve/n1/cuda:1": 1.0}, 1.0)
+    assert cpu_group.parts[0].resources == {"hybridserve/n0/cpu": 0.5}
+    assert cpu_group.parts[0].num_gpus == 0.0
+    assert gpu_group.parts[0].resources == {"hybridserve/n0/cuda:0": 0.5}
+    assert gpu_group.parts[0].num_gpus == 0.5
+    part1 = groups["giant"][0].parts[1]
+    assert (part1.resources, part1.num_gpus) == ({"hybridserve/n1/cuda:1": 1.0}, 1.0)
 
 
 def test_shares_never_add_up_to_more_than_the_device() -> None:
     plan = _plan(_dev("n0/cpu", *(_p("small", r) for r in range(3)), _p("giant", 0)))
     groups = deployment_groups(plan, ("small", "giant"))
-    total = sum(g.num_replicas * s.share for gs in groups.values() for g in gs for s in g.stages)
+    total = sum(g.num_replicas * s.share for gs in groups.values() for g in gs for s in g.parts)
     assert total <= 1.0
-    assert groups["small"][0].stages[0].share == pytest.approx(1 / 4, abs=1e-4)
+    assert groups["small"][0].parts[0].share == pytest.approx(1 / 4, abs=1e-4)
 
 
-def test_single_group_single_stage_deployments_are_named_after_the_model() -> None:
+def test_single_group_single_part_deployments_are_named_after_the_model() -> None:
     plan = Plan.default("fam", ("small", "giant"), memory_bytes=0)
     groups = deployment_groups(plan, plan.chain)
     assert [g.deployment_name(0) for gs in groups.values() for g in gs] == ["small", "giant"]

@@ -1,7 +1,7 @@
 """The bundled family's AP policy on a local Ray Serve instance, over HTTP.
 
 One local Ray instance (2 CPUs, no dashboard, small object store) serves the policy with 2
-replicas of the chain's first model and the giant cut into 2 pipeline stages. 500 test-split
+replicas of the chain's first model and the giant cut into 2 pipeline parts. 500 test-split
 requests must get the local backend's answers; then a replica is killed under load and the
 deployment must answer (200 or a clear 503), recover and serve again. Skipped without Ray.
 """
@@ -45,7 +45,7 @@ def _free_port() -> int:
 
 
 def _plan(policy: CascadePolicy) -> Plan:
-    """Two replicas of the first chain model, the giant in two pipeline stages, the rest once."""
+    """Two replicas of the first chain model, the giant in two pipeline parts, the rest once."""
     default = Plan.default(policy.family, policy.chain, batch_size=16, max_wait_ms=5.0)
     (dev,) = default.devices
     placements: list[Placement] = []
@@ -55,7 +55,7 @@ def _plan(policy: CascadePolicy) -> Plan:
             slow = replace(p, max_wait_ms=50.0)
             placements += [slow, replace(slow, replica=1)]
         elif p.model == policy.giant:
-            placements += [replace(p, num_stages=2), replace(p, stage=1, num_stages=2)]
+            placements += [replace(p, num_parts=2), replace(p, part=1, num_parts=2)]
         else:
             placements.append(p)
     devices = (DeviceAssignment(dev.id, dev.node, dev.device, dev.type, 0, tuple(placements)),)
@@ -141,7 +141,7 @@ def test_500_http_answers_equal_the_local_backends(
     assert _answers_total(deployment.url) - before == N_REQUESTS
     running = deployment.running_replicas()
     assert running[policy.chain[0]] == 2
-    assert running[f"{policy.giant}.s0"] == running[f"{policy.giant}.s1"] == 1
+    assert running[f"{policy.giant}.p0"] == running[f"{policy.giant}.p1"] == 1
 
 
 def test_a_killed_replica_is_survived_and_replaced(
@@ -178,7 +178,7 @@ def test_a_killed_replica_is_survived_and_replaced(
     )
 
     # a replacement actor starts a worker, imports torch and loads the family while the other
-    # stage actors share the same 2 CPUs: usually seconds, once over 90 s in a full CI run
+    # part actors share the same 2 CPUs: usually seconds, once over 90 s in a full CI run
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         replicas = deployment.replica_actors(first)

@@ -84,7 +84,7 @@ def test_an_engine_without_devices_is_metered_on_the_cpu(monkeypatch: pytest.Mon
     assert metered.total_j == pytest.approx(1.0)
 
 
-def test_saturating_clients_hold_two_full_batches_per_pipeline_stage() -> None:
+def test_saturating_clients_hold_two_full_batches_per_pipeline_part() -> None:
     from hybridserve.bench.run import MIN_CLIENTS, saturating_clients
     from hybridserve.planning.plan import Plan
 

@@ -1,4 +1,4 @@
-"""TorchModel and CallableModel: shapes, dtypes, preprocessing, sizes, stage splitting."""
+"""TorchModel and CallableModel: shapes, dtypes, preprocessing, sizes, part splitting."""
 
 from __future__ import annotations
 
@@ -78,20 +78,20 @@ def test_fingerprint_names_the_weights() -> None:
     assert a.fingerprint != b.fingerprint and "abc" in a.fingerprint
 
 
-@pytest.mark.parametrize("num_stages", [1, 2, 3, 4, 9])
-def test_split_stages_compose_to_the_whole(num_stages: int) -> None:
+@pytest.mark.parametrize("num_parts", [1, 2, 3, 4, 9])
+def test_split_parts_compose_to_the_whole(num_parts: int) -> None:
     net = seeded(conv_net())
     model = TorchModel("c", net, Preprocessing(shape=(1, 8, 8)), input_shape=(1, 8, 8))
-    stages = model.split(num_stages)
-    assert len(stages) == num_stages
-    assert all(len(list(s.children())) >= 1 for s in stages)
-    # Every layer lands in exactly one stage, in order.
-    assert [layer for s in stages for layer in s.children()] == list(net.children())
+    parts = model.split(num_parts)
+    assert len(parts) == num_parts
+    assert all(len(list(s.children())) >= 1 for s in parts)
+    # Every layer lands in exactly one part, in order.
+    assert [layer for s in parts for layer in s.children()] == list(net.children())
     x = torch.randn(4, 1, 8, 8)
     with torch.inference_mode():
         h = x
-        for stage in stages:
-            h = stage(h)
+        for part in parts:
+            h = part(h)
         torch.testing.assert_close(h, net(x))
 
 
@@ -102,7 +102,7 @@ def test_split_balances_parameters() -> None:
     assert list(first.children()) == half and list(second.children()) == other
 
 
-def test_split_refuses_non_sequential_and_too_many_stages() -> None:
+def test_split_refuses_non_sequential_and_too_many_parts() -> None:
     with pytest.raises(HybridServeError, match=r"not an nn\.Sequential"):
         TorchModel("lin", nn.Linear(2, 2), input_shape=(2,)).split(2)
     with pytest.raises(HybridServeError, match="has 2 layers, cannot cut into 3"):

@@ -40,7 +40,7 @@ def small() -> nn.Sequential:
 
 
 def big() -> nn.Sequential:
-    """A one-hidden-layer MLP (three layers, so it can be cut into up to three stages)."""
+    """A one-hidden-layer MLP (three layers, so it can be cut into up to three parts)."""
     return nn.Sequential(nn.Linear(INPUT_DIM, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, N_CLASSES))
 
 

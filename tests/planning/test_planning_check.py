@@ -59,10 +59,10 @@ def test_utilisation_overflow_is_reported(plan: Plan) -> None:
     assert any("utilisation sums to" in p for p in found)
 
 
-def test_two_stages_of_one_replica_on_one_device_are_reported(plan: Plan) -> None:
-    stages = plan.replicas("g")[0]
-    assert len(stages) == 2
-    (d0, _), (d1, p1) = stages
+def test_two_parts_of_one_replica_on_one_device_are_reported(plan: Plan) -> None:
+    parts = plan.replicas("g")[0]
+    assert len(parts) == 2
+    (d0, _), (d1, p1) = parts
     devices = []
     for d in plan.devices:
         kept = tuple(p for p in d.placements if not (d.id == d1.id and p == p1))
@@ -78,9 +78,9 @@ def test_capacity_below_lambda_and_missing_models_are_reported(plan: Plan) -> No
     assert any("not placed" in p for p in problems(empty))
 
 
-def test_time_shares_scale_utilisation_and_must_agree_across_stages(plan: Plan) -> None:
+def test_time_shares_scale_utilisation_and_must_agree_across_parts(plan: Plan) -> None:
     (dev, head), _ = plan.replicas("g")[0]
-    base = replace(head, model="x", stage=0, num_stages=1, utilisation=0.9, memory_bytes=10)
+    base = replace(head, model="x", part=0, num_parts=1, utilisation=0.9, memory_bytes=10)
     halves = tuple(replace(base, replica=k, time_share=0.5) for k in range(2))
     alone = replace(
         plan,

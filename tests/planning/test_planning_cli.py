@@ -143,6 +143,25 @@ def test_a_cluster_too_small_for_the_giant_exits_2_naming_the_bytes(
     assert "short by" in lines[0] and "bytes" in lines[0] and "'linear'" in lines[0]
 
 
+@pytest.mark.parametrize("option", ["--max-parts", "--max-stages"])
+def test_max_parts_caps_the_cut_and_the_old_spelling_still_works(
+    tmp_path: Path, option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster = tmp_path / "small.yaml"
+    small = "[{type: a5000, count: 4, memory_bytes: 20MB}]"
+    cluster.write_text(f"name: small\nnodes:\n  - name: n\n    devices: {small}\n")
+    args = ["plan", "--cluster", str(cluster), "--reach", "vgg=1", "--workdir", str(tmp_path)]
+    code, _, err = run_cli([*args, option, "2"], capsys)
+    assert code == 2 and "short by" in err  # vgg needs 4 parts of a 20 MB device
+    code, _, err = run_cli([*args, option, "4"], capsys)
+    assert code == 0, err
+    assert {
+        p.num_parts for d in check_file(tmp_path / "plan.json").devices for p in d.placements
+    } == {4}
+    code, out, _ = run_cli(["plan", "--help"], capsys)
+    assert code == 0 and "--max-parts" in out and "--max-stages" not in out
+
+
 def test_missing_policy_and_bad_options_are_one_line_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

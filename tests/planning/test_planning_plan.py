@@ -14,8 +14,8 @@ from hybridserve.workdir import write_json
 pytestmark = pytest.mark.unit
 
 
-def _placement(model: str, stage: int = 0, stages: int = 1, replica: int = 0) -> Placement:
-    return Placement(model, stage, stages, replica, 8, 2.5, 100 + stage, 0.25, 0.5, 400.0)
+def _placement(model: str, part: int = 0, parts: int = 1, replica: int = 0) -> Placement:
+    return Placement(model, part, parts, replica, 8, 2.5, 100 + part, 0.25, 0.5, 400.0)
 
 
 def _plan() -> Plan:
@@ -25,7 +25,7 @@ def _plan() -> Plan:
         "cuda:0",
         "gpu",
         1000,
-        (_placement("small"), _placement("giant", stage=1, stages=2)),
+        (_placement("small"), _placement("giant", part=1, parts=2)),
     )
     b = DeviceAssignment("n1/cuda:0", "n1", "cuda:0", "gpu", 1000, (_placement("giant", 0, 2),))
     return Plan(
@@ -69,11 +69,11 @@ def test_a_time_share_outside_zero_to_one_is_refused(share: float) -> None:
         Placement("m", 0, 1, 0, 8, 2.5, 100, 0.25, share)
 
 
-def test_replicas_come_in_stage_order_with_their_devices() -> None:
+def test_replicas_come_in_part_order_with_their_devices() -> None:
     plan = _plan()
     assert plan.models == ("small", "giant")
     (giant,) = plan.replicas("giant")
-    assert [(d.id, p.stage) for d, p in giant] == [("n1/cuda:0", 0), ("n0/cuda:0", 1)]
+    assert [(d.id, p.part) for d, p in giant] == [("n1/cuda:0", 0), ("n0/cuda:0", 1)]
     assert plan.replicas("absent") == []
     assert plan.device("n1/cuda:0").node == "n1"
 
@@ -85,21 +85,21 @@ def test_default_plan_is_one_unsplit_replica_per_model_on_one_device() -> None:
     assert (dev.id, dev.device, dev.memory_bytes) == ("local/cpu", "cpu", 10)
     for m in plan.models:
         (replica,) = plan.replicas(m)
-        assert [(p.stage, p.num_stages, p.batch_size, p.max_wait_ms) for _, p in replica] == [
+        assert [(p.part, p.num_parts, p.batch_size, p.max_wait_ms) for _, p in replica] == [
             (0, 1, 32, 1.0)
         ]
     assert Plan.default("fam", ["a"]).devices[0].memory_bytes > 0  # host RAM
 
 
-def test_a_replica_missing_a_stage_is_refused() -> None:
+def test_a_replica_missing_a_part_is_refused() -> None:
     dev = DeviceAssignment("x", "n", "cuda:0", "gpu", 10, (_placement("giant", 0, 2),))
-    with pytest.raises(HybridServeError, match=r"giant replica 0 has stages \[0\]"):
+    with pytest.raises(HybridServeError, match=r"giant replica 0 has parts \[0\]"):
         Plan("f", "throughput", "s", None, 0.0, {}, {}, None, (dev,))
 
 
 def test_bad_placements_and_duplicate_devices_are_refused() -> None:
-    with pytest.raises(HybridServeError, match="stage 2 is outside"):
-        _placement("m", stage=2, stages=2)
+    with pytest.raises(HybridServeError, match="part 2 is outside"):
+        _placement("m", part=2, parts=2)
     dev = DeviceAssignment("x", "n", "cpu", "cpu", 10)
     with pytest.raises(HybridServeError, match="unique"):
         Plan("f", "throughput", "s", None, 0.0, {}, {}, None, (dev, dev))

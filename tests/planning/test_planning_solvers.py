@@ -60,7 +60,7 @@ def tiny_instances(draw: st.DrawFn) -> Instance:
         reach=reach,
         costs={"gpu": type_costs(specs, "gpu"), "alt": type_costs(alt, "alt")},
         batch_sizes=tuple(sizes),
-        max_stages=draw(st.integers(1, 3)),
+        max_parts=draw(st.integers(1, 3)),
         max_replicas_per_device=draw(st.integers(1, 3)),
         time_share=draw(st.booleans()),
         mip_rel_gap=1e-9,
@@ -98,7 +98,7 @@ def test_milp_lambda_equals_brute_force_on_tiny_instances(inst: Instance | str) 
     assert heuristic.lam() <= best * (1 + 1e-9)
     for dev in plan.devices:  # shares below 1 only where the semantics allow them
         for p in dev.placements:
-            assert p.time_share == 1.0 or (inst.options.time_share and p.num_stages == 1)
+            assert p.time_share == 1.0 or (inst.options.time_share and p.num_parts == 1)
 
 
 def _integer(inst: Instance) -> Instance:
@@ -120,7 +120,7 @@ def test_time_shares_never_lower_the_optimum(inst: Instance | str) -> None:
         else replace(
             inst,
             options=inst.options.model_copy(update={"time_share": True}),
-            configs=tuple(replace(c, time_shared=c.num_stages == 1) for c in inst.configs),
+            configs=tuple(replace(c, time_shared=c.num_parts == 1) for c in inst.configs),
         )
     )
     assert brute_force_lambda(shared) >= brute_force_lambda(_integer(inst)) * (1 - 1e-9)
@@ -161,7 +161,7 @@ def test_pipelined_replicas_run_flat_out_beside_time_shared_ones() -> None:
     assert plan.lambda_rps == pytest.approx(brute_force_lambda(inst), rel=1e-6)
     (giant,) = plan.replicas("giant")
     assert [p.time_share for _, p in giant] == [1.0, 1.0]
-    # the small model takes the time the giant's stages leave: 0.4 of each device at u = 0.5
+    # the small model takes the time the giant's parts leave: 0.4 of each device at u = 0.5
     small = sum(p.time_share for _, p in (s[0] for s in plan.replicas("small")))
     assert small == pytest.approx(1.6, rel=1e-6)
 
@@ -177,10 +177,10 @@ def test_giant_larger_than_any_device_is_split_across_devices() -> None:
     assert problems(plan) == []
     replicas = plan.replicas("giant")
     assert replicas
-    for stages in replicas:
-        assert len(stages) == 3  # 900 bytes need 3 stages of 300 on 400-byte devices
-        assert len({d.id for d, _ in stages}) == 3
-        assert all(p.memory_bytes == 300 for _, p in stages)
+    for parts in replicas:
+        assert len(parts) == 3  # 900 bytes need 3 parts of 300 on 400-byte devices
+        assert len({d.id for d, _ in parts}) == 3
+        assert all(p.memory_bytes == 300 for _, p in parts)
 
 
 def test_cluster_too_small_for_the_giant_names_the_shortfall_in_bytes() -> None:
@@ -191,19 +191,19 @@ def test_cluster_too_small_for_the_giant_names_the_shortfall_in_bytes() -> None:
             [Spec("small", m0=20), Spec("giant", m0=500)],
             [("n0", 200), ("n0", 200)],
             batch_sizes=(1,),
-            max_stages=4,
+            max_parts=4,
         )
 
 
 def test_models_that_fit_alone_but_not_together_are_refused() -> None:
     inst = instance(
-        [Spec("a", m0=150), Spec("b", m0=150)], [("n0", 200)], batch_sizes=(1,), max_stages=1
+        [Spec("a", m0=150), Spec("b", m0=150)], [("n0", 200)], batch_sizes=(1,), max_parts=1
     )
     with pytest.raises(HybridServeError, match="cannot hold every reached model at once"):
         plan_instance(inst)
 
 
-def test_pipeline_stages_stay_on_one_node_when_they_can() -> None:
+def test_pipeline_parts_stay_on_one_node_when_they_can() -> None:
     inst = instance(
         [Spec("giant", m0=300, u=0.5)],
         [("n0", 200), ("n0", 200), ("n1", 200), ("n1", 200)],
@@ -212,8 +212,8 @@ def test_pipeline_stages_stay_on_one_node_when_they_can() -> None:
     plan = plan_instance(inst)
     assert problems(plan) == []
     reps = plan.replicas("giant")
-    assert len(reps) == 2  # one 150-byte stage per 200-byte device
-    assert all(len({d.node for d, _ in stages}) == 1 for stages in reps)
+    assert len(reps) == 2  # one 150-byte part per 200-byte device
+    assert all(len({d.node for d, _ in parts}) == 1 for parts in reps)
 
 
 def test_aggregated_milp_and_heuristic_on_a_multi_node_cluster() -> None:

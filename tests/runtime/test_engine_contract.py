@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from hybridserve.backends.ray_cascade import RayCascade, StageReply
+from hybridserve.backends.ray_cascade import ModelReply, RayCascade
 from hybridserve.models import Model
 from hybridserve.runtime import (
     Answer,
@@ -59,11 +59,11 @@ def _local(models: list[Model], config: EngineConfig, batch_size: int = 8) -> Se
     return Engine(POLICY, plan, make_family(models), config)
 
 
-def _caller(model: Model) -> Callable[[npt.NDArray[np.float32]], Coroutine[Any, Any, StageReply]]:
-    async def call(x: npt.NDArray[np.float32]) -> StageReply:
+def _caller(model: Model) -> Callable[[npt.NDArray[np.float32]], Coroutine[Any, Any, ModelReply]]:
+    async def call(x: npt.NDArray[np.float32]) -> ModelReply:
         t0 = time.perf_counter()
         logits = await asyncio.to_thread(model.predict_logits, x)
-        return StageReply(logits, f"{model.name}:{id(x)}:{t0}", len(x), time.perf_counter() - t0)
+        return ModelReply(logits, f"{model.name}:{id(x)}:{t0}", len(x), time.perf_counter() - t0)
 
     return call
 
@@ -209,12 +209,12 @@ def test_the_observer_hears_every_answer(build: Build) -> None:
 
     class Recorder(EngineObserver):
         def on_batch(
-            self, stage: str, size: int, queue_rows: int, service_s: float, n: int
+            self, model: str, size: int, queue_rows: int, service_s: float, n: int
         ) -> None:
-            answered[stage] = answered.get(stage, 0) + n
+            answered[model] = answered.get(model, 0) + n
 
-        def on_answers(self, stage: str, n: int) -> None:
-            answered[stage] = answered.get(stage, 0) + n
+        def on_answers(self, model: str, n: int) -> None:
+            answered[model] = answered.get(model, 0) + n
 
     x = make_inputs(40, seed=6)
 

@@ -71,17 +71,17 @@ def test_answers_match_the_numpy_simulation(batch_size: int, request_size: int) 
 
 
 def _plan(placements: dict[str, list[tuple[int, int, str]]], batch_size: int = 4) -> Plan:
-    """Plan from ``model -> [(replica, num_stages, device)]`` (stages on the same device)."""
+    """Plan from ``model -> [(replica, num_parts, device)]`` (parts on the same device)."""
     rows = []
     for model, reps in placements.items():
-        for replica, stages, _dev in reps:
-            for s in range(stages):
-                rows.append(Placement(model, s, stages, replica, batch_size, 2.0, 0, 0.0))
+        for replica, parts, _dev in reps:
+            for s in range(parts):
+                rows.append(Placement(model, s, parts, replica, batch_size, 2.0, 0, 0.0))
     dev = DeviceAssignment("local/cpu", "local", "cpu", "cpu", 0, tuple(rows))
     return Plan("tiny", "none", "test", None, 0.0, {}, {}, None, (dev,), chain=NAMES)
 
 
-def test_replicas_and_pipeline_stages_give_the_same_answers() -> None:
+def test_replicas_and_pipeline_parts_give_the_same_answers() -> None:
     family = make_family()
     x = make_inputs(90, seed=3)
     policy = make_policy(family, x)
@@ -90,14 +90,14 @@ def test_replicas_and_pipeline_stages_give_the_same_answers() -> None:
         {
             "small": [(0, 1, "cpu")],
             "medium": [(0, 1, "cpu"), (1, 1, "cpu")],  # two replicas
-            "giant": [(0, 3, "cpu")],  # cut into three pipeline stages
+            "giant": [(0, 3, "cpu")],  # cut into three pipeline parts
         }
     )
 
     async def go() -> list[Any]:
         async with Engine(policy, plan, family) as engine:
-            stages = engine.describe()["stages"]
-            assert [len(s["replicas"]) for s in stages] == [1, 2, 1]
+            positions = engine.describe()["positions"]
+            assert [len(s["replicas"]) for s in positions] == [1, 2, 1]
             parts = await asyncio.gather(*(engine.predict(x[i : i + 1]) for i in range(len(x))))
         return [p[0] for p in parts]
 
@@ -136,7 +136,7 @@ def test_a_failing_batch_fails_only_the_requests_whose_inputs_make_the_model_rai
                     _check(r, sim, offset=i)
             # halving finds each bad request in about two calls per level
             assert len(calls) <= 1 + 2 * len(bad) * math.ceil(math.log2(requests))
-            assert engine.describe()["stages"][0]["failed_batches"] == 1
+            assert engine.describe()["positions"][0]["failed_batches"] == 1
             good = clean_inputs(4, seed=2)
             _check(await engine.predict(good), simulate(policy, make_family(), good))
 
@@ -222,7 +222,7 @@ def test_a_request_past_its_deadline_fails_and_its_inputs_are_not_computed() -> 
     asyncio.run(go())
 
 
-def test_back_pressure_between_stages_drops_nothing() -> None:
+def test_back_pressure_between_positions_drops_nothing() -> None:
     family = make_family()
     x = make_inputs(200, seed=5)
     policy = make_policy(family, x)
@@ -232,8 +232,8 @@ def test_back_pressure_between_stages_drops_nothing() -> None:
 
     async def go() -> list[Any]:
         async with Engine(policy, plan, family, config) as engine:
-            for stage in engine.stages[1:]:
-                stage.queue.capacity_rows = 1  # later stages hold one input at a time
+            for pos in engine.positions[1:]:
+                pos.queue.capacity_rows = 1  # later positions hold one input at a time
             parts = await asyncio.gather(*(engine.predict(x[i : i + 1]) for i in range(len(x))))
         return [p[0] for p in parts]
 
@@ -436,7 +436,7 @@ def test_cpu_replicas_get_threads_by_their_plan_share() -> None:
         async with Engine(policy, plan, family, config) as engine:
             return {
                 s.name: s.replicas[0].parts[0].executor.submit(torch.get_num_threads).result()
-                for s in engine.stages
+                for s in engine.positions
             }
 
     planned = asyncio.run(go(EngineConfig()))

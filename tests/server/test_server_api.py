@@ -415,10 +415,10 @@ def test_metrics_count_requests_answers_batches_and_energy() -> None:
     for model in ("small", "medium", "giant"):
         # warm-up batches are not answers; served inputs are
         assert _sample(text, "hybridserve_answers_total", model=model) == sim.model.count(model)
-        assert _sample(text, "hybridserve_stage_batch_size_count", stage=model) >= 1
-        assert _sample(text, "hybridserve_stage_queue_depth_count", stage=model) >= 1
-        assert _sample(text, "hybridserve_stage_batch_duration_seconds_count", stage=model) >= 1
-    reached_small = _sample(text, "hybridserve_stage_batch_size_sum", stage="small")
+        assert _sample(text, "hybridserve_model_batch_size_count", model=model) >= 1
+        assert _sample(text, "hybridserve_model_queue_depth_count", model=model) >= 1
+        assert _sample(text, "hybridserve_model_batch_duration_seconds_count", model=model) >= 1
+    reached_small = _sample(text, "hybridserve_model_batch_size_sum", model="small")
     assert reached_small == 30
     assert _sample(text, "hybridserve_energy_joules_total", device="cpu") >= 0
     assert 'source="' in text.split("hybridserve_energy_joules_total{", 1)[1]

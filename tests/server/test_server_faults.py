@@ -98,7 +98,7 @@ def test_a_hung_replica_gives_504_then_readiness_503_until_it_is_replaced() -> N
                 assert "no working replica of model 'small'" in ready.json()["detail"]
                 r = await client.post("/v1/predict", json={"inputs": x[:1].tolist()})
                 assert r.status_code == 503 and r.headers["retry-after"] == "1"
-                replicas = (await client.get("/v1/policy")).json()["engine"]["stages"][0]
+                replicas = (await client.get("/v1/policy")).json()["engine"]["positions"][0]
                 assert replicas["hung_batches"] == 1
             finally:
                 gate.open()

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hybridserve.runtime import inputs
 from hybridserve.server import decode
 from runtime.cascade_fixtures import make_inputs
 from server.app_harness import app_client, make_engine
@@ -197,3 +198,10 @@ def test_422_messages_give_the_real_reason(path: str, body: Any, message: str) -
     status, reply = _post(path, body)
     assert status == 422, reply
     assert reply["error"] == message
+
+
+def test_the_server_counts_inputs_with_the_runtimes_one_batch_limit_check() -> None:
+    # one message and one status for "too many inputs", whichever side counts them first
+    assert decode.check_count is inputs.check_count
+    with pytest.raises(inputs.BatchTooLargeError, match=r"batch of 9 inputs .* limit of 8"):
+        inputs.check_batch(np.zeros((9, 2), np.float32), (2,), None, 8)

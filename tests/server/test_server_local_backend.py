@@ -42,7 +42,7 @@ def test_defaults_to_the_ap_policy_and_a_default_plan(
     async def go() -> list[str]:
         async with engine:
             assert [
-                r["batch_size"] for s in engine.describe()["stages"] for r in s["replicas"]
+                r["batch_size"] for s in engine.describe()["positions"] for r in s["replicas"]
             ] == [
                 16,
                 16,

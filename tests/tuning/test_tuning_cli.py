@@ -34,7 +34,7 @@ ENERGY = {"m0": 0.01, "m1": 0.05, "m2": 1.0}
 
 def make_workdir(root: Path, family: str = FAMILY, with_profile: bool = True) -> Workdir:
     """calibration.json, cached val/test logits and (optionally) profile.json, as the earlier
-    stages write them, for a three-model synthetic family."""
+    steps write them, for a three-model synthetic family."""
     wd = Workdir(root).ensure()
     accs = (0.8, 0.87, 0.9)
     models = []

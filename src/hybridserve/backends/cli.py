@@ -87,7 +87,7 @@ def register(app: typer.Typer) -> None:
         queue_size: Annotated[
             int,
             typer.Option(
-                help="inputs each stage may hold waiting (≥ the plan's largest batch); "
+                help="inputs each position may hold waiting (≥ the plan's largest batch); "
                 "beyond it: 503"
             ),
         ] = 1024,

@@ -1,6 +1,6 @@
 """``hybridserve serve --backend ray``: the policy and plan deployed on a Ray Serve cluster.
 
-One Serve application holds a deployment per model stage (``ray_deployments.ModelStage``;
+One Serve application holds a deployment per model part (``ray_deployments.ModelPart``;
 replicas, devices and batching from the plan, see ``ray_resources``) and an ingress deployment
 that serves the same FastAPI app as the local backend around a ``RayCascade``. Without an
 address a local Ray instance is started, and stopped again at the end.
@@ -42,7 +42,7 @@ from hybridserve.tuning.policy import CascadePolicy
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'hybridserve[ray]'"
-#: Lets a stage's actor see every GPU of its node, so the plan's ``cuda:N`` is the real GPU N.
+#: Lets a part's actor see every GPU of its node, so the plan's ``cuda:N`` is the real GPU N.
 NOSET_CUDA = "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"
 
 
@@ -63,14 +63,14 @@ class RayBackendConfig(BaseModel):
     ingress_max_ongoing_requests: int = Field(
         1024, ge=1, description="requests one ingress replica holds at once"
     )
-    stage_max_ongoing_requests: int | None = Field(
-        None, ge=1, description="calls one stage replica holds (None: 4 × its batch size, ≥ 16)"
+    part_max_ongoing_requests: int | None = Field(
+        None, ge=1, description="calls one part replica holds (None: 4 × its batch size, ≥ 16)"
     )
-    num_cpus_per_stage: float = Field(
-        0.0, ge=0, description="Ray CPUs each stage actor reserves (the device resource pins it)"
+    num_cpus_per_part: float = Field(
+        0.0, ge=0, description="Ray CPUs each part actor reserves (the device resource pins it)"
     )
     torch_threads: int | None = Field(
-        None, ge=1, description="torch threads per stage actor (None: Ray's default)"
+        None, ge=1, description="torch threads per part actor (None: Ray's default)"
     )
     retries: int = Field(3, ge=0, description="retries of a call whose replica died")
     retry_backoff_s: float = Field(0.1, ge=0, description="first retry wait; doubles each try")
@@ -101,15 +101,15 @@ def describe_groups(groups: dict[str, list[GroupSpec]]) -> dict[str, Any]:
                 "model": g.model,
                 "deployment": g.deployment_name(0),
                 "replicas": g.num_replicas,
-                "stages": [
+                "parts": [
                     {
-                        "deployment": g.deployment_name(s.stage),
+                        "deployment": g.deployment_name(s.part),
                         "device": s.device_id,
                         "batch_size": s.batch_size,
                         "max_wait_ms": s.max_wait_ms,
                         "device_share": s.share,
                     }
-                    for s in g.stages
+                    for s in g.parts
                 ],
             }
             for model_groups in groups.values()
@@ -163,7 +163,7 @@ class RayDeployment:
             nodes = sorted({d.node for d in self.plan.devices if d.placements})
             if len(nodes) > 1:
                 raise HybridServeError(
-                    f"the plan places stages on {len(nodes)} nodes {nodes}; start Ray on each "
+                    f"the plan places parts on {len(nodes)} nodes {nodes}; start Ray on each "
                     "(with the resources below) and pass --address auto\n"
                     + ray_start_hint(self.plan)
                 )
@@ -206,28 +206,28 @@ class RayDeployment:
     def _application(self) -> Any:
         from ray import serve
 
-        from hybridserve.backends.ray_deployments import CascadeIngress, ModelStage
+        from hybridserve.backends.ray_deployments import CascadeIngress, ModelPart
 
         cfg = self.config
-        stage_deployment: Any = serve.deployment(ModelStage)
+        part_deployment: Any = serve.deployment(ModelPart)
         entries: dict[str, list[tuple[int, Any]]] = {}
         for model, groups in self.groups.items():
             for group in groups:
                 downstream: Any = None
-                for spec in reversed(group.stages):
+                for spec in reversed(group.parts):
                     options: dict[str, Any] = {
-                        "num_cpus": cfg.num_cpus_per_stage,
+                        "num_cpus": cfg.num_cpus_per_part,
                         "resources": spec.resources,
                     }
                     if is_gpu(spec.device):
                         options["num_gpus"] = spec.num_gpus
                         options["runtime_env"] = {"env_vars": {NOSET_CUDA: "1"}}
-                    ongoing = cfg.stage_max_ongoing_requests or max(16, 4 * spec.batch_size)
+                    ongoing = cfg.part_max_ongoing_requests or max(16, 4 * spec.batch_size)
                     # as in the local engine, only the entry refuses work (503) when full;
-                    # later stages hold what they are handed
-                    entry = model == self.policy.chain[0] and spec.stage == 0
-                    downstream = stage_deployment.options(
-                        name=group.deployment_name(spec.stage),
+                    # later parts hold what they are handed
+                    entry = model == self.policy.chain[0] and spec.part == 0
+                    downstream = part_deployment.options(
+                        name=group.deployment_name(spec.part),
                         num_replicas=group.num_replicas,
                         ray_actor_options=options,
                         max_ongoing_requests=ongoing,
@@ -337,7 +337,7 @@ class RayDeployment:
 
     # ------------------------------------------------------------------ operations
     def replica_actors(self, model: str) -> list[str]:
-        """Actor names of the replicas serving ``model``'s first stage (for ``ray.kill``)."""
+        """Actor names of the replicas serving ``model``'s first part (for ``ray.kill``)."""
         if self._ray is None:
             return []
         names = {g.deployment_name(0) for g in self.groups.get(model, [])}
@@ -397,7 +397,7 @@ def serve_ray(
         for header in ("deployment", "replicas", "device", "batch", "wait ms", "share"):
             table.add_column(header)
         for d in describe_groups(dep.groups)["deployments"]:
-            for s in d["stages"]:
+            for s in d["parts"]:
                 table.add_row(
                     s["deployment"],
                     str(d["replicas"]),

@@ -2,8 +2,8 @@
 
 ``RayCascade`` implements ``runtime.contract.ServingEngine``, so the routes, answer format and
 error statuses are the app's own, not a copy. Routing calls the policy exactly as the local
-stages do (``route_batch`` → ``policy.decide``, carrying each request's trail when the rule
-reads one). Models are reached through *callers* (async functions returning a ``StageReply``),
+positions do (``route_batch`` → ``policy.decide``, carrying each request's trail when the rule
+reads one). Models are reached through *callers* (async functions returning a ``ModelReply``),
 so this module runs and is tested without Ray.
 
 Failures: a caller error that ``classify`` calls ``"transient"`` (a replica died or is
@@ -49,7 +49,7 @@ from hybridserve.runtime.errors import (
 from hybridserve.runtime.inputs import check_batch
 from hybridserve.runtime.job import Result
 from hybridserve.runtime.observer import EngineObserver, NullObserver
-from hybridserve.runtime.stage import Routed, route_batch
+from hybridserve.runtime.position import Routed, route_batch
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ Kind = Literal["transient", "overloaded", "fatal"]
 
 
 @dataclass(frozen=True)
-class StageReply:
+class ModelReply:
     """A model deployment's answer to one call: the call's logits and the batch they came from."""
 
     logits: npt.NDArray[np.float32]
@@ -67,7 +67,7 @@ class StageReply:
     service_s: float
 
 
-Caller = Callable[[npt.NDArray[np.float32]], Awaitable[StageReply]]
+Caller = Callable[[npt.NDArray[np.float32]], Awaitable[ModelReply]]
 
 
 class ReplicaUnavailableError(EngineClosedError):
@@ -339,7 +339,7 @@ class RayCascade:
         n: int,
         trail: npt.NDArray[np.float32] | None,
     ) -> Routed:
-        """The policy's decision: the local stage's own rule (``route_batch``)."""
+        """The policy's decision: the local position's own rule (``route_batch``)."""
         logits = np.asarray(logits)
         if logits.ndim != 2 or logits.shape[0] != n:
             raise BatchFailedError(
@@ -348,7 +348,7 @@ class RayCascade:
             )
         return route_batch(routing.policy, position, logits, trail)
 
-    async def _watched(self, model: str, caller: Caller, x: npt.NDArray[np.float32]) -> StageReply:
+    async def _watched(self, model: str, caller: Caller, x: npt.NDArray[np.float32]) -> ModelReply:
         """One call under the batch watchdog; its inputs count as waiting on ``model``."""
         self._waiting[model] += len(x)
         task = asyncio.ensure_future(caller(x))
@@ -367,7 +367,7 @@ class RayCascade:
 
     async def _call(
         self, routing: _Routing, position: int, x: npt.NDArray[np.float32]
-    ) -> StageReply:
+    ) -> ModelReply:
         model = routing.chain[position]
         last: BaseException | None = None
         for attempt in range(self.retries + 1):
@@ -396,7 +396,7 @@ class RayCascade:
             f"({type(last).__name__}); retry later"
         )
 
-    def _observe(self, model: str, reply: StageReply, answered: int) -> None:
+    def _observe(self, model: str, reply: ModelReply, answered: int) -> None:
         """Batch figures once per replica batch; answers per model for every call."""
         if reply.batch_id not in self._seen_batches:
             self._seen_batches[reply.batch_id] = None

@@ -1,4 +1,4 @@
-"""What one Ray actor needs of the family: a reference it can ship, and one model stage to run.
+"""What one Ray actor needs of the family: a reference it can ship, and one model part to run.
 
 Ray actors must not receive loaded models (pickling weights through the object store for every
 replica is slow and the driver may not even hold them), so actors get a ``FamilyRef`` (bundled
@@ -29,7 +29,7 @@ from hybridserve.models.family import (
 )
 from hybridserve.models.torch_model import TorchModel
 
-StageFn = Callable[[npt.NDArray[Any]], npt.NDArray[Any]]
+PartFn = Callable[[npt.NDArray[Any]], npt.NDArray[Any]]
 
 
 @dataclass(frozen=True)
@@ -81,28 +81,28 @@ class FamilyRef:
         return tuple(m.name for m in self.read().models)
 
 
-def stage_function(model: Model, stage: int, num_stages: int, device: str) -> StageFn:
-    """Pipeline stage ``stage`` of ``model`` as numpy in, numpy out (activations or logits).
+def part_function(model: Model, part: int, num_parts: int, device: str) -> PartFn:
+    """Pipeline part ``part`` of ``model`` as numpy in, numpy out (activations or logits).
 
-    Stage 0 takes raw inputs; a later stage takes the previous stage's activations (they cross
-    processes and nodes as CPU arrays); the last stage returns N×K float32 logits. Cuts are
+    Part 0 takes raw inputs; a later part takes the previous part's activations (they cross
+    processes and nodes as CPU arrays); the last part returns N×K float32 logits. Cuts are
     ``TorchModel.split``'s, as in the local runtime.
     """
-    if num_stages == 1:
+    if num_parts == 1:
         return model.predict_logits
     if not isinstance(model, TorchModel):
         raise HybridServeError(
-            f"plan cuts {model.name!r} into {num_stages} stages, but only torch models can be cut"
+            f"plan cuts {model.name!r} into {num_parts} parts, but only torch models can be cut"
         )
-    module = model.split(num_stages)[stage].to(device).eval()
+    module = model.split(num_parts)[part].to(device).eval()
     prep = model.preprocessing
     if prep.channels_last:
         module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    last = stage == num_stages - 1
+    last = part == num_parts - 1
 
     def run(x: npt.NDArray[Any]) -> npt.NDArray[Any]:
         with torch.inference_mode():
-            if stage == 0:
+            if part == 0:
                 h = prep.to_tensor(x, device)
             else:
                 h = torch.from_numpy(np.asarray(x)).to(device)
@@ -114,7 +114,7 @@ def stage_function(model: Model, stage: int, num_stages: int, device: str) -> St
     return run
 
 
-def run_in_chunks(fn: StageFn, x: npt.NDArray[Any], rows: int) -> npt.NDArray[Any]:
+def run_in_chunks(fn: PartFn, x: npt.NDArray[Any], rows: int) -> npt.NDArray[Any]:
     """``fn`` over ``x`` at most ``rows`` at a time (the plan's batch size is in rows)."""
     if len(x) <= rows:
         return fn(x)

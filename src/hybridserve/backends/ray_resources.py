@@ -6,10 +6,10 @@ Ray's ``num_gpus`` is only a *logical* share: Ray picks which GPU of a node an a
 never checks what the actor really uses. The plan names exact devices (``node0/cuda:1``), so
 every planned device gets a **custom resource** of capacity 1 named after its plan id
 (``hybridserve/node0/cuda:1``). The node that holds the device advertises it (``ray start
---resources``; ``node_resources`` writes the JSON), and every stage placed on the device asks
-for an equal share of it. Ray can then only start a stage on the node that advertises its
-device, and never more stages on a device than the plan put there. ``num_gpus`` (the same share)
-is still requested, so Ray's own GPU accounting stays right for other workloads; the stage's
+--resources``; ``node_resources`` writes the JSON), and every part placed on the device asks
+for an equal share of it. Ray can then only start a part on the node that advertises its
+device, and never more parts on a device than the plan put there. ``num_gpus`` (the same share)
+is still requested, so Ray's own GPU accounting stays right for other workloads; the part's
 actor keeps all of the node's GPUs visible and uses the plan's ``cuda:N`` itself.
 """
 
@@ -45,13 +45,13 @@ def is_gpu(device: str) -> bool:
 
 
 @dataclass(frozen=True)
-class StageSpec:
-    """One pipeline stage of a group of identical replicas: where it runs and how it batches."""
+class PartSpec:
+    """One pipeline part of a group of identical replicas: where it runs and how it batches."""
 
     model: str
     group: int
-    stage: int
-    num_stages: int
+    part: int
+    num_parts: int
     device_id: str
     node: str
     device: str
@@ -62,7 +62,7 @@ class StageSpec:
 
     @property
     def resources(self) -> dict[str, float]:
-        """Custom resources the stage's actor asks for (pins it to the plan's device)."""
+        """Custom resources the part's actor asks for (pins it to the plan's device)."""
         return {device_resource(self.device_id): self.share}
 
     @property
@@ -72,19 +72,19 @@ class StageSpec:
 
 @dataclass(frozen=True)
 class GroupSpec:
-    """Replicas of one model whose stages sit on the same devices: one deployment per stage."""
+    """Replicas of one model whose parts sit on the same devices: one deployment per part."""
 
     model: str
     index: int
     num_replicas: int
-    stages: tuple[StageSpec, ...]
+    parts: tuple[PartSpec, ...]
     #: several groups of one model: the ingress splits traffic by replica count
     only_group: bool = True
 
-    def deployment_name(self, stage: int) -> str:
-        """Serve deployment name of one stage: ``model``, ``model@g1``, ``model.s1`` ..."""
+    def deployment_name(self, part: int) -> str:
+        """Serve deployment name of one part: ``model``, ``model@g1``, ``model.p1`` ..."""
         name = self.model if self.only_group else f"{self.model}@g{self.index}"
-        return name if len(self.stages) == 1 else f"{name}.s{stage}"
+        return name if len(self.parts) == 1 else f"{name}.p{part}"
 
 
 def deployment_groups(plan: Plan, chain: Sequence[str]) -> dict[str, list[GroupSpec]]:
@@ -98,21 +98,21 @@ def deployment_groups(plan: Plan, chain: Sequence[str]) -> dict[str, list[GroupS
         keys: dict[tuple[tuple[str, int, float], ...], int] = {}
         order: list[tuple[tuple[str, int, float], ...]] = []
         example: dict[tuple[tuple[str, int, float], ...], Sequence[tuple[Any, Any]]] = {}
-        for stages in replicas:
-            key = tuple((dev.id, int(p.batch_size), float(p.max_wait_ms)) for dev, p in stages)
+        for parts in replicas:
+            key = tuple((dev.id, int(p.batch_size), float(p.max_wait_ms)) for dev, p in parts)
             if key not in keys:
                 keys[key] = 0
                 order.append(key)
-                example[key] = stages
+                example[key] = parts
             keys[key] += 1
         groups = []
         for g, key in enumerate(order):
             specs = tuple(
-                StageSpec(
+                PartSpec(
                     model=model,
                     group=g,
-                    stage=int(p.stage),
-                    num_stages=int(p.num_stages),
+                    part=int(p.part),
+                    num_parts=int(p.num_parts),
                     device_id=dev.id,
                     node=dev.node,
                     device=dev.device,
@@ -159,7 +159,7 @@ def missing_resources(
     need: dict[str, float] = {}
     for model_groups in groups.values():
         for group in model_groups:
-            for s in group.stages:
+            for s in group.parts:
                 for res, amount in s.resources.items():
                     need[res] = need.get(res, 0.0) + amount * group.num_replicas
                 if s.num_gpus:

@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
         concurrency: Annotated[
             int | None,
             typer.Option(
-                help="clients in saturation mode (default: two full batches per pipeline stage "
+                help="clients in saturation mode (default: two full batches per pipeline part "
                 f"of the largest plan, at least {MIN_CLIENTS})"
             ),
         ] = None,

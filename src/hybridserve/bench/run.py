@@ -78,10 +78,10 @@ MIN_CLIENTS = 256
 
 
 def saturating_clients(plans: Iterable[Plan]) -> int:
-    """Clients a closed loop needs to saturate every plan: two full batches per pipeline stage.
+    """Clients a closed loop needs to saturate every plan: two full batches per pipeline part.
 
-    Each replica stage runs one batch and, under saturation, holds the next one queued
-    (``Stage._prefetch``); fewer clients than that leave stages waiting for work, and the run
+    Each part of a replica runs one batch and, under saturation, holds the next one queued
+    (``Position._prefetch``); fewer clients than that leave parts waiting for work, and the run
     then measures the clients' round trips instead of the system. The same count serves every
     system of a bench (at least ``MIN_CLIENTS``).
     """

@@ -67,16 +67,16 @@ class SafeMeter(EnergyMeter):
     def source(self) -> str:
         return UNAVAILABLE if self._failed or self.inner is None else self.inner.source
 
-    def _fail(self, stage: str, err: BaseException) -> None:
+    def _fail(self, call: str, err: BaseException) -> None:
         if not self._failed:
             log.warning(
                 "energy meter %s failed in %s, energy is now unavailable: %s",
                 self.inner.source if self.inner else "?",
-                stage,
+                call,
                 err,
             )
         self._failed = True
-        self.reason = f"{stage}: {type(err).__name__}: {err}"
+        self.reason = f"{call}: {type(err).__name__}: {err}"
 
     def start(self) -> None:
         self._running = False

@@ -1,4 +1,4 @@
-"""Adapter for a ``torch.nn.Module``; supports cutting ``nn.Sequential`` into pipeline stages."""
+"""Adapter for a ``torch.nn.Module``; supports cutting ``nn.Sequential`` into pipeline parts."""
 
 from __future__ import annotations
 
@@ -108,27 +108,27 @@ class TorchModel(Model):
         logits = self.forward(self.to_tensor(batch)).float().cpu().numpy()
         return np.ascontiguousarray(logits, dtype=np.float32)
 
-    def split(self, num_stages: int) -> list[nn.Module]:
-        """Cut an ``nn.Sequential`` into ``num_stages`` contiguous parts of similar size."""
-        if num_stages == 1:
+    def split(self, num_parts: int) -> list[nn.Module]:
+        """Cut an ``nn.Sequential`` into ``num_parts`` contiguous parts of similar size."""
+        if num_parts == 1:
             return [self.module]
         if not isinstance(self.module, nn.Sequential):
             raise HybridServeError(
-                f"model {self.name!r} is not an nn.Sequential, so it cannot be cut into stages"
+                f"model {self.name!r} is not an nn.Sequential, so it cannot be cut into parts"
             )
         layers = list(self.module.children())
-        if num_stages > len(layers):
+        if num_parts > len(layers):
             raise HybridServeError(
-                f"model {self.name!r} has {len(layers)} layers, cannot cut into {num_stages} stages"
+                f"model {self.name!r} has {len(layers)} layers, cannot cut into {num_parts} parts"
             )
         weights = np.array([max(count_params(m), 1) for m in layers], dtype=np.float64)
         bounds = np.searchsorted(
-            np.cumsum(weights), weights.sum() * np.arange(1, num_stages) / num_stages
+            np.cumsum(weights), weights.sum() * np.arange(1, num_parts) / num_parts
         )
         cuts = [0]
         for b in bounds:
-            # every stage keeps at least one layer, and the cuts stay increasing
-            cut = int(min(max(int(b) + 1, cuts[-1] + 1), len(layers) - (num_stages - len(cuts))))
+            # every part keeps at least one layer, and the cuts stay increasing
+            cut = int(min(max(int(b) + 1, cuts[-1] + 1), len(layers) - (num_parts - len(cuts))))
             cuts.append(cut)
         cuts.append(len(layers))
         return [nn.Sequential(*layers[a:b]) for a, b in itertools.pairwise(cuts)]

@@ -1,4 +1,4 @@
-"""Dataflow planner: place model stages on devices for throughput (or energy)."""
+"""Dataflow planner: place model parts on devices for throughput (or energy)."""
 
 from hybridserve.planning.plan import DeviceAssignment, Placement, Plan
 

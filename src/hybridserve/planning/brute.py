@@ -3,7 +3,7 @@
 It shares only the configurations with the MILP, not its formulation. Without time shares it
 enumerates every vector of replica counts per configuration that fits the cluster's totals,
 visits them by λ (best first), and accepts the first one that packs onto the devices, found by
-exhaustive backtracking (each replica's stages on distinct devices; interchangeable devices and
+exhaustive backtracking (each replica's parts on distinct devices; interchangeable devices and
 replicas tried once).
 
 With time shares (``brute_force_lambda`` picks by the configurations) the integer decisions are
@@ -39,7 +39,7 @@ def _vectors(inst: Instance, limit: int) -> list[tuple[int, ...]]:
     n_t = {t: sum(d.type == t for d in inst.devices) for t in inst.cluster.types}
     util_left = {t: float(n) for t, n in n_t.items()}
     mem_left = {t: float(sum(d.memory_bytes for d in inst.devices if d.type == t)) for t in n_t}
-    stages_left = {(m, t): cap * n_t[t] for m in inst.models for t in n_t}
+    parts_left = {(m, t): cap * n_t[t] for m in inst.models for t in n_t}
     out: list[tuple[int, ...]] = []
     r: list[int] = []
 
@@ -50,22 +50,22 @@ def _vectors(inst: Instance, limit: int) -> list[tuple[int, ...]]:
             out.append(tuple(r))
             return
         c = cfgs[i]
-        t, s = c.device_type, c.num_stages
+        t, s = c.device_type, c.num_parts
         k = 0
         while True:
             r.append(k)
             rec(i + 1)
             r.pop()
-            u, mem, key = s * c.stage_utilisation, s * c.stage_memory_bytes, (c.model, t)
-            if util_left[t] < u - TOL or mem_left[t] < mem or stages_left[key] < s:
+            u, mem, key = s * c.part_utilisation, s * c.part_memory_bytes, (c.model, t)
+            if util_left[t] < u - TOL or mem_left[t] < mem or parts_left[key] < s:
                 break
             util_left[t] -= u
             mem_left[t] -= mem
-            stages_left[key] -= s
+            parts_left[key] -= s
             k += 1
-        util_left[t] += k * s * c.stage_utilisation
-        mem_left[t] += k * s * c.stage_memory_bytes
-        stages_left[(c.model, t)] += k * s
+        util_left[t] += k * s * c.part_utilisation
+        mem_left[t] += k * s * c.part_memory_bytes
+        parts_left[(c.model, t)] += k * s
 
     rec(0)
     return out
@@ -81,8 +81,8 @@ def _packs(inst: Instance, counts: tuple[int, ...]) -> bool:
     largest = max(d.memory_bytes for d in devs)
     reps.sort(
         key=lambda ci: (
-            -inst.configs[ci].num_stages
-            * max(inst.configs[ci].stage_utilisation, inst.configs[ci].stage_memory_bytes / largest)
+            -inst.configs[ci].num_parts
+            * max(inst.configs[ci].part_utilisation, inst.configs[ci].part_memory_bytes / largest)
         )
     )
 
@@ -105,12 +105,12 @@ def _packs(inst: Instance, counts: tuple[int, ...]) -> bool:
             d
             for d in range(len(devs))
             if devs[d].type == c.device_type
-            and free_mem[d] >= c.stage_memory_bytes
-            and free_util[d] >= c.stage_utilisation - TOL
+            and free_mem[d] >= c.part_memory_bytes
+            and free_util[d] >= c.part_utilisation - TOL
             and per_model[(c.model, d)] < cap
         ]
         seen: set[tuple[object, ...]] = set()
-        for pick in combinations(ok, c.num_stages):
+        for pick in combinations(ok, c.num_parts):
             if same_as_prev and pick < prev:
                 continue  # replicas of one configuration are interchangeable
             key = tuple(sorted(state(d) for d in pick))
@@ -118,13 +118,13 @@ def _packs(inst: Instance, counts: tuple[int, ...]) -> bool:
                 continue  # interchangeable devices in the same state
             seen.add(key)
             for d in pick:
-                free_mem[d] -= c.stage_memory_bytes
-                free_util[d] -= c.stage_utilisation
+                free_mem[d] -= c.part_memory_bytes
+                free_util[d] -= c.part_utilisation
                 per_model[(c.model, d)] += 1
             found = rec(i + 1, pick)
             for d in pick:
-                free_mem[d] += c.stage_memory_bytes
-                free_util[d] += c.stage_utilisation
+                free_mem[d] += c.part_memory_bytes
+                free_util[d] += c.part_utilisation
                 per_model[(c.model, d)] -= 1
             if found:
                 return True
@@ -164,9 +164,9 @@ def _pipelines(inst: Instance) -> Iterator[list[tuple[int, tuple[int, ...]]]]:
     moves = [
         (c.index, pick)
         for c in inst.configs
-        if c.num_stages > 1
+        if c.num_parts > 1
         for pick in combinations(
-            [d for d in range(len(devs)) if devs[d].type == c.device_type], c.num_stages
+            [d for d in range(len(devs)) if devs[d].type == c.device_type], c.num_parts
         )
     ]
     chosen: list[tuple[int, tuple[int, ...]]] = []
@@ -177,22 +177,22 @@ def _pipelines(inst: Instance) -> Iterator[list[tuple[int, tuple[int, ...]]]]:
             ci, pick = moves[k]
             c = inst.configs[ci]
             if any(
-                free_mem[d] < c.stage_memory_bytes
-                or free_util[d] < c.stage_utilisation - TOL
+                free_mem[d] < c.part_memory_bytes
+                or free_util[d] < c.part_utilisation - TOL
                 or count[(c.model, d)] >= cap
                 for d in pick
             ):
                 continue
             for d in pick:
-                free_mem[d] -= c.stage_memory_bytes
-                free_util[d] -= c.stage_utilisation
+                free_mem[d] -= c.part_memory_bytes
+                free_util[d] -= c.part_utilisation
                 count[(c.model, d)] += 1
             chosen.append((ci, pick))
             yield from rec(k)
             chosen.pop()
             for d in pick:
-                free_mem[d] += c.stage_memory_bytes
-                free_util[d] += c.stage_utilisation
+                free_mem[d] += c.part_memory_bytes
+                free_util[d] += c.part_utilisation
                 count[(c.model, d)] -= 1
 
     yield from rec(0)
@@ -203,7 +203,7 @@ def _device_options(
 ) -> list[tuple[int, ...]]:
     """Maximal copy counts per configuration of ``cfgs`` on one device."""
     # at most ⌈budget/u⌉ copies of each (none without time left: a copy could only idle)
-    limit = [max(math.ceil(budget / c.stage_utilisation - 1e-9), 0) for c in cfgs]
+    limit = [max(math.ceil(budget / c.part_utilisation - 1e-9), 0) for c in cfgs]
     if budget <= TOL:
         limit = [0] * len(cfgs)
     out: list[tuple[int, ...]] = []
@@ -211,7 +211,7 @@ def _device_options(
 
     def can_add(j: int, mem_left: float, left: dict[str, int]) -> bool:
         c = cfgs[j]
-        return vec[j] < limit[j] and c.stage_memory_bytes <= mem_left and left[c.model] > 0
+        return vec[j] < limit[j] and c.part_memory_bytes <= mem_left and left[c.model] > 0
 
     def rec(i: int, mem_left: float, left: dict[str, int]) -> None:
         if i == len(cfgs):
@@ -219,10 +219,10 @@ def _device_options(
                 out.append(tuple(vec))
             return
         c = cfgs[i]
-        by_mem = int(mem_left // c.stage_memory_bytes) if c.stage_memory_bytes > 0 else limit[i]
+        by_mem = int(mem_left // c.part_memory_bytes) if c.part_memory_bytes > 0 else limit[i]
         for k in range(min(limit[i], by_mem, left[c.model]), -1, -1):
             vec[i] = k
-            rec(i + 1, mem_left - k * c.stage_memory_bytes, {**left, c.model: left[c.model] - k})
+            rec(i + 1, mem_left - k * c.part_memory_bytes, {**left, c.model: left[c.model] - k})
         vec[i] = 0
 
     rec(0, mem, dict(room))
@@ -241,7 +241,7 @@ def _share_lp(
     a = np.zeros((len(budget) + len(models), n + 1))
     b = np.zeros(len(budget) + len(models))
     for k, (d, c, _) in enumerate(copies):
-        a[d, k] = c.stage_utilisation
+        a[d, k] = c.part_utilisation
         a[len(budget) + models.index(c.model), k] = -c.throughput_rps
     b[: len(budget)] = budget
     for i, m in enumerate(models):
@@ -270,8 +270,8 @@ def _shared_lambda(inst: Instance, limit: int) -> float:
             c = inst.configs[ci]
             fixed[c.model] += c.throughput_rps
             for d in pick:
-                mem[d] -= c.stage_memory_bytes
-                budget[d] -= c.stage_utilisation
+                mem[d] -= c.part_memory_bytes
+                budget[d] -= c.part_utilisation
                 room[d][c.model] -= 1
         budget = [max(x, 0.0) for x in budget]
         cfgs = [[c for c in shared if c.device_type == d.type] for d in devs]
@@ -296,7 +296,7 @@ def _shared_lambda(inst: Instance, limit: int) -> float:
                     if cnt:
                         i = models.index(c.model)
                         rate[i] += cnt * c.throughput_rps
-                        cheapest[i] = min(cheapest[i], c.stage_utilisation / c.throughput_rps)
+                        cheapest[i] = min(cheapest[i], c.part_utilisation / c.throughput_rps)
                         copies.append((d, c, cnt))
             bound = float(np.min(rate / reach))
             if not any(fixed.values()):  # all time-shared: total time bounds λ too

@@ -34,15 +34,15 @@ def problems(plan: Plan) -> list[str]:
     try:
         for model in plan.models:
             total: float | None = 0.0
-            for k, stages in enumerate(plan.replicas(model)):
-                ids = [d.id for d, _ in stages]
+            for k, parts in enumerate(plan.replicas(model)):
+                ids = [d.id for d, _ in parts]
                 if len(set(ids)) != len(ids):
-                    out.append(f"{model} replica {k}: two stages share a device ({ids})")
-                if len({p.batch_size for _, p in stages}) != 1:
-                    out.append(f"{model} replica {k}: stages disagree on batch size")
-                if len({p.time_share for _, p in stages}) != 1:
-                    out.append(f"{model} replica {k}: stages disagree on time_share")
-                head = stages[0][1]
+                    out.append(f"{model} replica {k}: two parts share a device ({ids})")
+                if len({p.batch_size for _, p in parts}) != 1:
+                    out.append(f"{model} replica {k}: parts disagree on batch size")
+                if len({p.time_share for _, p in parts}) != 1:
+                    out.append(f"{model} replica {k}: parts disagree on time_share")
+                head = parts[0][1]
                 if total is not None and head.throughput_rps is not None:
                     total += head.time_share * head.throughput_rps
                 else:

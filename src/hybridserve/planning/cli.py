@@ -40,12 +40,14 @@ def register(app: typer.Typer) -> None:
             float | None, typer.Option(help="energy objective: rate to serve (default λmax/2)")
         ] = None,
         slo_p90_ms: Annotated[
-            float | None, typer.Option(help="p90 latency bound per cascade stage")
+            float | None, typer.Option(help="p90 latency bound per cascade position")
         ] = None,
         batch_sizes: Annotated[
             str, typer.Option(help="candidate batch sizes, comma-separated")
         ] = "1,4,16,64,256",
-        max_stages: Annotated[int, typer.Option(help="most pipeline stages per replica")] = 4,
+        max_parts: Annotated[int, typer.Option(help="most pipeline parts per replica")] = 4,
+        # the option's earlier spelling, still accepted so existing scripts keep working
+        max_stages: Annotated[int | None, typer.Option(hidden=True)] = None,
         time_share: Annotated[
             bool,
             typer.Option(
@@ -61,7 +63,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(help="override reach fractions, e.g. 'linear=1,mlp=0.45,vgg=0.12'"),
         ] = None,
     ) -> None:
-        """Plan replicas, batch sizes and pipeline stages per device; write DIR/plan.json."""
+        """Plan replicas, batch sizes and pipeline parts per device; write DIR/plan.json."""
         from hybridserve.errors import HybridServeError
         from hybridserve.planning.report import print_plan
 
@@ -71,6 +73,8 @@ def register(app: typer.Typer) -> None:
             raise HybridServeError(
                 f"--batch-sizes: expected integers, got {batch_sizes!r}"
             ) from err
+        if max_stages is not None:
+            max_parts = max_stages
         try:
             options = PlanOptions.model_validate(
                 {
@@ -80,7 +84,7 @@ def register(app: typer.Typer) -> None:
                     "target_rps": target_rps,
                     "slo_p90_ms": slo_p90_ms,
                     "batch_sizes": sizes,
-                    "max_stages": max_stages,
+                    "max_parts": max_parts,
                     "time_share": time_share,
                     "shared_max_wait_ms": shared_max_wait_ms,
                 }

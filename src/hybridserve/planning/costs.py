@@ -6,8 +6,8 @@ utilisation ``u_max·b²/(b² + β·b + γ)``):
 * a measured ``profile.json`` (``hybridserve profile``), for the device type it was taken on.
   At a batch size it measured, its row is used (median latency, utilisation, peak memory), the
   fits only between and beyond them: a line through latency cannot follow a CPU's cache effects
-  (the bundled vgg on 2 cores serves 1,262 requests/s at batch 16 and 930 at 256, where its
-  latency fit predicts 1,230), and the planner would pick batch sizes by the fit's error;
+  (a mid-size batch can outrun a large one; the README's "Figures behind design choices"), and
+  the planner would pick batch sizes by the fit's error;
 * a *profile table* YAML (``kind: device-profile``), e.g. the bundled ``profile-a5000.yaml``,
   which may be an estimate (``estimate: true``, with its method written in the file).
 
@@ -52,7 +52,7 @@ class ModelCost:
     memory: LinearFit
     util: UtilisationFit
     weight_bytes: int
-    #: Bytes per request handed from one pipeline stage to the next.
+    #: Bytes per request handed from one pipeline part to the next.
     activation_bytes: int
     #: p90 / median batch latency, to turn the fitted median into a p90 for the SLO.
     p90_ratio: float = 1.0

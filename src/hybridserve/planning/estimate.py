@@ -2,11 +2,10 @@
 
 No GPU measurement was made for the bundled ``profile-a5000.yaml`` / ``profile-h100.yaml``;
 they are written by this module (``python -m hybridserve.planning.estimate``) and say
-``estimate: true``. One GPU was measured since: an H200 (``profile-h200.json``, 2026-11-28),
-and against it these estimates are optimistic for this tiny family: there the giant's batch of
-64 took 1.23 ms (estimated 0.69 ms for an H100), the linear model's 0.23 ms (0.11 ms), and NVML
-saw the GPU busy 10-26 % of the time (estimated u(64) of 0.88 for the giant), so per-batch host
-overhead, not arithmetic, sets the cost.
+``estimate: true``. One GPU was measured since (``profile-h200.json``; the README's "Figures
+behind design choices" compares it with these tables): for this tiny family the estimates are
+optimistic, since per-batch host overhead, not arithmetic, sets a batch's cost there and the GPU
+stays mostly idle.
 
 Per model, from its MACs, parameters and activation sizes (counted with forward hooks on the
 bundled architectures, FP32):

@@ -9,7 +9,7 @@ used (see ``solve.py``):
 * to *repair* a disaggregated aggregated-MILP solution (fill the space packing left over);
 * as the λ scale of the MILP and its competitor: the better of the two plans is kept.
 
-Water-filling: every model with reach > 0 first gets one replica (largest stages first, while
+Water-filling: every model with reach > 0 first gets one replica (largest parts first, while
 the cluster is empty; of the smallest footprint, or the most efficient: both are tried and the
 better plan kept); then the model with the lowest ``capacity / reach`` (the one that caps λ)
 gets its most efficient configuration that still fits (throughput per device share of its
@@ -46,8 +46,7 @@ def _share(inst: Instance) -> dict[int, float]:
         t: max(d.memory_bytes for d in inst.devices if d.type == t) for t in inst.cluster.types
     }
     return {
-        c.index: c.num_stages
-        * max(c.stage_utilisation, c.stage_memory_bytes / largest[c.device_type])
+        c.index: c.num_parts * max(c.part_utilisation, c.part_memory_bytes / largest[c.device_type])
         for c in inst.configs
     }
 
@@ -57,7 +56,7 @@ def efficiency_order(inst: Instance, model: str) -> list[Config]:
     share = _share(inst)
     return sorted(
         inst.configs_of(model),
-        key=lambda c: (-c.throughput_rps / share[c.index], c.stage_memory_bytes, c.index),
+        key=lambda c: (-c.throughput_rps / share[c.index], c.part_memory_bytes, c.index),
     )
 
 
@@ -72,14 +71,14 @@ def place(layout: Layout, c: Config, idle_ok: bool = False) -> tuple[tuple[int, 
         idx = np.flatnonzero(layout.fits_mask(c, share=0.0))
         if len(idx) == 0:
             return None
-        share = np.minimum(1.0, np.maximum(layout.free_util[idx], 0.0) / c.stage_utilisation)
+        share = np.minimum(1.0, np.maximum(layout.free_util[idx], 0.0) / c.part_utilisation)
         if not idle_ok:
             keep = share > MIN_SHARE
             idx, share = idx[keep], share[keep]
             if len(idx) == 0:
                 return None
         mem_total = np.array([layout.inst.devices[i].memory_bytes for i in idx], dtype=np.float64)
-        mem_left = (layout.free_mem[idx] - c.stage_memory_bytes) / mem_total
+        mem_left = (layout.free_mem[idx] - c.part_memory_bytes) / mem_total
         k = int(np.lexsort((mem_left, -share))[0])
         return (int(idx[k]),), float(share[k])
     found = _place_whole(layout, c)
@@ -89,12 +88,12 @@ def place(layout: Layout, c: Config, idle_ok: bool = False) -> tuple[tuple[int, 
 def _place_whole(layout: Layout, c: Config) -> tuple[int, ...] | None:
     """Best-fit devices for one replica of ``c`` at share 1 (one node if possible), or None."""
     idx = np.flatnonzero(layout.fits_mask(c))
-    s = c.num_stages
+    s = c.num_parts
     if len(idx) < s:
         return None
     mem_total = np.array([layout.inst.devices[i].memory_bytes for i in idx], dtype=np.float64)
-    leftover = (layout.free_util[idx] - c.stage_utilisation) + (
-        layout.free_mem[idx] - c.stage_memory_bytes
+    leftover = (layout.free_util[idx] - c.part_utilisation) + (
+        layout.free_mem[idx] - c.part_memory_bytes
     ) / mem_total
     order = idx[np.argsort(leftover, kind="stable")]
     if s == 1:
@@ -145,8 +144,8 @@ def _water_fill(layout: Layout, target_rps: float | None, first: str) -> None:
 
     def cost(c: Config, s: float) -> float:
         """Device share a replica at time share ``s`` takes of its scarcer resource."""
-        mem = c.stage_memory_bytes / largest[c.device_type]
-        return c.num_stages * max(s * c.stage_utilisation, mem, 1e-12)
+        mem = c.part_memory_bytes / largest[c.device_type]
+        return c.num_parts * max(s * c.part_utilisation, mem, 1e-12)
 
     def grow(model: str, need: float, idle_ok: bool = False) -> bool:
         """Add the replica with the most *useful* throughput (at most ``need``) per share."""
@@ -178,8 +177,8 @@ def _water_fill(layout: Layout, target_rps: float | None, first: str) -> None:
         for m in inst.models
         if not any(inst.configs[r.config].model == m for r in layout.replicas)
     ]
-    smallest_stage = {m: min(c.stage_memory_bytes for c in orders[m]) for m in missing}
-    for m in sorted(missing, key=lambda m: -smallest_stage[m]):
+    smallest_part = {m: min(c.part_memory_bytes for c in orders[m]) for m in missing}
+    for m in sorted(missing, key=lambda m: -smallest_part[m]):
         # the smallest footprint first, so every model gets a place before any grows
         if not grow(m, need=1e-9 if first == "small" else math.inf, idle_ok=True):
             return  # the cluster cannot hold every model at once: λ = 0
@@ -205,7 +204,7 @@ def compact(layout: Layout) -> Layout:
         return layout  # time shares: ``shares.trim`` merges copies instead
     for m in inst.models:
         old = [r for r in layout.replicas if inst.configs[r.config].model == m]
-        single = [r for r in old if inst.configs[r.config].num_stages == 1]
+        single = [r for r in old if inst.configs[r.config].num_parts == 1]
         if len(single) <= 1:
             continue
         need = lam * inst.reach[m] * (1 - 1e-12)
@@ -213,11 +212,11 @@ def compact(layout: Layout) -> Layout:
             layout.remove(r)
         have = sum(layout.throughput_rps(r) for r in old if r not in single)
         added = []
-        options = [c for c in inst.configs_of(m) if c.num_stages == 1]
+        options = [c for c in inst.configs_of(m) if c.num_parts == 1]
         while have < need:
             short = need - have
             enough = [c for c in options if c.throughput_rps >= short]
-            ranked = sorted(enough, key=lambda c: (c.stage_utilisation, c.stage_memory_bytes))
+            ranked = sorted(enough, key=lambda c: (c.part_utilisation, c.part_memory_bytes))
             ranked += sorted(
                 (c for c in options if c.throughput_rps < short), key=lambda c: -c.throughput_rps
             )

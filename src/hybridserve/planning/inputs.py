@@ -91,13 +91,13 @@ class NodeSpec(BaseModel):
 
 
 class InterconnectSpec(BaseModel):
-    """Links between pipeline stages: within a node and across nodes."""
+    """Links between pipeline parts: within a node and across nodes."""
 
     model_config = ConfigDict(extra="forbid")
 
     same_node_gbps: float = Field(25.0, gt=0, description="GB/s between devices of one node")
     cross_node_gbps: float = Field(12.5, gt=0, description="GB/s between nodes")
-    hop_ms: float = Field(0.05, ge=0, description="fixed cost of one stage-to-stage hand-off")
+    hop_ms: float = Field(0.05, ge=0, description="fixed cost of one part-to-part hand-off")
 
 
 class ClusterConfig(BaseModel):
@@ -260,8 +260,8 @@ class PlanOptions(BaseModel):
 
     objective: Literal["throughput", "energy"] = "throughput"
     batch_sizes: tuple[int, ...] = (1, 4, 16, 64, 256)
-    max_stages: int = Field(4, ge=1, le=16)
-    slo_p90_ms: float | None = Field(None, gt=0, description="per cascade stage, incl. waiting")
+    max_parts: int = Field(4, ge=1, le=16)
+    slo_p90_ms: float | None = Field(None, gt=0, description="per cascade position, incl. waiting")
     max_wait_ms: float = Field(
         5.0, ge=0, description="batch wait of the replica with the largest share of its device"
     )

@@ -2,27 +2,27 @@
 
 The cost model (documented here, used by the MILP, the heuristic and the brute force alike):
 
-* A *configuration* is (model, device type, batch size ``b``, stages ``S``). A replica of it runs
-  batches of ``b`` on ``S`` distinct devices of that type, one pipeline stage each.
-* Partitioning divides work evenly: every stage holds ``memory(b)/S`` bytes and takes
-  ``latency(b)/S`` ms per batch; for ``S > 1`` each stage also pays the hand-off of one batch of
+* A *configuration* is (model, device type, batch size ``b``, parts ``S``). A replica of it runs
+  batches of ``b`` on ``S`` distinct devices of that type, one pipeline part each.
+* Partitioning divides work evenly: every part holds ``memory(b)/S`` bytes and takes
+  ``latency(b)/S`` ms per batch; for ``S > 1`` each part also pays the hand-off of one batch of
   activations over the node's link (``b·activation_bytes / same_node_gbps`` plus ``hop_ms``).
-  A pipelined replica's throughput is ``b / (stage latency)``; an unsplit one's is ``b/latency(b)``.
-* A stage running flat out keeps its device ``u(b)`` busy (occupancy depends on the batch, not on
+  A pipelined replica's throughput is ``b / (part latency)``; an unsplit one's is ``b/latency(b)``.
+* A part running flat out keeps its device ``u(b)`` busy (occupancy depends on the batch, not on
   the depth). Utilisation is a rate budget: a device does at most one device-second of work per
   second. With ``time_share`` (the default) an unsplit replica may take a *time share*
   ``s ∈ (0, 1]`` of its device: it serves ``s·throughput(b)`` requests/s and uses ``s·u(b)`` of
   the budget, because a replica fed less than it can serve idles in between batches and the
   device (OS scheduler on a CPU, interleaved kernels on a GPU) runs other replicas' work then. A
   CPU replica at any batch measures ``u ≈ 1``, so models share the CPU only through shares. A
-  pipelined replica always runs at share 1 (its stages hand batches on in lock-step; a partial
-  share would have to be the same on every stage's device). So a device holds any mix of stages
+  pipelined replica always runs at share 1 (its parts hand batches on in lock-step; a partial
+  share would have to be the same on every part's device). So a device holds any mix of parts
   with Σ memory ≤ its memory (every copy holds its weights and activations, whatever its share)
-  and Σ share·utilisation ≤ 1, and at most ``max_replicas_per_device`` stages of one model (the
+  and Σ share·utilisation ≤ 1, and at most ``max_replicas_per_device`` parts of one model (the
   runtime's worker threads). Without ``time_share`` every share is 1 (integer replicas).
-* A model is only split as far as needed: ``S`` runs from the fewest stages that fit the type's
-  largest device up to the fewest that fit its smallest one (capped by ``max_stages`` and the
-  number of devices), because extra stages only add hand-offs in this model.
+* A model is only split as far as needed: ``S`` runs from the fewest parts that fit the type's
+  largest device up to the fewest that fit its smallest one (capped by ``max_parts`` and the
+  number of devices), because extra parts only add hand-offs in this model.
 * The solvers assume every hand-off stays on one node and minimise (second to their objective)
   the replicas that cross nodes; the plan's predicted capacity then charges a crossing
   replica's slowest hand-off at ``cross_node_gbps``.
@@ -50,14 +50,14 @@ class Config:
     model: str
     device_type: str
     batch_size: int
-    num_stages: int
-    stage_memory_bytes: int
-    stage_utilisation: float
+    num_parts: int
+    part_memory_bytes: int
+    part_utilisation: float
     throughput_rps: float
     latency_ms: float
     p90_ms: float
     energy_j_per_request: float
-    #: Unsplit batch latency, and bytes one batch hands from stage to stage (pipelines).
+    #: Unsplit batch latency, and bytes one batch hands from part to part (pipelines).
     compute_ms: float = 0.0
     handoff_bytes: float = 0.0
     #: Its replicas may take a time share below 1 (unsplit, and ``time_share`` on).
@@ -157,7 +157,7 @@ class Instance:
         return tuple(out)
 
 
-def _min_stages(need: float, memory: int) -> int:
+def _min_parts(need: float, memory: int) -> int:
     return max(1, math.ceil(need / memory - 1e-12))
 
 
@@ -172,20 +172,20 @@ def _configs_for(
 ) -> list[Config]:
     cost = costs.model(model)
     mems = [d.memory_bytes for d in devices]
-    cap_stages = min(options.max_stages, len(devices))
+    cap_parts = min(options.max_parts, len(devices))
     link = cluster.interconnect
     out: list[Config] = []
     for b in options.batch_sizes:
         need = cost.memory_bytes(b)
-        lo = _min_stages(need, max(mems))
-        hi = min(_min_stages(need, min(mems)), cap_stages)
+        lo = _min_parts(need, max(mems))
+        hi = min(_min_parts(need, min(mems)), cap_parts)
         for s in range(lo, hi + 1):
             handoff = 0.0
             if s > 1:
                 handoff = b * cost.activation_bytes / (link.same_node_gbps * 1e9) * 1e3
                 handoff += link.hop_ms
             total = cost.latency_ms(b) + (s - 1) * handoff
-            stage_ms = cost.latency_ms(b) / s + handoff
+            part_ms = cost.latency_ms(b) / s + handoff
             p90 = options.max_wait_ms + cost.p90_ratio * total
             if options.slo_p90_ms is not None and p90 > options.slo_p90_ms:
                 continue
@@ -195,10 +195,10 @@ def _configs_for(
                     model=model,
                     device_type=t,
                     batch_size=b,
-                    num_stages=s,
-                    stage_memory_bytes=math.ceil(need / s),
-                    stage_utilisation=max(cost.utilisation(b), MIN_UTILISATION),
-                    throughput_rps=1000.0 * b / stage_ms,
+                    num_parts=s,
+                    part_memory_bytes=math.ceil(need / s),
+                    part_utilisation=max(cost.utilisation(b), MIN_UTILISATION),
+                    throughput_rps=1000.0 * b / part_ms,
                     latency_ms=total,
                     p90_ms=p90,
                     energy_j_per_request=cost.energy_j_per_request(b),
@@ -220,12 +220,12 @@ def _shortfall(
         tc = costs[t]
         mems = sorted((d.memory_bytes for d in cluster.devices if d.type == t), reverse=True)
         need = tc.model(model).memory_bytes(b0)
-        s = min(options.max_stages, len(mems))
-        per_stage = math.ceil(need / s)
-        short = per_stage - mems[s - 1]
+        s = min(options.max_parts, len(mems))
+        per_part = math.ceil(need / s)
+        short = per_part - mems[s - 1]
         text = (
             f"model {model!r} needs {int(need)} bytes at batch size {b0}; split over {s} "
-            f"stage(s) that is {per_stage} bytes per {t} device, but the {s} largest hold "
+            f"part(s) that is {per_part} bytes per {t} device, but the {s} largest hold "
             f"{mems[s - 1]} bytes each: short by {short} bytes per device "
             f"({short * s} bytes in total)"
         )

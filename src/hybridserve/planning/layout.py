@@ -23,7 +23,7 @@ UTIL_TOL = 1e-9
 
 @dataclass(frozen=True)
 class Replica:
-    """One replica: a configuration, its stages' devices in stage order, and its time share."""
+    """One replica: a configuration, its parts' devices in part order, and its time share."""
 
     config: int
     devices: tuple[int, ...]
@@ -41,7 +41,7 @@ class Layout:
         )
         self.free_util: npt.NDArray[np.float64] = np.ones(n)
         self.model_index = {m: i for i, m in enumerate(inst.chain)}
-        self.stage_count = np.zeros((len(inst.chain), n), dtype=np.int64)
+        self.part_count = np.zeros((len(inst.chain), n), dtype=np.int64)
         self.replicas: list[Replica] = []
         self.type_mask = {
             t: np.array([d.type == t for d in inst.devices]) for t in inst.cluster.types
@@ -50,26 +50,26 @@ class Layout:
 
     # ------------------------------------------------------------------ placement
     def fits_mask(self, c: Config, share: float = 1.0) -> npt.NDArray[np.bool_]:
-        """Devices that can take one more stage of ``c`` at time share ``share``."""
+        """Devices that can take one more part of ``c`` at time share ``share``."""
         mi = self.model_index[c.model]
         mask: npt.NDArray[np.bool_] = (
             self.type_mask[c.device_type]
-            & (self.free_mem >= c.stage_memory_bytes)
-            & (self.free_util >= share * c.stage_utilisation - UTIL_TOL)
-            & (self.stage_count[mi] < self.inst.options.max_replicas_per_device)
+            & (self.free_mem >= c.part_memory_bytes)
+            & (self.free_util >= share * c.part_utilisation - UTIL_TOL)
+            & (self.part_count[mi] < self.inst.options.max_replicas_per_device)
         )
         return mask
 
     def add(self, config: int, devices: tuple[int, ...], share: float = 1.0) -> None:
         c = self.inst.configs[config]
         share = float(share)
-        assert len(devices) == c.num_stages and len(set(devices)) == len(devices)
+        assert len(devices) == c.num_parts and len(set(devices)) == len(devices)
         assert 0.0 <= share <= 1.0 and (share == 1.0 or c.time_shared)
         mi = self.model_index[c.model]
         for d in devices:
-            self.free_mem[d] -= c.stage_memory_bytes
-            self.free_util[d] -= share * c.stage_utilisation
-            self.stage_count[mi, d] += 1
+            self.free_mem[d] -= c.part_memory_bytes
+            self.free_util[d] -= share * c.part_utilisation
+            self.part_count[mi, d] += 1
         self.replicas.append(Replica(config, devices, share))
 
     def remove(self, replica: Replica) -> None:
@@ -78,15 +78,15 @@ class Layout:
         mi = self.model_index[c.model]
         self.replicas.remove(replica)
         for d in replica.devices:
-            self.free_mem[d] += c.stage_memory_bytes
-            self.free_util[d] += replica.share * c.stage_utilisation
-            self.stage_count[mi, d] -= 1
+            self.free_mem[d] += c.part_memory_bytes
+            self.free_util[d] += replica.share * c.part_utilisation
+            self.part_count[mi, d] -= 1
 
     def replace_all(self, replicas: list[Replica]) -> None:
         """Swap in ``replicas`` (new shares, fewer copies) and recount free memory/utilisation."""
         self.free_mem[:] = [d.memory_bytes for d in self.inst.devices]
         self.free_util[:] = 1.0
-        self.stage_count[:] = 0
+        self.part_count[:] = 0
         self.replicas = []
         for r in replicas:
             self.add(r.config, r.devices, r.share)
@@ -95,7 +95,7 @@ class Layout:
         return bool(
             (self.free_mem >= -1e-6).all()
             and (self.free_util >= -UTIL_TOL * 10).all()
-            and (self.stage_count <= self.inst.options.max_replicas_per_device).all()
+            and (self.part_count <= self.inst.options.max_replicas_per_device).all()
         )
 
     # ------------------------------------------------------------------ predictions
@@ -106,12 +106,12 @@ class Layout:
     def full_throughput_rps(self, r: Replica) -> float:
         """A replica's flat-out throughput; a pipeline crossing nodes pays the slower link."""
         c = self.inst.configs[r.config]
-        if c.num_stages == 1 or len({int(self.node_of[d]) for d in r.devices}) == 1:
+        if c.num_parts == 1 or len({int(self.node_of[d]) for d in r.devices}) == 1:
             return c.throughput_rps
         link = self.inst.cluster.interconnect
         handoff_ms = c.handoff_bytes / (link.cross_node_gbps * 1e9) * 1e3 + link.hop_ms
         return min(
-            c.throughput_rps, 1000.0 * c.batch_size / (c.compute_ms / c.num_stages + handoff_ms)
+            c.throughput_rps, 1000.0 * c.batch_size / (c.compute_ms / c.num_parts + handoff_ms)
         )
 
     def capacity(self) -> dict[str, float]:
@@ -153,7 +153,7 @@ class Layout:
                 joules = c.energy_j_per_request
                 if math.isfinite(joules) and self._dynamic_w(r) == 0.0:
                     return joules
-                return self._dynamic_w(r) * c.stage_utilisation / self.full_throughput_rps(r)
+                return self._dynamic_w(r) * c.part_utilisation / self.full_throughput_rps(r)
 
             for r in sorted(mine, key=cost):
                 load = min(need, self.throughput_rps(r))
@@ -173,7 +173,7 @@ class Layout:
         for r, load in self.routed_load(rate_rps):
             c = self.inst.configs[r.config]
             for d in r.devices:
-                busy[d] += c.stage_utilisation * load / self.full_throughput_rps(r)
+                busy[d] += c.part_utilisation * load / self.full_throughput_rps(r)
         total = 0.0
         for d in used:
             p_max = float(devs[d].power_w or 0.0)
@@ -205,12 +205,10 @@ class Layout:
         The replica with the largest share of its device (its main tenant, the cascade's
         bottleneck where it is the giant) runs whenever it has work: its idle time is the
         device's. The others run between its batches, and a partial batch of theirs costs more
-        device time per request (on the 2-core CPU the AP cascade's mlp and cnn, waiting 5 ms,
-        ran batches of ~37 and ~18 at up to 3× their full-batch price per image), time the main
-        tenant needed; they wait ``shared_max_wait_ms`` (25 ms: batches of ~115 and ~49, 5-14 %
-        less CPU per request in three interleaved A/B pairs, throughput higher in two). Making
-        the giant wait too cost ~10 % of the cascade's throughput: 256 clients could not fill
-        its batches.
+        device time per request, time the main tenant needed; so they wait the longer
+        ``shared_max_wait_ms`` and fill larger batches. The main tenant does not wait longer:
+        its batches would then not fill under a closed loop and the cascade's throughput
+        drops (the README's "Figures behind design choices" has the A/B measurements).
         """
         opts = self.inst.options
         if share >= device_top_share - 1e-9:
@@ -250,13 +248,13 @@ class Layout:
                 per_device[d].append(
                     Placement(
                         model=c.model,
-                        stage=s,
-                        num_stages=c.num_stages,
+                        part=s,
+                        num_parts=c.num_parts,
                         replica=k,
                         batch_size=c.batch_size,
                         max_wait_ms=self.wait_ms(c, r.share, top[d]),
-                        memory_bytes=c.stage_memory_bytes,
-                        utilisation=c.stage_utilisation,
+                        memory_bytes=c.part_memory_bytes,
+                        utilisation=c.part_utilisation,
                         time_share=r.share,
                         throughput_rps=self.full_throughput_rps(r),
                     )

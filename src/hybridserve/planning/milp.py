@@ -2,7 +2,7 @@
 
 Variables (all integer except λ, ``y`` and ``f``):
 
-* ``x[c,g]``: stage copies of configuration ``c`` on group ``g`` (a group is one device in the
+* ``x[c,g]``: part copies of configuration ``c`` on group ``g`` (a group is one device in the
   exact formulation; aggregated, all devices of one kind on a class of identical nodes);
 * ``y[c,g]`` (continuous, time-shared configurations only): the copies' summed time shares,
   ``0 ≤ y ≤ x`` (each copy's share is at most 1); they carry the utilisation and the capacity,
@@ -14,7 +14,7 @@ Variables (all integer except λ, ``y`` and ``f``):
   Σ over a model's configurations = target · reach).
 
 Constraints, per group: Σ u·y ≤ n_g (or on_g) and Σ memory·x ≤ n_g·M_g; at most
-``max_replicas_per_device·n_g`` stages of one model; for n_g > 1 also "at most n_g items larger
+``max_replicas_per_device·n_g`` parts of one model; for n_g > 1 also "at most n_g items larger
 than half a device, 2·n_g larger than a third" (valid cuts that keep the aggregate packable;
 for utilisation only over the share-1 items, since time shares are divisible).
 Per pipelined configuration: Σ_g x = S·r and x[c,g] ≤ n_g·r (each replica uses a device at most
@@ -96,7 +96,7 @@ def count_vars(inst: Instance, groups: tuple[Group, ...]) -> int:
         1
         for c in inst.configs
         for g in groups
-        if c.device_type == g.device_type and c.stage_memory_bytes <= g.memory_bytes
+        if c.device_type == g.device_type and c.part_memory_bytes <= g.memory_bytes
     )
 
 
@@ -122,7 +122,7 @@ def solve_milp(
         (c.index, g.index)
         for c in configs
         for g in groups
-        if c.device_type == g.device_type and c.stage_memory_bytes <= g.memory_bytes
+        if c.device_type == g.device_type and c.part_memory_bytes <= g.memory_bytes
     ]
     xcol = {p: k for k, p in enumerate(pairs)}
     ub: list[float] = []
@@ -130,26 +130,24 @@ def solve_milp(
         c, g = configs[ci], groups[gi]
         # time-shared: more than ⌈1/u⌉ copies cannot add share (y ≤ 1/u per device anyway)
         by_util = (
-            math.ceil(1.0 / c.stage_utilisation - 1e-9)
+            math.ceil(1.0 / c.part_utilisation - 1e-9)
             if c.time_shared
-            else math.floor(1.0 / c.stage_utilisation + 1e-9)
+            else math.floor(1.0 / c.part_utilisation + 1e-9)
         )
         per_dev = min(
-            opts.max_replicas_per_device, by_util, g.memory_bytes // max(c.stage_memory_bytes, 1)
+            opts.max_replicas_per_device, by_util, g.memory_bytes // max(c.part_memory_bytes, 1)
         )
         ub.append(float(per_dev * g.count))
-    split = [c.index for c in configs if c.num_stages > 1]
+    split = [c.index for c in configs if c.num_parts > 1]
     rcol: dict[int, int] = {}
     for ci in split:
         rcol[ci] = len(ub)
-        ub.append(
-            math.floor(sum(ub[xcol[p]] for p in pairs if p[0] == ci) / configs[ci].num_stages)
-        )
+        ub.append(math.floor(sum(ub[xcol[p]] for p in pairs if p[0] == ci) / configs[ci].num_parts))
     wcol: dict[tuple[int, str], int] = {}
     for ci in split:
         for n in nodes:
             room = sum(g.per_node for g in groups if g.node == n and (ci, g.index) in xcol)
-            if room >= configs[ci].num_stages:
+            if room >= configs[ci].num_parts:
                 wcol[(ci, n)] = len(ub)
                 ub.append(ub[rcol[ci]])
     ycol: dict[tuple[int, int], int] = {}
@@ -165,7 +163,7 @@ def solve_milp(
         ub += [float(g.count) for g in groups]
         lamcol = -1
         for ci, gi in pairs:
-            if configs[ci].num_stages == 1:
+            if configs[ci].num_parts == 1:
                 fcol[(ci, gi)] = len(ub)
                 ub.append(np.inf)
         for ci in split:
@@ -182,10 +180,10 @@ def solve_milp(
     item_terms: dict[int, dict[int, float]] = {g.index: {} for g in groups}  # share-1 copies
     mem_terms: dict[int, dict[int, float]] = {g.index: {} for g in groups}
     for (ci, gi), k in xcol.items():
-        util_terms[gi][busy[(ci, gi)]] = configs[ci].stage_utilisation
+        util_terms[gi][busy[(ci, gi)]] = configs[ci].part_utilisation
         if (ci, gi) not in ycol:
-            item_terms[gi][k] = configs[ci].stage_utilisation
-        mem_terms[gi][k] = configs[ci].stage_memory_bytes / groups[gi].memory_bytes
+            item_terms[gi][k] = configs[ci].part_utilisation
+        mem_terms[gi][k] = configs[ci].part_memory_bytes / groups[gi].memory_bytes
     for p, k in ycol.items():
         rows.add({k: 1.0, xcol[p]: -1.0}, -np.inf, 0.0)  # each copy's share ≤ 1
     for g in groups:
@@ -214,14 +212,14 @@ def solve_milp(
     for ci in split:
         c = configs[ci]
         mine = {xcol[p]: 1.0 for p in pairs if p[0] == ci}
-        rows.add({**mine, rcol[ci]: -float(c.num_stages)}, 0.0, 0.0)
+        rows.add({**mine, rcol[ci]: -float(c.num_parts)}, 0.0, 0.0)
         for p in pairs:
             if p[0] == ci:
                 rows.add({xcol[p]: 1.0, rcol[ci]: -float(groups[p[1]].count)}, -np.inf, 0.0)
         for n in nodes:
             if (ci, n) in wcol:
                 on_node = {xcol[p]: -1.0 for p in pairs if p[0] == ci and groups[p[1]].node == n}
-                rows.add({**on_node, wcol[(ci, n)]: float(c.num_stages)}, -np.inf, 0.0)
+                rows.add({**on_node, wcol[(ci, n)]: float(c.num_parts)}, -np.inf, 0.0)
         whole = {wcol[(ci, n)]: 1.0 for n in nodes if (ci, n) in wcol}
         if whole:
             rows.add({**whole, rcol[ci]: -1.0}, -np.inf, 0.0)
@@ -230,7 +228,7 @@ def solve_milp(
         cap_terms: dict[int, float] = {}
         for c in inst.configs_of(m):
             scale = c.throughput_rps / lam_ref
-            if c.num_stages > 1:
+            if c.num_parts > 1:
                 cap_terms[rcol[c.index]] = scale
             else:
                 for p in pairs:
@@ -280,11 +278,11 @@ def solve_milp(
             c = configs[ci]
             if gi >= 0:
                 dyn = dyn_of[gi]
-            else:  # a pipeline: S stages, each on the costliest device of its type
-                dyn = c.num_stages * max(
+            else:  # a pipeline: S parts, each on the costliest device of its type
+                dyn = c.num_parts * max(
                     dyn_of[g.index] for g in groups if g.device_type == c.device_type
                 )
-            cost[k] += dyn * c.stage_utilisation * lam_ref / c.throughput_rps / p_ref
+            cost[k] += dyn * c.part_utilisation * lam_ref / c.throughput_rps / p_ref
     else:
         cost[lamcol] = -1.0
         # Among plans of equal λ prefer the least busy devices (efficient batch sizes, headroom).

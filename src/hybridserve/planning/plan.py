@@ -1,12 +1,12 @@
-"""The frozen placement plan (``plan.json``): which model stage runs on which device, how batched.
+"""The frozen placement plan (``plan.json``): which model part runs on which device, how batched.
 
 The planner writes it; the runtime only reads it. A model may run as several *replicas*, and a
-replica may be cut into ``num_stages`` pipeline *stages* (stage ``0 .. num_stages-1``), each on
-one device. A replica's ``time_share`` is the part of its device's time the plan gives it (1:
-flat out; below 1 it shares the device with other replicas by time, and the traffic the plan
-routes to it keeps it that busy); the runtime needs no share setting, since a replica fed
-``time_share × throughput_rps`` requests/s idles the rest. ``Plan.default`` is the no-planner
-fallback: one replica of every model on one device.
+replica may be cut into ``num_parts`` pipeline *parts* (``part`` 0 .. num_parts-1; plan.json
+names them ``stage``/``num_stages``), each on one device. A replica's ``time_share`` is the
+share of its device's time the plan gives it (1: flat out; below 1 it shares the device with
+other replicas by time, and the traffic the plan routes to it keeps it that busy); the runtime
+needs no share setting, since a replica fed ``time_share × throughput_rps`` requests/s idles the
+rest. ``Plan.default`` is the no-planner fallback: one replica of every model on one device.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ VERSION = 1
 
 @dataclass(frozen=True)
 class Placement:
-    """One pipeline stage of one replica of one model, placed on a device."""
+    """One pipeline part of one replica of one model, placed on a device."""
 
     model: str
-    stage: int
-    num_stages: int
+    part: int
+    num_parts: int
     replica: int
     batch_size: int
     max_wait_ms: float
@@ -40,14 +40,14 @@ class Placement:
     #: Share of the device's time planned for this replica (1: flat out); it uses
     #: ``time_share × utilisation`` of the device and serves ``time_share × throughput_rps``.
     time_share: float = 1.0
-    #: The replica's flat-out requests/s (a pipeline's, on every stage); None if not predicted.
+    #: The replica's flat-out requests/s (a pipeline's, on every part); None if not predicted.
     throughput_rps: float | None = None
 
     def __post_init__(self) -> None:
-        if not 0 <= self.stage < self.num_stages:
+        if not 0 <= self.part < self.num_parts:
             raise HybridServeError(
-                f"plan: {self.model} replica {self.replica}: stage {self.stage} is outside "
-                f"0..{self.num_stages - 1}"
+                f"plan: {self.model} replica {self.replica}: part {self.part} is outside "
+                f"0..{self.num_parts - 1}"
             )
         if self.batch_size < 1:
             raise HybridServeError(f"plan: {self.model}: batch_size must be >= 1")
@@ -62,8 +62,9 @@ class Placement:
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
-            "stage": self.stage,
-            "num_stages": self.num_stages,
+            # plan.json keeps its original keys: a part is written as "stage"/"num_stages"
+            "stage": self.part,
+            "num_stages": self.num_parts,
             "replica": self.replica,
             "batch_size": self.batch_size,
             "max_wait_ms": self.max_wait_ms,
@@ -77,8 +78,9 @@ class Placement:
     def from_dict(cls, d: Mapping[str, Any]) -> Placement:
         return cls(
             model=str(d["model"]),
-            stage=int(d["stage"]),
-            num_stages=int(d["num_stages"]),
+            # plan.json's "stage"/"num_stages" are the part and the number of parts
+            part=int(d["stage"]),
+            num_parts=int(d["num_stages"]),
             replica=int(d["replica"]),
             batch_size=int(d["batch_size"]),
             max_wait_ms=float(d["max_wait_ms"]),
@@ -92,7 +94,7 @@ class Placement:
 
 @dataclass(frozen=True)
 class DeviceAssignment:
-    """One device of the cluster and the stages placed on it.
+    """One device of the cluster and the parts placed on it.
 
     ``id`` is unique in the cluster (``"node0/cuda:0"``); ``device`` is the torch device string on
     its node (``"cpu"``, ``"cuda:0"``); ``type`` names the profile the planner used for it.
@@ -129,7 +131,7 @@ class DeviceAssignment:
 
 @dataclass(frozen=True)
 class Plan:
-    """Per device, the placed model stages; and what the planner predicts for them.
+    """Per device, the placed model parts; and what the planner predicts for them.
 
     ``lambda_rps`` is the predicted sustainable request rate at the cascade's entry;
     ``capacity_rps[m]`` the requests/s model ``m``'s replicas can serve together;
@@ -165,7 +167,7 @@ class Plan:
         if len(set(ids)) != len(ids):
             raise HybridServeError(f"plan: device ids must be unique, got {ids}")
         for model in self.models:
-            self.replicas(model)  # raises on a replica with a missing or duplicated stage
+            self.replicas(model)  # raises on a replica with a missing or duplicated part
 
     # ------------------------------------------------------------------ queries
     @property
@@ -176,7 +178,7 @@ class Plan:
         return tuple(ordered + sorted(placed - set(ordered)))
 
     def replicas(self, model: str) -> list[list[tuple[DeviceAssignment, Placement]]]:
-        """Each replica of ``model`` (by replica number) as its stages in pipeline order."""
+        """Each replica of ``model`` (by replica number) as its parts in pipeline order."""
         by_replica: dict[int, list[tuple[DeviceAssignment, Placement]]] = {}
         for dev in self.devices:
             for p in dev.placements:
@@ -184,14 +186,14 @@ class Plan:
                     by_replica.setdefault(p.replica, []).append((dev, p))
         out: list[list[tuple[DeviceAssignment, Placement]]] = []
         for replica in sorted(by_replica):
-            stages = sorted(by_replica[replica], key=lambda dp: dp[1].stage)
-            n = stages[0][1].num_stages
-            got = [p.stage for _, p in stages]
-            if got != list(range(n)) or any(p.num_stages != n for _, p in stages):
+            parts = sorted(by_replica[replica], key=lambda dp: dp[1].part)
+            n = parts[0][1].num_parts
+            got = [p.part for _, p in parts]
+            if got != list(range(n)) or any(p.num_parts != n for _, p in parts):
                 raise HybridServeError(
-                    f"plan: {model} replica {replica} has stages {got}, expected 0..{n - 1}"
+                    f"plan: {model} replica {replica} has parts {got}, expected 0..{n - 1}"
                 )
-            out.append(stages)
+            out.append(parts)
         return out
 
     def device(self, device_id: str) -> DeviceAssignment:
@@ -219,8 +221,8 @@ class Plan:
         placements = tuple(
             Placement(
                 model=m,
-                stage=0,
-                num_stages=1,
+                part=0,
+                num_parts=1,
                 replica=0,
                 batch_size=batch_size,
                 max_wait_ms=max_wait_ms,

@@ -1,8 +1,9 @@
 """What one request costs at each model on a cluster's device type, for pricing a policy.
 
 The tuner picks the cheapest thresholds by each model's cost per request. Which cascade is
-cheapest depends on the hardware: on a CPU the linear model costs ~1 % of the giant, on a GPU
-its batch is nearly all fixed overhead, so a policy tuned on one is not the best on the other.
+cheapest depends on the hardware: on a CPU the linear model costs a small fraction of the giant,
+on a GPU its batch is nearly all fixed overhead, so a policy tuned on one is not the best on the
+other.
 ``request_prices`` gives, per model, the cost the planner itself would charge: device-seconds
 per request at the batch size where they are fewest (utilisation ÷ throughput, the share of a
 device one request keeps busy), and energy as those device-seconds times the device's dynamic

@@ -28,7 +28,7 @@ def plan_tables(plan: Plan, max_devices: int = 16) -> Group:
     summary.add_row("devices used", f"{used} of {len(plan.devices)}")
 
     models = Table(title="models")
-    for col in ("model", "reach", "replicas", "stages", "batch", "capacity rps", "headroom"):
+    for col in ("model", "reach", "replicas", "parts", "batch", "capacity rps", "headroom"):
         models.add_column(col, justify="left" if col == "model" else "right")
     for m in plan.chain or plan.models:
         reps = plan.replicas(m) if m in plan.models else []
@@ -38,7 +38,7 @@ def plan_tables(plan: Plan, max_devices: int = 16) -> Group:
             m,
             f"{plan.reach_fraction.get(m, 0.0):.3f}",
             str(len(reps)),
-            ",".join(sorted({str(r[0][1].num_stages) for r in reps})) or "-",
+            ",".join(sorted({str(r[0][1].num_parts) for r in reps})) or "-",
             ",".join(sorted({str(r[0][1].batch_size) for r in reps}, key=int)) or "-",
             f"{cap:,.1f}",
             f"{cap / need:.2f}x" if need > 0 else "-",
@@ -52,7 +52,7 @@ def plan_tables(plan: Plan, max_devices: int = 16) -> Group:
         counts: dict[str, int] = {}
         for p in d.placements:
             key = f"{p.model}@{p.batch_size}" + (
-                f" s{p.stage + 1}/{p.num_stages}" if p.num_stages > 1 else ""
+                f" p{p.part + 1}/{p.num_parts}" if p.num_parts > 1 else ""
             )
             if p.time_share < 1.0:
                 key += f" share {p.time_share:.3g}"

@@ -11,7 +11,7 @@ constants in it:
 and then, with λ held, the device time ``Σ s_r·u_r`` is minimised (weighted by each device's
 dynamic watts under the energy objective, when the cluster gives them), so models off the
 bottleneck take just the share their traffic needs and a device's headroom shows. For the
-energy objective λ is the target rate and only the second stage runs. ``trim`` then drops idle
+energy objective λ is the target rate and only the second phase runs. ``trim`` then drops idle
 copies and merges copies of one configuration on one device whose shares fit in fewer. Every
 time-shared layout goes through both before it becomes a plan; they never lower λ.
 """
@@ -30,7 +30,7 @@ from hybridserve.planning.layout import Layout, Replica
 
 #: Shares at or below this are idle copies (dropped by ``trim``).
 IDLE_SHARE = 1e-9
-#: λ given up in the second stage so it stays feasible within LP tolerances (relative).
+#: λ given up in the second phase so it stays feasible within LP tolerances (relative).
 HOLD_SLACK = 1e-9
 #: Capacity planned above the energy objective's target rate (relative).
 TARGET_MARGIN = 1e-6
@@ -63,7 +63,7 @@ def _problem(layout: Layout) -> _Problem | None:
             free.append(i)
             continue
         for d in r.devices:
-            budget[d] -= r.share * c.stage_utilisation
+            budget[d] -= r.share * c.part_utilisation
         if c.model in models:
             fixed_cap[models[c.model]] += layout.throughput_rps(r)
     if not free:
@@ -81,7 +81,7 @@ def _problem(layout: Layout) -> _Problem | None:
     return _Problem(
         free,
         np.array([r.devices[0] for r in reps], dtype=np.int64),
-        np.array([c.stage_utilisation for c in cfgs]),
+        np.array([c.part_utilisation for c in cfgs]),
         thr,
         model,
         np.maximum(budget, 0.0),
@@ -96,7 +96,7 @@ def _solve(
 ) -> npt.NDArray[np.float64]:
     """Shares maximising λ (``lam`` None), else the least weighted device time at λ = ``lam``.
 
-    Columns: the free shares, then (first stage only) λ/λ_ref. Returns the shares, or an empty
+    Columns: the free shares, then (first phase only) λ/λ_ref. Returns the shares, or an empty
     array when HiGHS finds no solution.
     """
     n = len(p.free)
@@ -129,7 +129,7 @@ def _solve(
         return np.zeros(0)
     x: npt.NDArray[np.float64] = np.asarray(res.x, dtype=np.float64)
     if lam is None:
-        # second stage at the λ just found
+        # second phase at the λ just found
         return _solve(p, float(x[n]) * p.lam_ref * (1 - HOLD_SLACK), weight)
     return x[:n]
 

@@ -199,11 +199,11 @@ def plan_instance(inst: Instance) -> Plan:
 
 def _raise_empty(inst: Instance) -> None:
     need = {
-        m: min(c.stage_memory_bytes * c.num_stages for c in inst.configs_of(m)) for m in inst.models
+        m: min(c.part_memory_bytes * c.num_parts for c in inst.configs_of(m)) for m in inst.models
     }
     have = sum(d.memory_bytes for d in inst.devices)
     busy = {
-        m: min(c.stage_utilisation * c.num_stages for c in inst.configs_of(m) if not c.time_shared)
+        m: min(c.part_utilisation * c.num_parts for c in inst.configs_of(m) if not c.time_shared)
         for m in inst.models
         if any(not c.time_shared for c in inst.configs_of(m))
     }

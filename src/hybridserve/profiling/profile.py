@@ -1,6 +1,6 @@
 """The ``profile.json`` artifact: measured cost of every family model per batch size, plus fits.
 
-``Profile`` owns the JSON form (format kind ``profile``, version 1); later stages (the tuner and
+``Profile`` owns the JSON form (format kind ``profile``, version 1); later steps (the tuner and
 the planner) read it only through this module. Per model, ``ModelProfile`` answers the cost
 questions the planner asks at any batch size ``b``:
 

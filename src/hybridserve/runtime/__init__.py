@@ -1,4 +1,4 @@
-"""The serving runtime: the cascade as asyncio stages with dynamic batching on planned devices."""
+"""The serving runtime: the cascade as asyncio positions, dynamically batched on planned devices."""
 
 from hybridserve.runtime.answers import Answer, answer_dicts, answers
 from hybridserve.runtime.config import EngineConfig
@@ -18,7 +18,7 @@ from hybridserve.runtime.errors import (
 )
 from hybridserve.runtime.job import Result
 from hybridserve.runtime.observer import EngineObserver, NullObserver
-from hybridserve.runtime.stage import RoutingPolicy
+from hybridserve.runtime.position import RoutingPolicy
 
 __all__ = [
     "Answer",

@@ -1,9 +1,9 @@
-"""A stage's bounded input queue and its dynamic batcher.
+"""A position's bounded input queue and its dynamic batcher.
 
 The queue counts *inputs* (rows), not requests, so one 256-image request weighs what 256 single
-images do. The entry stage refuses work when full (the server answers 503); later stages apply
-back-pressure instead (the stage before waits), so an accepted request is never dropped.
-All methods run on the event loop thread; there is one consumer (the stage's batcher loop).
+images do. The entry position refuses work when full (the server answers 503); later positions apply
+back-pressure instead (the position before waits), so an accepted request is never dropped.
+All methods run on the event loop thread; there is one consumer (the position's batcher loop).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from hybridserve.runtime.job import Chunk
 class RowQueue:
     """FIFO of chunks bounded by their total number of inputs."""
 
-    def __init__(self, capacity_rows: int, name: str = "stage") -> None:
+    def __init__(self, capacity_rows: int, name: str = "position") -> None:
         if capacity_rows < 1:
             raise ValueError("capacity_rows must be >= 1")
         self.capacity_rows = capacity_rows
@@ -47,7 +47,7 @@ class RowQueue:
             waiter.set_result(None)
 
     def put_nowait(self, chunk: Chunk) -> None:
-        """Enqueue or raise ``QueueFullError`` (admission control at the entry stage)."""
+        """Enqueue or raise ``QueueFullError`` (admission control at the entry position)."""
         if not self._fits(chunk.n) or self._space_waiters:
             raise QueueFullError(
                 f"{self.name}: queue full ({self.rows} of {self.capacity_rows} inputs waiting)"
@@ -55,7 +55,7 @@ class RowQueue:
         self._push(chunk)
 
     async def put(self, chunk: Chunk) -> None:
-        """Enqueue, waiting for room first (back-pressure between stages)."""
+        """Enqueue, waiting for room first (back-pressure between positions)."""
         if not self._space_waiters and self._fits(chunk.n):
             self._push(chunk)
             return

@@ -13,7 +13,7 @@ class EngineConfig(BaseModel):
     queue_size: int = Field(
         1024,
         ge=1,
-        description="inputs (rows) each stage may hold waiting; a full entry stage refuses work",
+        description="inputs (rows) each position may hold waiting; a full entry one refuses work",
     )
     request_timeout_s: float = Field(
         30.0, gt=0, description="deadline of one predict() call, queueing included"

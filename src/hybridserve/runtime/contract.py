@@ -1,6 +1,6 @@
 """The serving-engine contract: what the HTTP app, the bench and the tests may ask of an engine.
 
-Two engines implement it: ``runtime.Engine`` (stages and replicas in this process) and
+Two engines implement it: ``runtime.Engine`` (positions and replicas in this process) and
 ``backends.ray_cascade.RayCascade`` (the chain routed over Ray Serve handles).
 ``tests/runtime/test_engine_contract.py`` runs one suite over both. The app is typed against
 ``ServingEngine`` only, so a third engine (a generation task, a remote one) plugs in by
@@ -23,7 +23,7 @@ from hybridserve.runtime.config import EngineConfig
 from hybridserve.runtime.energy import DeviceEnergy
 from hybridserve.runtime.job import Result
 from hybridserve.runtime.observer import EngineObserver
-from hybridserve.runtime.stage import RoutingPolicy
+from hybridserve.runtime.position import RoutingPolicy
 
 
 class ServedPolicy(RoutingPolicy, Protocol):

@@ -1,12 +1,12 @@
-"""The serving engine: the policy's chain as stages on the plan's devices, behind ``predict``.
+"""The serving engine: the policy's chain as positions on the plan's devices, behind ``predict``.
 
 ``async with Engine(policy, plan, family) as engine: answers = await engine.predict(batch)``.
-A request's inputs travel as one chunk; after each stage the inputs whose answer stands are
+A request's inputs travel as one chunk; after each position the inputs whose answer stands are
 recorded and the rest move on together, so the Python work per request is a few numpy calls
-per stage visited, and a request's future is resolved once, when its last input is answered.
+per position visited, and a request's future is resolved once, when its last input is answered.
 
 ``Engine`` implements ``runtime.contract.ServingEngine``; how it handles failing and hung model
-calls is described in ``runtime.stage``.
+calls is described in ``runtime.position``.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from hybridserve.runtime.errors import DeadlineExceededError, EngineClosedError,
 from hybridserve.runtime.inputs import check_batch
 from hybridserve.runtime.job import Chunk, Job, Result, fail_all, settle
 from hybridserve.runtime.observer import EngineObserver, NullObserver
+from hybridserve.runtime.position import Position, Routed
 from hybridserve.runtime.replica import Replica, build_replica, build_replicas
-from hybridserve.runtime.stage import Routed, Stage
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class Engine:
         self.family = family
         self.config = config or EngineConfig()
         self.observer = observer or NullObserver()
-        self.stages: list[Stage] = []
+        self.positions: list[Position] = []
         self.energy: EnergyAccount | None = None
         self.chain: tuple[str, ...] = tuple(policy.chain)
         self.policy_version = 1
@@ -75,8 +75,8 @@ class Engine:
     # ------------------------------------------------------------------ lifecycle
     @property
     def ready(self) -> bool:
-        """Started, warmed up, accepting requests, and every stage has a working replica."""
-        return self._state == "ready" and all(s.healthy for s in self.stages)
+        """Started, warmed up, accepting requests, and every position has a working replica."""
+        return self._state == "ready" and all(s.healthy for s in self.positions)
 
     @property
     def not_ready_reason(self) -> str | None:
@@ -84,7 +84,7 @@ class Engine:
             return {"new": "not started", "starting": "warming up"}.get(
                 self._state, f"the engine is {self._state}"
             )
-        down = [s.name for s in self.stages if not s.healthy]
+        down = [s.name for s in self.positions if not s.healthy]
         if down:
             return f"no working replica of model {down[0]!r} (a hung one is being replaced)"
         return None
@@ -92,7 +92,7 @@ class Engine:
     def queue_depths(self) -> dict[str, int]:
         """Inputs waiting at each chain model."""
         depths = dict.fromkeys(self.chain, 0)
-        depths.update({s.name: s.queue.rows for s in self.stages})
+        depths.update({s.name: s.queue.rows for s in self.positions})
         return depths
 
     @property
@@ -102,7 +102,7 @@ class Engine:
     @property
     def overloaded(self) -> bool:
         """The entry queue is full: a new request would be refused (cheap to ask per request)."""
-        return bool(self.stages) and self.stages[0].queue.full
+        return bool(self.positions) and self.positions[0].queue.full
 
     def _check(self) -> None:
         fam = self.family
@@ -128,11 +128,11 @@ class Engine:
     def _respawn(self, old: Replica) -> Replica:
         """A fresh copy of replica ``old`` on its planned devices (runs in a worker thread)."""
         model = old.name.rsplit("/", 1)[0]
-        stages = list(self.plan.replicas(model))[old.index]
+        parts = list(self.plan.replicas(model))[old.index]
         return build_replica(
             self.family.model(model),
             old.index,
-            stages,
+            parts,
             "hybridserve-",
             self.config.cpu_threads_per_replica,
             self._cores,
@@ -154,8 +154,8 @@ class Engine:
         try:
             await self._start()
         except BaseException:
-            for stage in self.stages:
-                await stage.stop()
+            for pos in self.positions:
+                await pos.stop()
             self._state = "closed"
             raise
         return self
@@ -169,8 +169,8 @@ class Engine:
         self._cores = torch.get_num_threads()
         replicas = await asyncio.to_thread(self._build_replicas, self._cores)
         example = self._example()
-        self.stages = [
-            Stage(
+        self.positions = [
+            Position(
                 i,
                 name,
                 reps,
@@ -185,10 +185,10 @@ class Engine:
             for i, (name, reps) in enumerate(zip(self.chain, replicas, strict=True))
         ]
         if self.config.warmup:
-            for stage in self.stages:
-                await stage.warmup(example)
-        for stage in self.stages:
-            stage.start()
+            for pos in self.positions:
+                await pos.warmup(example)
+        for pos in self.positions:
+            pos.start()
         if self.config.energy:
             self.energy = EnergyAccount(self.devices, self.config.energy_interval_s)
             self.energy.start()
@@ -197,13 +197,13 @@ class Engine:
         self._state = "ready"
         log.info(
             "engine ready: %s",
-            ", ".join(f"{s.name}×{len(s.replicas)}" for s in self.stages),
+            ", ".join(f"{s.name}×{len(s.replicas)}" for s in self.positions),
         )
 
     @property
     def devices(self) -> list[str]:
         """The distinct devices the started replicas run on, in first-use order."""
-        seen = [d for s in self.stages for r in s.replicas for d in r.devices]
+        seen = [d for s in self.positions for r in s.replicas for d in r.devices]
         return list(dict.fromkeys(seen))
 
     async def stop(self, drain: bool = True) -> None:
@@ -217,11 +217,11 @@ class Engine:
                 await asyncio.wait_for(self._drained.wait(), self.config.drain_timeout_s)
             except asyncio.TimeoutError:
                 log.warning("drain timed out with %d requests in flight", self._inflight)
-        for stage in self.stages:
-            await stage.stop()
+        for pos in self.positions:
+            await pos.stop()
         closed = EngineClosedError("the engine shut down before this request finished")
-        for stage in self.stages:
-            fail_all(stage.queue.drop_all(), closed)
+        for pos in self.positions:
+            fail_all(pos.queue.drop_all(), closed)
         self._deadlines.close()
         if self.energy is not None:
             await asyncio.to_thread(self.energy.stop)
@@ -236,8 +236,8 @@ class Engine:
     def set_observer(self, observer: EngineObserver) -> None:
         """Report batches to ``observer`` from now on (the server's metrics)."""
         self.observer = observer
-        for stage in self.stages:
-            stage.observer = observer
+        for pos in self.positions:
+            pos.observer = observer
 
     # ------------------------------------------------------------------ requests
     def check(self, batch: Any) -> npt.NDArray[np.float32]:
@@ -255,7 +255,7 @@ class Engine:
         future: asyncio.Future[Result] = loop.create_future()
         job = Job(len(x), future, self.chain)
         # raises QueueFullError before anything is accepted
-        self.stages[0].queue.put_nowait(Chunk.of(job, x))
+        self.positions[0].queue.put_nowait(Chunk.of(job, x))
         self._inflight += 1
         timer = self._deadlines.watch(job, timeout_s)
         try:
@@ -275,7 +275,7 @@ class Engine:
     async def swap_policy(self, policy: ServedPolicy) -> int:
         """Route by ``policy`` from the next batch on; returns its version.
 
-        The stages and replicas stay, so the new policy must have the same chain (another
+        The positions and replicas stay, so the new policy must have the same chain (another
         chain raises ``PolicySwapError``; serving it needs a new engine). Each batch is routed
         by the policy current when its routing runs: a new request is routed by the new policy
         throughout, while a request in flight may have taken its earlier hops under the old
@@ -291,24 +291,25 @@ class Engine:
                 f"{list(self.chain)}; start a new engine to serve another chain"
             )
         self.policy = policy
-        for stage in self.stages:
-            stage.policy = policy
+        for pos in self.positions:
+            pos.policy = policy
         self.policy_version += 1
         log.info("policy swapped (version %d)", self.policy_version)
         return self.policy_version
 
     async def _dispatch(self, position: int, chunks: list[Chunk], routed: Routed) -> int:
-        """Record the answers that stand; queue the other inputs at their next stage."""
+        """Record the answers that stand; queue the other inputs at their next position."""
         labels, conf, hops = routed.labels, routed.score, routed.hops
         forward = hops[hops >= 0]
-        if forward.size and (forward.min() <= position or forward.max() >= len(self.stages)):
+        if forward.size and (forward.min() <= position or forward.max() >= len(self.positions)):
             raise ValueError(
                 f"policy sent inputs from chain position {position} to "
-                f"{sorted(set(forward.tolist()))}; only later positions < {len(self.stages)} exist"
+                f"{sorted(set(forward.tolist()))}; "
+                f"only later positions < {len(self.positions)} exist"
             )
         answered, moving = settle(chunks, position, labels, conf, hops, routed.trail)
         for hop, chunk in moving.items():
-            await self.stages[hop].queue.put(chunk)
+            await self.positions[hop].queue.put(chunk)
         return answered
 
     # ------------------------------------------------------------------ reporting
@@ -316,12 +317,12 @@ class Engine:
         return self.energy.snapshot() if self.energy is not None else []
 
     def describe(self) -> dict[str, Any]:
-        """Stages, replicas, devices and batching, for health pages and logs."""
+        """Positions, replicas, devices and batching, for health pages and logs."""
         return {
             "family": self.family.name,
             "state": self._state,
             "policy_version": self.policy_version,
-            "stages": [
+            "positions": [
                 {
                     "model": s.name,
                     "queue_rows": s.queue.rows,
@@ -340,7 +341,7 @@ class Engine:
                         for r in s.replicas
                     ],
                 }
-                for s in self.stages
+                for s in self.positions
             ],
         }
 

@@ -10,7 +10,7 @@ class ServingError(Exception):
 
 
 class QueueFullError(ServingError):
-    """The entry stage holds as many inputs as it may; retry later (HTTP 503)."""
+    """The entry position holds as many inputs as it may; retry later (HTTP 503)."""
 
     def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
         super().__init__(message)

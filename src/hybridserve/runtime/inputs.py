@@ -12,6 +12,14 @@ import numpy.typing as npt
 from hybridserve.runtime.errors import BatchTooLargeError, InvalidInputError
 
 
+def check_count(n: int, max_batch_size: int) -> None:
+    """Refuse ``n`` inputs when one request may carry at most ``max_batch_size`` (HTTP 413)."""
+    if n > max_batch_size:
+        raise BatchTooLargeError(
+            f"inputs: batch of {n} inputs is larger than the limit of {max_batch_size}"
+        )
+
+
 def check_batch(
     x: Any,
     input_shape: tuple[int, ...],
@@ -31,10 +39,7 @@ def check_batch(
             f"inputs: expected shape ({want}) with the batch first, got {tuple(arr.shape)}"
         )
     n = arr.shape[0]
-    if n > max_batch_size:
-        raise BatchTooLargeError(
-            f"inputs: batch of {n} inputs is larger than the limit of {max_batch_size}"
-        )
+    check_count(n, max_batch_size)
     out = np.ascontiguousarray(arr, dtype=np.float32)
     bounds = None if input_range is None else (float(input_range[0]), float(input_range[1]))
     if arr.dtype.kind in "biu" and _holds_dtype(bounds, arr.dtype):

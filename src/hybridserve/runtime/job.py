@@ -1,4 +1,4 @@
-"""One ``predict`` call in flight (a *job*), the inputs that travel between stages, and batches.
+"""One ``predict`` call in flight (a *job*), the inputs that travel between positions, and batches.
 
 Bookkeeping is per batch: the policy's numpy work runs once on the whole batch in the worker
 thread, and ``settle`` walks the batch's inputs once in plain Python (cheaper than several
@@ -86,12 +86,12 @@ class Job:
             self.future.set_exception(exc)
 
     def abandon(self) -> None:
-        """The caller gave up (deadline, cancellation): stages drop its remaining inputs."""
+        """The caller gave up (deadline, cancellation): positions drop its remaining inputs."""
         self.done = True
 
 
 class Chunk:
-    """Inputs on their way to a stage: per input its job and row in the job; the raw inputs;
+    """Inputs on their way to a position: per input its job and row in the job; the raw inputs;
     and, when the policy's rule reads them, the trails of what earlier models said."""
 
     __slots__ = ("jobs", "rows", "trail", "x")
@@ -147,8 +147,8 @@ def settle(
     hops: npt.NDArray[np.int64],
     trail: npt.NDArray[Any] | None = None,
 ) -> tuple[int, dict[int, Chunk]]:
-    """Record a batch's standing answers; return how many and the inputs for each next stage
-    (with their rows of ``trail``, the batch's trails after this stage, when given)."""
+    """Record a batch's standing answers; return how many and the inputs for each next position
+    (with their rows of ``trail``, the batch's trails after this position, when given)."""
     jobs = [j for c in chunks for j in c.jobs] if len(chunks) > 1 else chunks[0].jobs
     rows = [r for c in chunks for r in c.rows] if len(chunks) > 1 else chunks[0].rows
     bit = 1 << position

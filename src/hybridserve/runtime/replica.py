@@ -1,11 +1,11 @@
-"""Replicas: one copy of a model bound to its device(s), each pipeline stage in its own thread.
+"""Replicas: one copy of a model bound to its device(s), each pipeline part in its own thread.
 
-A replica's pipeline stage runs in a dedicated worker thread, so torch (which releases the GIL)
+A replica's pipeline part runs in a dedicated worker thread, so torch (which releases the GIL)
 computes while the event loop keeps batching and routing. A replica cut into ``k`` pipeline
-stages takes ``k`` batches at once: batch b+1 enters stage 0 while batch b is in stage 1.
+parts takes ``k`` batches at once: batch b+1 enters part 0 while batch b is in part 1.
 
 The worker threads are daemon threads: a model call that never returns cannot be interrupted,
-so the stage abandons a hung replica (``healthy = False``) and builds a fresh one, and the
+so its position abandons a hung replica (``healthy = False``) and builds a fresh one, and the
 abandoned thread must not keep the process from exiting (``ThreadPoolExecutor`` joins its
 threads at interpreter exit).
 """
@@ -44,8 +44,8 @@ class _DeviceLike(Protocol):
 class _PlacementLike(Protocol):
     batch_size: int
     max_wait_ms: float
-    stage: int
-    num_stages: int
+    part: int
+    num_parts: int
     time_share: float
 
 
@@ -111,7 +111,7 @@ class Worker(Executor):
 
 @dataclass
 class _Part:
-    """One pipeline stage of a replica: a function on its device and the thread that runs it."""
+    """One pipeline part of a replica: a function on its device and the thread that runs it."""
 
     device: str
     fn: Callable[[Any], Any]
@@ -146,7 +146,7 @@ class Replica:
 
     @property
     def slots(self) -> int:
-        """Batches the replica can hold at once (one per pipeline stage)."""
+        """Batches the replica can hold at once (one per pipeline part)."""
         return len(self.parts)
 
     async def run(
@@ -249,7 +249,7 @@ def _set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
-Stages = Sequence[tuple[_DeviceLike, _PlacementLike]]
+Parts = Sequence[tuple[_DeviceLike, _PlacementLike]]
 
 
 def build_replicas(
@@ -269,24 +269,24 @@ def build_replicas(
         raise HybridServeError(f"plan places no replica of model {model.name!r}")
     # the first replica may reuse the family's module; later ones get their own copy
     return [
-        build_replica(model, r, stages, thread_prefix, threads_on_cpu, cpu_cores, reuse=r == 0)
-        for r, stages in enumerate(placements)
+        build_replica(model, r, parts, thread_prefix, threads_on_cpu, cpu_cores, reuse=r == 0)
+        for r, parts in enumerate(placements)
     ]
 
 
 def build_replica(
     model: Model,
     index: int,
-    stages: Stages,
+    placed: Parts,
     thread_prefix: str,
     threads_on_cpu: int | None = None,
     cpu_cores: int | None = None,
     *,
     reuse: bool = False,
 ) -> Replica:
-    """Replica ``index`` of ``model`` on its planned ``stages`` (a fresh copy unless ``reuse``)."""
-    devices = [dev.device for dev, _ in stages]
-    head = stages[0][1]
+    """Replica ``index`` of ``model`` on the parts ``placed`` (a fresh copy unless ``reuse``)."""
+    devices = [dev.device for dev, _ in placed]
+    head = placed[0][1]
     name = f"{model.name}/{index}"
     fns: list[Callable[[Any], Any]]
     if isinstance(model, TorchModel):
@@ -294,7 +294,7 @@ def build_replica(
     else:
         if len(devices) > 1:
             raise HybridServeError(
-                f"plan cuts {model.name!r} into {len(devices)} stages, but only torch "
+                f"plan cuts {model.name!r} into {len(devices)} parts, but only torch "
                 "models can be cut"
             )
         fns = [_generic(model)]
@@ -308,7 +308,7 @@ def build_replica(
                 threads_on_cpu or cpu_threads(placement.time_share, cpu_cores),
             ),
         )
-        for k, (fn, dev, (_, placement)) in enumerate(zip(fns, devices, stages, strict=True))
+        for k, (fn, dev, (_, placement)) in enumerate(zip(fns, devices, placed, strict=True))
     ]
     return Replica(name, parts, head.batch_size, head.max_wait_ms, index)
 
@@ -317,11 +317,10 @@ def cpu_threads(time_share: float, cores: int | None = None) -> int:
     """Intra-op threads for a replica that the plan gives ``time_share`` of the CPU.
 
     It holds ``time_share × cores`` cores on average: fewer threads could not use its share, and
-    a wider OpenMP team mostly waits at its barriers while other replicas hold the cores (on
-    this project's 2-core CPU two threads cost a small conv net 1.65× the CPU time of one for a
-    1.2× speed-up). A CPU plan of many replicas on many cores would otherwise start one full-
-    width team per replica. On 2 cores, serving the AP cascade so (cheap stages on one thread)
-    measured the same CPU per request as every stage on two, within ±3 %.
+    a wider OpenMP team mostly waits at its barriers while other replicas hold the cores, so a
+    thread beyond its share costs more CPU time than it saves wall time (the README's
+    measurements give the figures). A CPU plan of many replicas on many cores would otherwise
+    start one full-width team per replica.
     ``cores`` defaults to torch's thread count in the calling thread (the physical cores unless
     set).
     """

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from hybridserve.runtime.errors import BatchTooLargeError, InvalidInputError
+from hybridserve.runtime.errors import InvalidInputError
+from hybridserve.runtime.inputs import check_count
 from hybridserve.server.schemas import TensorInput
 
 V2_DTYPES: dict[str, np.dtype[Any]] = {
@@ -66,14 +67,6 @@ def _check_fits_float32(arr: npt.NDArray[Any], where: str) -> None:
         raise InvalidInputError(
             f"{where}: value {value:g} is too large; inputs are 32-bit floats "
             f"(magnitude at most {_FLOAT32_MAX:.3g})"
-        )
-
-
-def check_count(n: int, max_batch_size: int) -> None:
-    """Refuse a request with more inputs than one request may carry, before decoding any."""
-    if n > max_batch_size:
-        raise BatchTooLargeError(
-            f"inputs: batch of {n} inputs is larger than the limit of {max_batch_size}"
         )
 
 

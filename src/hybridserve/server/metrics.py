@@ -1,6 +1,6 @@
 """Prometheus metrics of one app, in its own registry (two apps in a process never mix figures).
 
-HTTP figures are recorded by the front-door middleware, stage figures by the engine through the
+HTTP figures are recorded by the front-door middleware, per-model figures by the engine through the
 ``EngineObserver`` hook, and energy and queue depth are read from the engine at scrape time.
 """
 
@@ -37,7 +37,7 @@ DEPTH_BUCKETS = (0, 1, 4, 16, 64, 256, 1024, 4096, 16384)
 
 
 class _EngineCollector(Collector):
-    """Energy per device and queue depth per stage, read when Prometheus scrapes."""
+    """Energy per device and queue depth per chain model, read when Prometheus scrapes."""
 
     def __init__(
         self,
@@ -57,12 +57,12 @@ class _EngineCollector(Collector):
             joules.add_metric([e.device, e.source], e.joules)
         yield joules
         depth = GaugeMetricFamily(
-            "hybridserve_stage_queue_rows",
-            "Inputs waiting in each stage's queue now",
-            labels=["stage"],
+            "hybridserve_model_queue_rows",
+            "Inputs waiting in each chain model's queue now",
+            labels=["model"],
         )
-        for stage, rows in self._queues().items():
-            depth.add_metric([stage], rows)
+        for model, rows in self._queues().items():
+            depth.add_metric([model], rows)
         yield depth
 
 
@@ -98,33 +98,33 @@ class ServerMetrics(EngineObserver):
             registry=r,
         )
         self.batch_size = Histogram(
-            "hybridserve_stage_batch_size",
-            "Inputs per batch, by stage",
-            ["stage"],
+            "hybridserve_model_batch_size",
+            "Inputs per batch, by model",
+            ["model"],
             buckets=SIZE_BUCKETS,
             registry=r,
         )
         self.queue_depth = Histogram(
-            "hybridserve_stage_queue_depth",
-            "Inputs left waiting in a stage's queue when it formed a batch",
-            ["stage"],
+            "hybridserve_model_queue_depth",
+            "Inputs left waiting in a model's queue when it formed a batch",
+            ["model"],
             buckets=DEPTH_BUCKETS,
             registry=r,
         )
-        self.stage_latency = Histogram(
-            "hybridserve_stage_batch_duration_seconds",
-            "Time a stage's replica spent on one batch (model and routing), by stage",
-            ["stage"],
+        self.batch_latency = Histogram(
+            "hybridserve_model_batch_duration_seconds",
+            "Time a model's replica spent on one batch (model and routing), by model",
+            ["model"],
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
         self.batch_errors = Counter(
-            "hybridserve_stage_batch_errors",
-            "Batches that raised, by stage",
-            ["stage"],
+            "hybridserve_model_batch_errors",
+            "Batches that raised, by model",
+            ["model"],
             registry=r,
         )
-        self._stage: dict[str, tuple[Any, Any, Any, Any]] = {}
+        self._per_model: dict[str, tuple[Any, Any, Any, Any]] = {}
         self._collector: _EngineCollector | None = None
 
     def attach(
@@ -135,33 +135,33 @@ class ServerMetrics(EngineObserver):
             self._collector = _EngineCollector(energy, queues)
             self.registry.register(self._collector)
 
-    def _children(self, stage: str) -> tuple[Any, Any, Any, Any]:
-        kids = self._stage.get(stage)
+    def _children(self, model: str) -> tuple[Any, Any, Any, Any]:
+        kids = self._per_model.get(model)
         if kids is None:
             kids = (
-                self.batch_size.labels(stage),
-                self.queue_depth.labels(stage),
-                self.stage_latency.labels(stage),
-                self.answers.labels(stage),
+                self.batch_size.labels(model),
+                self.queue_depth.labels(model),
+                self.batch_latency.labels(model),
+                self.answers.labels(model),
             )
-            self._stage[stage] = kids
+            self._per_model[model] = kids
         return kids
 
     def on_batch(
-        self, stage: str, size: int, queue_rows: int, service_s: float, answered: int
+        self, model: str, size: int, queue_rows: int, service_s: float, answered: int
     ) -> None:
-        size_h, depth_h, latency_h, answers_c = self._children(stage)
+        size_h, depth_h, latency_h, answers_c = self._children(model)
         size_h.observe(size)
         depth_h.observe(queue_rows)
         latency_h.observe(service_s)
         if answered:
             answers_c.inc(answered)
 
-    def on_answers(self, stage: str, answered: int) -> None:
-        self._children(stage)[3].inc(answered)
+    def on_answers(self, model: str, answered: int) -> None:
+        self._children(model)[3].inc(answered)
 
-    def on_batch_error(self, stage: str, size: int, error: BaseException) -> None:
-        self.batch_errors.labels(stage).inc()
+    def on_batch_error(self, model: str, size: int, error: BaseException) -> None:
+        self.batch_errors.labels(model).inc()
 
     def observe_http(self, route: str, status: int, seconds: float) -> None:
         code = str(status)

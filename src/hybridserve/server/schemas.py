@@ -135,7 +135,7 @@ class Readiness(BaseModel):
 
 
 class PolicyResponse(BaseModel):
-    """The served policy (as in ``policy-*.json``) and the engine's stages and replicas."""
+    """The served policy (as in ``policy-*.json``) and the engine's positions and replicas."""
 
     family: str
     policy: dict[str, Any]

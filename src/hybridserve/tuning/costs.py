@@ -119,7 +119,7 @@ class CostTable:
             raise HybridServeError(f"{where}: not a cost table ({err!r})") from err
 
     def save(self, path: Path | str, family: str) -> None:
-        """Write as a ``hybridserve/costs`` file (the tune stage caches quick costs so)."""
+        """Write as a ``hybridserve/costs`` file (the tune step caches quick costs so)."""
         write_json(Path(path), COSTS_KIND, 1, {"family": family, **self.to_dict()})
 
     @classmethod

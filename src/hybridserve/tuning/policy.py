@@ -58,7 +58,7 @@ def identity_calibrator() -> dict[str, Any]:
 def _build_calibrator(spec: Mapping[str, Any]) -> _Transform:
     if spec.get("kind") == IDENTITY_KIND:
         return _Identity()
-    # Imported lazily: the calibration package is a sibling stage, needed only for real kinds.
+    # Imported lazily: the calibration package is a sibling step, needed only for real kinds.
     calibration = importlib.import_module("hybridserve.calibration")
     built: _Transform = calibration.calibrator_from_dict(dict(spec))
     return built

@@ -1,4 +1,4 @@
-"""The ``tune`` stage over a workdir: calibration + cached logits + costs in, a policy out.
+"""The ``tune`` step over a workdir: calibration + cached logits + costs in, a policy out.
 
 ``run_tune`` reads ``calibration.json`` (the family and each model's calibrator), the cached
 val/test logits, and ``profile.json`` (else a quick built-in cost estimate); searches on val
@@ -355,7 +355,7 @@ def run_tune(
     costs: CostTable | None = None,
     cluster: str | Path | None = None,
 ) -> CascadePolicy:
-    """Tune a policy for the family calibrated in ``workdir`` and write the stage's files.
+    """Tune a policy for the family calibrated in ``workdir`` and write the step's files.
 
     Models are priced by ``costs`` if given, else by their cost on ``cluster``'s device type
     if given, else by the workdir's ``profile.json`` (else quick costs). ``deferral`` names

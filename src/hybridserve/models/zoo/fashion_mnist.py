@@ -1,6 +1,6 @@
 """The bundled ``fashion-mnist`` family: five models of increasing size, in cascade order.
 
-Every model is an ``nn.Sequential`` so the planner can cut it into pipeline stages at layer
+Every model is an ``nn.Sequential`` so the planner can cut it into pipeline parts at layer
 boundaries. Inputs are 1×28×28 float images normalised with the training set's mean and std.
 """
 

@@ -1,7 +1,7 @@
 """Training recipe of the bundled family (``hybridserve zoo train fashion-mnist``).
 
-AdamW with a one-cycle learning rate, seeded; the conv nets train in ``channels_last`` (about
-1.8× faster on CPU) and the two largest with random horizontal flips and 2-pixel random crops.
+AdamW with a one-cycle learning rate, seeded; the conv nets train in ``channels_last`` (faster
+on CPU) and the two largest with random horizontal flips and 2-pixel random crops.
 A recipe may name a teacher: the student then learns from the teacher's softened outputs on the
 training images as well as from the labels (knowledge distillation). Only the 60,000-image
 training file is used; validation/test figures come from the bundled t10k.
@@ -45,13 +45,12 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     # 20 epochs wherever longer training raised validation accuracy over a first, shorter
-    # recipe (2026-11-29, val: linear 84.1 → 84.8 %, mlp 89.6 → 89.9 %, cnn 92.0 → 93.5 %, the
-    # giant 94.0 → 94.6 %)
+    # recipe (figures: the README's "Figures behind design choices")
     "linear": Recipe(epochs=20, lr=2e-3),
     "mlp": Recipe(epochs=20, lr=2e-3),
-    # Labels alone left it at val 91.2 % at 8 or 20 epochs; distilled from the giant it reaches
-    # 92.4 %, and the AP cascade's energy saving with it rises from 3.0× to 4.3× (tuner's
-    # estimate on val; distilling linear, mlp or cnn as well did not help: README)
+    # Labels alone did not lift it at 8 or 20 epochs; distilled from the giant it gains accuracy
+    # and the AP cascade's energy saving with it rises (figures, and why distilling linear, mlp
+    # or cnn as well is not done: README)
     "cnn-small": Recipe(epochs=20, lr=4e-3, teacher="vgg"),
     "cnn": Recipe(epochs=20, lr=2e-3, augment=True),
     "vgg": Recipe(epochs=20, lr=3e-3, augment=True),

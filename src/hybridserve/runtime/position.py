@@ -1,4 +1,4 @@
-"""One cascade stage: a chain model's queue, dynamic batcher, replicas and router.
+"""One cascade position: a chain model's queue, dynamic batcher, replicas and router.
 
 The batcher loop takes a free replica, then forms a batch for it (up to the replica's planned
 ``batch_size``, waiting at most its ``max_wait_ms`` for the batch to fill) and starts it. The
@@ -11,7 +11,7 @@ Failures stay local. A batch on which the model raises is retried in halves (spl
 requests) until the requests whose inputs make it raise are found, so one bad input does not
 fail the innocent requests batched with it. A batch that outlives ``batch_timeout_s`` (a hung
 model call) fails its requests with ``BatchTimeoutError``; its replica is abandoned (a thread
-cannot be stopped) and a fresh one is built and warmed up in the background, and while a stage
+cannot be stopped) and a fresh one is built and warmed up in the background, and while a position
 has no healthy replica the engine reports not ready.
 """
 
@@ -103,7 +103,7 @@ def _joined_trails(chunks: list[Chunk]) -> npt.NDArray[Any] | None:
     )
 
 
-class Stage:
+class Position:
     """Serves chain position ``position`` with ``replicas``; routes each batch by ``policy``."""
 
     def __init__(
@@ -123,7 +123,7 @@ class Stage:
         self.name = name
         self.replicas = replicas
         self.policy = policy
-        self.queue = RowQueue(queue_rows, name=f"stage {name!r}")
+        self.queue = RowQueue(queue_rows, name=f"position {name!r}")
         self._dispatch = dispatch
         self.observer = observer
         self.batch_timeout_s = batch_timeout_s
@@ -189,7 +189,7 @@ class Stage:
         replica.healthy = False
         self.hung += 1
         log.error(
-            "stage %s: replica %s hung past the %g s batch watchdog; abandoning it",
+            "position %s: replica %s hung past the %g s batch watchdog; abandoning it",
             self.name,
             replica.name,
             self.batch_timeout_s,
@@ -211,14 +211,14 @@ class Stage:
                     await self._warm(fresh, self.example)
                 break
             except Exception as err:
-                log.warning("stage %s: replacing %s failed: %s", self.name, old.name, err)
+                log.warning("position %s: replacing %s failed: %s", self.name, old.name, err)
                 if fresh is not None:
                     fresh.close()
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, _RESPAWN_MAX_BACKOFF_S)
         self.replicas[self.replicas.index(old)] = fresh
         self._free(fresh)
-        log.info("stage %s: replica %s replaced", self.name, fresh.name)
+        log.info("position %s: replica %s replaced", self.name, fresh.name)
 
     def _free(self, replica: Replica) -> None:
         for _ in range(replica.slots):
@@ -228,7 +228,7 @@ class Stage:
         for replica in self.replicas:
             self._free(replica)
         self._loop_task = asyncio.get_running_loop().create_task(
-            self._batch_loop(), name=f"hybridserve-stage-{self.name}"
+            self._batch_loop(), name=f"hybridserve-position-{self.name}"
         )
 
     async def _batch_loop(self) -> None:
@@ -282,7 +282,7 @@ class Stage:
         except asyncio.CancelledError:  # the engine stopped: nobody may wait forever
             fail_all(chunks, EngineClosedError("the engine shut down before this request finished"))
             raise
-        except Exception as err:  # the stage keeps serving; only this batch's requests fail
+        except Exception as err:  # the position keeps serving; only this batch's requests fail
             self._failed(chunks, size, err, BatchFailedError(f"routing after {self.name!r}: {err}"))
         finally:
             # the replica's slot frees only once the outputs are handed on: back-pressure
@@ -304,7 +304,7 @@ class Stage:
         self, chunks: list[Chunk], size: int, cause: BaseException, error: BaseException
     ) -> None:
         self.failures += 1
-        log.warning("stage %s: batch of %d failed: %s", self.name, size, cause)
+        log.warning("position %s: batch of %d failed: %s", self.name, size, cause)
         fail_all(chunks, error)
         self.observer.on_batch_error(self.name, size, cause)
 
@@ -334,7 +334,7 @@ class Stage:
                 continue
             cut = _request_boundary(alive)
             if cut is None or budget < 2:
-                log.warning("stage %s: %d inputs failed: %s", self.name, alive.n, cause)
+                log.warning("position %s: %d inputs failed: %s", self.name, alive.n, cause)
                 failure = BatchFailedError(f"model {self.name!r} failed on these inputs: {cause}")
                 fail_all([alive], failure)
                 continue
