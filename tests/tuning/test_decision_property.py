@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from hybridserve.backends.ray_cascade import RayCascade, StageReply
+from hybridserve.backends.ray_cascade import RayCascade, ModelReply
 from hybridserve.models import CallableModel, Family
 from hybridserve.planning import Plan
 from hybridserve.runtime import Answer, Engine, EngineConfig
@@ -133,9 +133,9 @@ def ray_answers(
     def caller(name: str) -> Any:
         model = family.model(name)
 
-        async def call(batch: npt.NDArray[np.float32]) -> StageReply:
+        async def call(batch: npt.NDArray[np.float32]) -> ModelReply:
             await asyncio.sleep(0)
-            return StageReply(model.predict_logits(batch), f"b{next(ids)}", len(batch), 0.0)
+            return ModelReply(model.predict_logits(batch), f"b{next(ids)}", len(batch), 0.0)
 
         return call
 

@@ -83,14 +83,22 @@ def test_the_default_rule_stays_maxprob(tmp_path: Path) -> None:
     assert wd.policy("eo-noskip-maxprob").is_file()
 
 
-def _figures(energy: float, accepted: bool = True) -> dict[str, Any]:
-    return {"energy_j_per_request": energy, "accepted": accepted}
+def _figures(energy: float, accepted: bool = True, accuracy: float = 0.9) -> dict[str, Any]:
+    return {"energy_j_per_request": energy, "accepted": accepted, "accuracy": accuracy}
 
 
 def test_pick_rule_keeps_the_cheapest_accepted_and_the_first_on_a_tie() -> None:
     assert pick_rule({"maxprob": _figures(0.3), "learned": _figures(0.2)}) == "learned"
     assert pick_rule({"maxprob": _figures(0.2), "learned": _figures(0.2)}) == "maxprob"
     assert pick_rule({"maxprob": _figures(0.3), "learned": _figures(0.1, False)}) == "maxprob"
+
+
+def test_pick_rule_breaks_a_cost_tie_by_validation_accuracy() -> None:
+    # within 2 % on cost the more accurate rule wins; beyond it, the cheaper one
+    near = {"maxprob": _figures(0.100, accuracy=0.94), "learned": _figures(0.101, accuracy=0.95)}
+    assert pick_rule(near) == "learned"
+    far = {"maxprob": _figures(0.100, accuracy=0.94), "learned": _figures(0.103, accuracy=0.95)}
+    assert pick_rule(far) == "maxprob"
 
 
 def test_deferral_rules_resolve_the_options() -> None:

@@ -75,6 +75,9 @@ from hybridserve.tuning.skips import greedy_skips
 #: Default guard levels, chosen on validation data only (see the module docstring).
 AP_CONFIDENCE_LEVEL = 0.99
 EO_CONFIDENCE_LEVEL = 0.999
+#: The learned rule's AP level, chosen by the same study on its out-of-fold scores (which are
+#: less lucky on validation than in-sample max-prob, so a lower level keeps the contract).
+AP_CONFIDENCE_LEVEL_LEARNED = 0.975
 
 
 @dataclass(frozen=True)
@@ -503,15 +506,20 @@ class APSearch(ThresholdSearch):
     mode = "ap"
 
     def __init__(
-        self, margin_pt: float = 0.1, confidence_level: float = AP_CONFIDENCE_LEVEL, **kw: Any
+        self, margin_pt: float = 0.1, confidence_level: float | None = None, **kw: Any
     ) -> None:
         super().__init__(**kw)
         self.margin_pt = margin_pt
         self.confidence_level = confidence_level
 
     def guard(self) -> AccuracyGuard:
+        """The AP guard; its level defaults by rule (``AP_CONFIDENCE_LEVEL[_LEARNED]``)."""
         _check_points("margin_pt", self.margin_pt)
-        return AccuracyGuard(self.margin_pt / 100, self.confidence_level)
+        level = self.confidence_level
+        if level is None:
+            learned = (self.deferral or self.confidence) == "learned"
+            level = AP_CONFIDENCE_LEVEL_LEARNED if learned else AP_CONFIDENCE_LEVEL
+        return AccuracyGuard(self.margin_pt / 100, level)
 
 
 class EOSearch(ThresholdSearch):

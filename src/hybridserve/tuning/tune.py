@@ -270,10 +270,17 @@ def rule_figures(search: ThresholdSearch) -> dict[str, Any]:
     }
 
 
+#: Validation costs this close are a tie: profiled costs move more than this between runs.
+COST_TIE = 0.02
+
+
 def pick_rule(tried: Mapping[str, Mapping[str, Any]]) -> str:
-    """The rule whose accepted setting costs least on validation (first listed on a tie)."""
+    """The rule whose accepted setting costs least on validation; among rules within
+    ``COST_TIE`` of the cheapest, the most accurate on validation (then the first listed)."""
     accepted = [r for r, f in tried.items() if f["accepted"]] or list(tried)
-    return min(accepted, key=lambda r: (tried[r]["energy_j_per_request"], list(tried).index(r)))
+    cheapest = min(tried[r]["energy_j_per_request"] for r in accepted)
+    close = [r for r in accepted if tried[r]["energy_j_per_request"] <= cheapest * (1 + COST_TIE)]
+    return min(close, key=lambda r: (-tried[r]["accuracy"], list(tried).index(r)))
 
 
 def _summary(
