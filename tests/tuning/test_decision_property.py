@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from hybridserve.backends.ray_cascade import RayCascade, ModelReply
+from hybridserve.backends.ray_cascade import ModelReply, RayCascade
 from hybridserve.models import CallableModel, Family
 from hybridserve.planning import Plan
 from hybridserve.runtime import Answer, Engine, EngineConfig
