@@ -83,8 +83,15 @@ def test_the_default_rule_stays_maxprob(tmp_path: Path) -> None:
     assert wd.policy("eo-noskip-maxprob").is_file()
 
 
-def _figures(energy: float, accepted: bool = True, accuracy: float = 0.9) -> dict[str, Any]:
-    return {"energy_j_per_request": energy, "accepted": accepted, "accuracy": accuracy}
+def _figures(
+    energy: float, accepted: bool = True, accuracy: float = 0.9, basis: str = "replay"
+) -> dict[str, Any]:
+    return {
+        "energy_j_per_request": energy,
+        "accepted": accepted,
+        "accuracy": accuracy,
+        "basis": basis,
+    }
 
 
 def test_pick_rule_keeps_the_cheapest_accepted_and_the_first_on_a_tie() -> None:
@@ -99,6 +106,16 @@ def test_pick_rule_breaks_a_cost_tie_by_validation_accuracy() -> None:
     assert pick_rule(near) == "learned"
     far = {"maxprob": _figures(0.100, accuracy=0.94), "learned": _figures(0.103, accuracy=0.95)}
     assert pick_rule(far) == "maxprob"
+
+
+def test_pick_rule_trusts_out_of_fold_figures_over_in_sample_ones_on_a_cost_tie() -> None:
+    tied = {
+        "maxprob": _figures(0.100, accuracy=0.947),  # in-sample: flattered by the search
+        "learned": _figures(0.100, accuracy=0.946, basis="out-of-fold"),
+    }
+    assert pick_rule(tied) == "learned"
+    cheaper = {**tied, "maxprob": _figures(0.090, accuracy=0.947)}
+    assert pick_rule(cheaper) == "maxprob"
 
 
 def test_deferral_rules_resolve_the_options() -> None:

@@ -275,12 +275,21 @@ COST_TIE = 0.02
 
 
 def pick_rule(tried: Mapping[str, Mapping[str, Any]]) -> str:
-    """The rule whose accepted setting costs least on validation; among rules within
-    ``COST_TIE`` of the cheapest, the most accurate on validation (then the first listed)."""
+    """The rule whose accepted setting costs least on validation. Among rules within
+    ``COST_TIE`` of the cheapest, one whose figures are out-of-fold wins (an in-sample accuracy
+    is flattered by the search that chose it, so it cannot break a tie against an honest one),
+    then the most accurate on validation, then the first listed."""
     accepted = [r for r, f in tried.items() if f["accepted"]] or list(tried)
     cheapest = min(tried[r]["energy_j_per_request"] for r in accepted)
     close = [r for r in accepted if tried[r]["energy_j_per_request"] <= cheapest * (1 + COST_TIE)]
-    return min(close, key=lambda r: (-tried[r]["accuracy"], list(tried).index(r)))
+    return min(
+        close,
+        key=lambda r: (
+            tried[r].get("basis") != "out-of-fold",
+            -tried[r]["accuracy"],
+            list(tried).index(r),
+        ),
+    )
 
 
 def _summary(
