@@ -213,3 +213,9 @@ def test_a_policy_refuses_a_learned_rule_that_does_not_fit_its_chain() -> None:
     bad = {**body, "deferral": {"kind": "learned", "state": {"answer": "vote"}}}
     with pytest.raises(HybridServeError, match=r"policy\.deferral\.state\.answer"):
         CascadePolicy.from_dict(bad)
+
+
+@pytest.mark.parametrize("kind", ["maxprob", "margin", "entropy"])
+def test_a_mean_answer_is_refused_for_rules_that_read_one_model(kind: str) -> None:
+    with pytest.raises(HybridServeError, match=r"deferral\.answer"):
+        rule_from_dict({"kind": kind, "state": {"answer": "mean"}})

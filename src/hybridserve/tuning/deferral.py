@@ -147,6 +147,15 @@ class DeferralRule(ABC):
 class ScoreRule(DeferralRule):
     """A fixed confidence score of the current model's calibrated probabilities."""
 
+    def __init__(self, answer: str = "last") -> None:
+        super().__init__(answer)
+        if answer != "last":
+            # the runtime carries no trail for these rules, so a mean answer could not be formed
+            raise HybridServeError(
+                f"deferral.answer: {answer!r} needs a rule that reads every visited model "
+                f"(learned); {self.kind} answers with the last model"
+            )
+
     def score(self, position: int, probs: FloatArray, trail: npt.NDArray[Any] | None) -> FloatArray:
         return get_confidence(self.kind).score(probs)
 
