@@ -62,7 +62,9 @@ def cross_fit(
     template = rule or LearnedRule(answer=answer)
     for k in np.unique(folds).tolist():
         held = folds == k
-        fitted = LearnedRule(answer=answer, c=template.c, target=template.target)
+        fitted = LearnedRule(
+            answer=answer, c=template.c, target=template.target, model=template.model
+        )
         fitted.fit(t[~held], y[~held])
         part = t[held]
         for i in range(depth - 1):
@@ -76,6 +78,7 @@ def shared_scores(
     n_folds: int = 5,
     answer: str = "last",
     seed: int = 0,
+    model: str = "logistic",
 ) -> ChainScores:
     """``ChainScores`` for this evidence, reused while the same evidence is searched again (AP
     and EO searches, or several guard levels, fit the same out-of-fold rules)."""
@@ -83,10 +86,10 @@ def shared_scores(
     y = np.ascontiguousarray(labels, dtype=np.int64)
     digest = hashlib.sha1(t.tobytes())
     digest.update(y.tobytes())
-    key = (digest.hexdigest(), t.shape, n_folds, answer, seed)
+    key = (digest.hexdigest(), t.shape, n_folds, answer, seed, model)
     found = _SHARED.get(key)
     if found is None:
-        found = ChainScores(t, y, n_folds, answer, seed)
+        found = ChainScores(t, y, n_folds, answer, seed, model=model)
         _SHARED[key] = found
         while len(_SHARED) > _SHARED_MAX:
             _SHARED.popitem(last=False)
@@ -104,11 +107,13 @@ class ChainScores:
         answer: str = "last",
         seed: int = 0,
         target: str = "no_loss",
+        model: str = "logistic",
     ) -> None:
         self.trail = np.asarray(trail, dtype=np.float32)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.answer = answer
         self.target = target
+        self.model = model
         self.folds = fold_ids(self.labels.shape[0], n_folds, seed)
         self._cache: dict[tuple[int, ...], tuple[FloatArray, BoolArray]] = {}
 
@@ -120,13 +125,13 @@ class ChainScores:
                 self.labels,
                 self.folds,
                 self.answer,
-                LearnedRule(self.answer, target=self.target),
+                LearnedRule(self.answer, target=self.target, model=self.model),
             )
         return self._cache[key]
 
     def fit_rule(self, chain: Sequence[int]) -> LearnedRule:
         """The policy's rule for ``chain``: fitted on every validation request."""
-        rule = LearnedRule(answer=self.answer, target=self.target)
+        rule = LearnedRule(answer=self.answer, target=self.target, model=self.model)
         return rule.fit(self.trail[:, list(chain)], self.labels)
 
 

@@ -69,7 +69,8 @@ from hybridserve.tuning.evidence import Evidence, logits_by_name, oracle, prepar
 from hybridserve.tuning.frontier import Frontier
 from hybridserve.tuning.guard import AccuracyGuard
 from hybridserve.tuning.policy import CascadePolicy, SkipRule
-from hybridserve.tuning.simulate import LogitsLike, simulate
+from hybridserve.tuning.searchreport import search_report
+from hybridserve.tuning.simulate import LogitsLike
 from hybridserve.tuning.skips import greedy_skips
 
 #: Default guard levels, chosen on validation data only (see the module docstring).
@@ -105,6 +106,7 @@ class ThresholdSearch(ABC):
         deferral: str | None = None,
         answer: str = "last",
         n_folds: int = 5,
+        learned_model: str = "logistic",
         use_skips: bool = True,
         min_skip_saving: float = 0.01,
         n_lambdas: int = 12,
@@ -120,6 +122,7 @@ class ThresholdSearch(ABC):
         self.deferral = deferral
         self.answer = answer
         self.n_folds = n_folds
+        self.learned_model = learned_model
         self.use_skips = use_skips
         self.min_skip_saving = min_skip_saving
         self.n_lambdas = n_lambdas
@@ -162,7 +165,14 @@ class ThresholdSearch(ABC):
         if ev.n == 0:
             raise HybridServeError("labels: the validation set is empty")
         self._scores = (
-            shared_scores(ev.trail, ev.labels, self.n_folds, self.answer, self.random_state)
+            shared_scores(
+                ev.trail,
+                ev.labels,
+                self.n_folds,
+                self.answer,
+                self.random_state,
+                self.learned_model,
+            )
             if learned and ev.trail is not None
             else None
         )
@@ -209,8 +219,8 @@ class ThresholdSearch(ABC):
             best.cost / ev.n,
         )
         self.evidence_ = ev
-        self.report_ = self._report(
-            ev, logits_by_name(val_logits), best, no_skip, guard, costs, n_chains, t0
+        self.report_ = search_report(
+            self, ev, logits_by_name(val_logits), best, no_skip, guard, costs, n_chains, t0
         )
         self.policy_ = replace(self.policy_, summary={"val": self.report_["val"]})
         return self
@@ -418,86 +428,6 @@ class ThresholdSearch(ABC):
                 )
             else:
                 self.dropped_[name] = "no chain with it passed the accuracy guard"
-
-    def _report(
-        self,
-        ev: Evidence,
-        logits: Mapping[str, npt.NDArray[Any]],
-        best: Candidate,
-        no_skip: Candidate,
-        guard: AccuracyGuard,
-        costs: CostTable,
-        n_chains: int,
-        t0: float,
-    ) -> dict[str, Any]:
-        # Replaying through the policy's own router double-checks the search's bookkeeping. A
-        # learned rule's policy is refitted on all of validation, so its replay is in-sample:
-        # the out-of-fold figures the search saw are reported instead, the replay beside them.
-        val = simulate(self.policy_, logits, ev.labels, costs)
-        no_skip_policy = self._make_policy(ev, no_skip, costs)
-        val_no_skip = simulate(no_skip_policy, logits, ev.labels, costs)
-        figures = {
-            "accuracy": val.accuracy,
-            "energy_j_per_request": val.energy_j_per_request,
-            "latency_ms_per_request": val.latency_ms_per_request,
-            "reach_fraction": val.reach_fraction,
-            "no_skip_energy_j_per_request": val_no_skip.energy_j_per_request,
-            "no_skip_accuracy": val_no_skip.accuracy,
-        }
-        if self._scores is None and int(val.correct.sum()) != best.correct:
-            raise RuntimeError(
-                f"search bookkeeping disagrees with the router: {best.correct} vs "
-                f"{int(val.correct.sum())} correct"
-            )
-        if self._scores is not None:
-            figures = {
-                **self._out_of_fold(ev, best, no_skip, costs),
-                "refit_accuracy": val.accuracy,
-                "refit_energy_j_per_request": val.energy_j_per_request,
-            }
-        giant = ev.names[-1]
-        giant_energy = costs[giant].energy_j
-        lcb = float(guard.lower_bound(best.wins, best.losses, ev.n))
-        return {
-            "mode": self.mode,
-            "cost_source": costs.source,
-            "guard": {
-                "tolerance_pt": 100 * guard.tolerance,
-                "confidence_level": guard.confidence_level,
-                "wins": best.wins,
-                "losses": best.losses,
-                "lower_bound_pt": 100 * lcb,
-            },
-            "deferral": self.policy_.confidence,
-            "val": {
-                "requests": ev.n,
-                "giant_accuracy": float(ev.correct[-1].mean()),
-                "giant_energy_j_per_request": giant_energy,
-                "giant_latency_ms_per_request": costs[giant].latency_ms,
-                **figures,
-            },
-            "chains_searched": n_chains,
-            "dropped": dict(self.dropped_),
-            "search_s": time.perf_counter() - t0,
-        }
-
-    def _out_of_fold(
-        self, ev: Evidence, best: Candidate, no_skip: Candidate, costs: CostTable
-    ) -> dict[str, Any]:
-        """Validation figures of ``best`` on the out-of-fold scores the search chose it by."""
-        names = [ev.names[m] for m in best.chain]
-        energy, latency = costs.energy(names), costs.latency(names)
-        conf, correct, order = self._chain_data(ev, best.chain, np.empty((0, 0), np.int64))
-        prob = ChainProblem(conf, correct, energy, ev.correct[-1], order)
-        reach = prob.reach(best.theta, best.skips)
-        return {
-            "accuracy": best.correct / ev.n,
-            "energy_j_per_request": float(energy @ reach.mean(axis=1)),
-            "latency_ms_per_request": float(latency @ reach.mean(axis=1)),
-            "reach_fraction": dict(zip(names, reach.mean(axis=1).tolist(), strict=True)),
-            "no_skip_energy_j_per_request": no_skip.cost / ev.n,
-            "no_skip_accuracy": no_skip.correct / ev.n,
-        }
 
 
 class APSearch(ThresholdSearch):
