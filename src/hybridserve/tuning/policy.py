@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from hybridserve.errors import HybridServeError
-from hybridserve.tuning.confidence import get_confidence, softmax
+from hybridserve.tuning.confidence import CONFIDENCES, get_confidence, softmax
 from hybridserve.tuning.deferral import (
     RULES,
     DeferralRule,
@@ -250,7 +250,7 @@ class CascadePolicy:
         decision itself is ``decide``.
         """
         probs = self.probabilities(index, logits)
-        kind = self.confidence if self.confidence in ("maxprob", "margin", "entropy") else "maxprob"
+        kind = self.confidence if self.confidence in CONFIDENCES else "maxprob"
         return get_confidence(kind).score(probs), probs
 
     def decide(
