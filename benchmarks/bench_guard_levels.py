@@ -60,10 +60,13 @@ def load_val(root: Path) -> tuple[str, Logits, npt.NDArray[np.int64], dict[str, 
     return family, logits, labels, calibrators, costs_from_profile(wd.profile)
 
 
-def make_search(mode: str, level: float, deferral: str = "maxprob") -> ThresholdSearch:
+def make_search(
+    mode: str, level: float, deferral: str = "maxprob", learned_model: str = "logistic"
+) -> ThresholdSearch:
+    kw: dict[str, Any] = {"deferral": deferral, "learned_model": learned_model}
     if mode == "ap":
-        return APSearch(margin_pt=0.1, confidence_level=level, deferral=deferral)
-    return EOSearch(max_accuracy_drop=0.5, confidence_level=level, deferral=deferral)
+        return APSearch(margin_pt=0.1, confidence_level=level, **kw)
+    return EOSearch(max_accuracy_drop=0.5, confidence_level=level, **kw)
 
 
 def one_fit(
@@ -73,9 +76,10 @@ def one_fit(
     held_idx: npt.NDArray[np.int64],
     data: tuple[str, Logits, npt.NDArray[np.int64], dict[str, Any], CostTable],
     deferral: str = "maxprob",
+    learned_model: str = "logistic",
 ) -> dict[str, float]:
     family, logits, labels, calibrators, costs = data
-    search = make_search(mode, level, deferral)
+    search = make_search(mode, level, deferral, learned_model)
     search.fit(
         {n: x[fit_idx] for n, x in logits.items()},
         labels[fit_idx],
@@ -131,6 +135,7 @@ def main() -> None:
     ap.add_argument("--eo-levels", default=default_levels, help="comma-separated levels")
     ap.add_argument("--modes", default="ap,eo")
     ap.add_argument("--deferral", default="maxprob", help="deferral rule the searches use")
+    ap.add_argument("--learned-model", default="logistic", help="logistic or boosted")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     levels = {
@@ -165,7 +170,10 @@ def main() -> None:
     for mode in modes:
         table: dict[str, dict[str, Any]] = {}
         for level in levels[mode]:
-            rows = [one_fit(mode, level, f, h, data, args.deferral) for f, h in halves]
+            rows = [
+                one_fit(mode, level, f, h, data, args.deferral, args.learned_model)
+                for f, h in halves
+            ]
             s = summarise(mode, rows)
             table[str(level)] = s
             print(
