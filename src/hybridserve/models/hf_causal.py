@@ -39,6 +39,8 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
     ) from err
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: A saved tokenizer writes at least one of these.
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 #: Files whose bytes identify a saved model (weights, config, tokenizer).
 _FINGERPRINT_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt")
 
@@ -71,6 +73,12 @@ class HFCausalLM(GenerativeModel):
                     f"model {self.name!r}: dtype must be one of {sorted(DTYPES)}, got {dtype!r}"
                 )
             dtype = DTYPES[dtype]
+        if not any((self.path / f).is_file() for f in _TOKENIZER_FILES):
+            # transformers would build an empty tokenizer from the model's config alone
+            raise HybridServeError(
+                f"model {self.name!r}: no tokenizer in {self.path} "
+                f"(none of {', '.join(_TOKENIZER_FILES)})"
+            )
         try:
             self.tokenizer: Any = AutoTokenizer.from_pretrained(
                 str(self.path), local_files_only=True, trust_remote_code=False
@@ -79,8 +87,6 @@ class HFCausalLM(GenerativeModel):
             raise HybridServeError(
                 f"model {self.name!r}: cannot load a tokenizer from {self.path} ({_one_line(err)})"
             ) from err
-        if not getattr(self.tokenizer, "is_fast", False) and not hasattr(self.tokenizer, "decode"):
-            raise HybridServeError(f"model {self.name!r}: no usable tokenizer in {self.path}")
         try:
             # Any: transformers' own annotations of `.to` and friends trip mypy --strict.
             self.model: Any = cast(
