@@ -54,7 +54,8 @@ class ModelEntry(BaseModel):
     @classmethod
     def _loader_form(cls, value: str) -> str:
         if value.count(":") != 1 or not all(value.split(":")):
-            raise ValueError(f"loader must look like 'module:function', got {value!r}")
+            hint = " (a generative family says 'task: generate')" if ":" not in value else ""
+            raise ValueError(f"loader must look like 'module:function', got {value!r}{hint}")
         return value
 
 
@@ -73,6 +74,7 @@ class FamilyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     family: str = Field(min_length=1)
+    task: Literal["classify"] = "classify"
     labels: list[str] | None = None
     input_shape: tuple[int, ...]
     input_range: tuple[float, float] | None = None
@@ -126,6 +128,11 @@ def read_config(path: Path) -> FamilyConfig:
     if not path.is_file():
         raise HybridServeError(f"family config not found: {path}")
     raw = read_mapping(path)
+    if raw.get("task") == "generate":
+        raise HybridServeError(
+            f"{path}: family {raw.get('family')!r} is generative (task: generate); "
+            "this step takes classifier families only"
+        )
     try:
         return FamilyConfig.model_validate(raw)
     except ValidationError as err:
