@@ -3,10 +3,11 @@
 The batcher loop takes a free replica, then forms a batch for it (up to the replica's planned
 ``batch_size``, waiting at most its ``max_wait_ms`` for the batch to fill) and starts it. The
 replica's worker thread computes the logits and, still off the event loop, the policy's
-decision for the whole batch (each request's own policy version, ``runtime.routing``: a batch
-that mixes requests from both sides of a swap is routed in one group per version) (``policy.decide``: answers, scores, next hops, and the trail of
-what the visited models said when the policy's rule reads it). Back on the loop, ``dispatch``
-records the answers that stand and hands the other inputs, with their trails, on.
+decision for the whole batch (``policy.decide``: answers, scores, next hops, and the trail of
+what the visited models said when the policy's rule reads it), by each request's own policy
+version (``runtime.routing``: a batch mixing both sides of a swap is routed per version). Back
+on the loop, ``dispatch`` records the answers that stand and hands the other inputs, with their
+trails, on.
 
 Failures stay local. A batch on which the model raises is retried in halves (split between
 requests) until the requests whose inputs make it raise are found, so one bad input does not
