@@ -266,6 +266,8 @@ class Position:
                 continue
             self._submit(replica, chunks, holds_slot=True)
             self._prefetch(replica)
+            # not held while idle: the inputs' jobs pin their policy version (runtime.routing)
+            del chunks
 
     def _submit_task(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)

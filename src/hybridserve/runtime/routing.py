@@ -3,8 +3,9 @@
 A ``Routing`` is one version of the served policy: the policy, its chain, and where each chain
 model is served (the engine position of each chain index). A request's ``Job`` holds its
 ``Routing`` from acceptance to answer, so a swap changes the routing of new requests only; the
-old version lives exactly as long as some request still holds it (plain reference counting: the
-engine itself keeps only the current one).
+old version lives as long as some request still holds it (plain reference counting: the engine
+itself keeps only the current one; a position may also keep its last batch's inputs until its
+next batch).
 
 The hot path stays one identity check per chunk in a batch: ``group_by_routing`` returns the
 batch as one group when all its chunks share a version (always, outside a swap). Only a batch
