@@ -105,8 +105,7 @@ class Chunk:
     """Inputs on their way to a position: per input its job and row in the job; the raw inputs;
     and, when the policy's rule reads them, the trails of what earlier models said.
 
-    ``routing`` is the policy version shared by all its jobs, or ``None`` when they mix versions
-    (only a chunk merged while isolating a failing batch does)."""
+    ``routing`` is the policy version of all its jobs (a chunk never mixes versions)."""
 
     __slots__ = ("jobs", "routing", "rows", "trail", "x")
 
@@ -129,15 +128,6 @@ class Chunk:
         """All inputs of a new request."""
         n = len(x)
         return cls([job] * n, list(range(n)), x, None, job.routing)
-
-    def by_routing(self) -> list[Chunk]:
-        """This chunk as single-version chunks (itself when it is one)."""
-        if self.routing is not None:
-            return [self]
-        idx: dict[int, list[int]] = {}
-        for i, job in enumerate(self.jobs):
-            idx.setdefault(id(job.routing), []).append(i)
-        return [self._pick(keep, self.jobs[keep[0]].routing) for keep in idx.values()]
 
     def _pick(self, keep: list[int], routing: Routing | None) -> Chunk:
         return Chunk(

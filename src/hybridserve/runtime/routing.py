@@ -50,18 +50,17 @@ def _missing(model: str) -> int:
 
 
 def group_by_routing(chunks: list[Chunk]) -> list[tuple[Routing, list[Chunk]]]:
-    """A batch's chunks grouped by policy version (one group unless a swap is under way).
-
-    Chunks are single-version except those merged while isolating a failing batch, which are
-    split here per input.
-    """
+    """A batch's chunks grouped by policy version (one group unless a swap is under way)."""
     first = chunks[0].routing
-    if first is not None and all(c.routing is first for c in chunks):
-        return [(first, chunks)]
+    if all(c.routing is first for c in chunks):
+        return [(_known(first), chunks)]
     groups: dict[int, tuple[Routing, list[Chunk]]] = {}
     for chunk in chunks:
-        for part in chunk.by_routing():
-            r = part.routing
-            assert r is not None
-            groups.setdefault(id(r), (r, []))[1].append(part)
+        groups.setdefault(id(chunk.routing), (_known(chunk.routing), []))[1].append(chunk)
     return list(groups.values())
+
+
+def _known(routing: Routing | None) -> Routing:
+    if routing is None:
+        raise ValueError("an input reached a position without a policy version")
+    return routing
