@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from hybridserve.runtime import Engine, EngineConfig
+from hybridserve.server import ServerSettings, create_app
 from hybridserve.tuning import CascadePolicy
 from runtime.cascade_fixtures import (
     NAMES,
@@ -20,6 +23,7 @@ from runtime.cascade_fixtures import (
     one_replica_plan,
     tiny_models,
 )
+from serve_process import free_port
 from server.app_harness import app_client
 
 pytestmark = pytest.mark.unit
@@ -53,14 +57,17 @@ async def _version(client: httpx.AsyncClient) -> int:
     return version
 
 
-def test_ten_swaps_under_concurrent_load_lose_nothing_and_mix_no_versions(
-    tmp_path: Path,
+async def _swap_under_load(
+    client: httpx.AsyncClient, workdir: Path, clients: int, per_client: int, swaps: int = 10
 ) -> None:
-    clients, per_client, swaps = 32, 63, 10  # 2,016 requests
+    """``clients`` concurrent clients send ``per_client`` requests each while the policy is
+    swapped ``swaps`` times between FIRST and GIANT: every request must be answered, all of
+    its answers by the one version it names, and each version saved."""
     answered: list[tuple[int, list[list[str]]]] = []
     failures: list[str] = []
+    every = clients * per_client // (swaps + 1)
 
-    async def client_loop(client: httpx.AsyncClient, k: int) -> None:
+    async def client_loop(k: int) -> None:
         for i in range(per_client):
             n = 1 + (k + i) % 2
             start = (k * 7 + i) % (len(X) - n)
@@ -73,26 +80,19 @@ def test_ten_swaps_under_concurrent_load_lose_nothing_and_mix_no_versions(
             body = r.json()
             answered.append((body["policy_version"], [a["path"] for a in body["answers"]]))
 
-    async def swapper(client: httpx.AsyncClient) -> list[int]:
-        versions = []
-        for s in range(swaps):
-            while len(answered) < (s + 1) * 160:  # spread the swaps over the run
-                await asyncio.sleep(0.005)
-            policy = GIANT if s % 2 == 0 else FIRST
-            r = await client.post("/v1/policy", json=policy.to_dict(), headers=AUTH)
-            assert r.status_code == 200, r.text
-            versions.append(r.json()["version"])
-        return versions
+    tasks = [asyncio.create_task(client_loop(k)) for k in range(clients)]
+    versions = []
+    for s in range(swaps):
+        while len(answered) + len(failures) < (s + 1) * every:  # spread over the run
+            await asyncio.sleep(0.005)
+        policy = GIANT if s % 2 == 0 else FIRST
+        r = await client.post("/v1/policy", json=policy.to_dict(), headers=AUTH)
+        assert r.status_code == 200, r.text
+        versions.append(r.json()["version"])
+    await asyncio.gather(*tasks)
+    assert versions == list(range(2, 2 + swaps))
+    assert await _version(client) == 1 + swaps
 
-    async def go() -> None:
-        async with app_client(_engine(), api_key="s3cret", workdir=tmp_path) as client:
-            tasks = [asyncio.create_task(client_loop(client, k)) for k in range(clients)]
-            versions = await swapper(client)
-            await asyncio.gather(*tasks)
-            assert versions == list(range(2, 2 + swaps))
-            assert await _version(client) == 1 + swaps
-
-    asyncio.run(go())
     assert failures == []
     assert len(answered) == clients * per_client  # nothing lost
     seen = set()
@@ -101,8 +101,43 @@ def test_ten_swaps_under_concurrent_load_lose_nothing_and_mix_no_versions(
         assert all(p == _path_of_version(version) for p in paths), (version, paths)
     assert len(seen) >= swaps // 2, f"the swaps came while requests were served: {sorted(seen)}"
     for v in range(2, 2 + swaps):
-        saved = CascadePolicy.load(tmp_path / f"policy-live-v{v}.json")
+        saved = CascadePolicy.load(workdir / f"policy-live-v{v}.json")
         assert saved.chain == (GIANT if v % 2 == 0 else FIRST).chain
+
+
+def test_ten_swaps_under_concurrent_load_lose_nothing_and_mix_no_versions(
+    tmp_path: Path,
+) -> None:
+    async def go() -> None:
+        async with app_client(_engine(), api_key="s3cret", workdir=tmp_path) as client:
+            await _swap_under_load(client, tmp_path, clients=32, per_client=63)  # 2,016
+
+    asyncio.run(go())
+
+
+def test_ten_swaps_over_real_http_lose_nothing(tmp_path: Path) -> None:
+    settings = ServerSettings(api_key="s3cret", workdir=tmp_path, start_in_background=False)
+    port = free_port()
+    app = create_app(_engine(), settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+
+    async def go() -> None:
+        for _ in range(500):
+            if server.started:
+                break
+            await asyncio.sleep(0.02)
+        assert server.started
+        limits = httpx.Limits(max_connections=16)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits) as c:
+            await _swap_under_load(c, tmp_path, clients=16, per_client=40)
+
+    try:
+        asyncio.run(go())
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def _bad_bodies(tmp_path: Path) -> list[tuple[Any, str]]:
