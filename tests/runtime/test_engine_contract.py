@@ -33,8 +33,11 @@ from hybridserve.runtime import (
     QueueFullError,
     ServingEngine,
     answer_dicts,
+    answers,
 )
 from runtime.cascade_fixtures import (
+    LABELS,
+    NAMES,
     POISON,
     Gate,
     clean_inputs,
@@ -200,6 +203,62 @@ def test_policy_is_data_and_a_swap_routes_new_requests_by_the_new_one(build: Bui
             with pytest.raises(PolicySwapError, match="family 'other'"):
                 await engine.swap_policy(other_family)
             assert engine.policy_version == 2 and engine.describe()["policy_version"] == 2
+
+    asyncio.run(go())
+
+
+def test_a_request_keeps_the_policy_version_it_was_accepted_with(build: Build) -> None:
+    gate = Gate()
+    x = make_inputs(8, seed=7)
+    first_only = dataclasses.replace(POLICY, thresholds=(0.0, 0.0), skips=())
+    assert len(set(simulate(POLICY, make_family(), x).model)) > 1, "some inputs must move on"
+
+    async def go() -> None:
+        async with build(_gated(gate, 0), EngineConfig(energy=False, warmup=False)) as engine:
+            try:
+                old = asyncio.create_task(engine.predict_result(x))
+                await _until(lambda: gate.calls >= 1)  # accepted and at the first model
+                assert await engine.swap_policy(first_only) == 2
+                new = asyncio.create_task(engine.predict_result(x))
+                await asyncio.sleep(0.05)
+            finally:
+                gate.open()
+            old_result, new_result = await old, await new
+            # the request in flight answers as version 1 would, even for its first hop
+            assert old_result.policy_version == 1
+            _same(answers(old_result, LABELS), x)
+            assert new_result.policy_version == 2
+            _same(answers(new_result, LABELS), x, first_only)
+
+    asyncio.run(go())
+
+
+def test_a_policy_with_another_chain_of_served_models_swaps_in(build: Build) -> None:
+    x = make_inputs(30, seed=8)
+    cal = POLICY.calibrators
+    two = dataclasses.replace(
+        POLICY,
+        chain=(NAMES[0], NAMES[2]),
+        thresholds=POLICY.thresholds[:1],
+        calibrators=(cal[0], cal[2]),
+        skips=(),
+    )
+    giant_only = dataclasses.replace(
+        POLICY, chain=(NAMES[2],), thresholds=(), calibrators=(cal[2],), skips=()
+    )
+
+    async def go() -> None:
+        async with build() as engine:
+            assert await engine.swap_policy(two) == 2
+            assert engine.chain == two.chain
+            result = await engine.predict_result(x)
+            assert result.policy_version == 2 and result.chain == two.chain
+            _same(answers(result, LABELS), x, two)
+            assert await engine.swap_policy(giant_only) == 3
+            result = await engine.predict_result(x)
+            assert result.policy_version == 3
+            assert {a.path for a in answers(result, LABELS)} == {(NAMES[2],)}
+            assert set(engine.chain) <= set(engine.queue_depths())
 
     asyncio.run(go())
 

@@ -135,7 +135,10 @@ def register(app: typer.Typer) -> None:
                     tune_gc_at_start=True,
                 ),
                 server=ServerSettings(
-                    api_key=key, open_health=open_health, max_body_bytes=max_body_bytes
+                    api_key=key,
+                    open_health=open_health,
+                    max_body_bytes=max_body_bytes,
+                    workdir=workdir,  # live policies (POST /v1/policy) are saved there
                 ),
             )
         except ValidationError as err:

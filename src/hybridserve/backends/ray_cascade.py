@@ -106,6 +106,7 @@ class _Routing:
     policy: ServedPolicy
     chain: tuple[str, ...]
     routes: tuple[_Weighted, ...]
+    version: int = 1
 
 
 class RayCascade:
@@ -125,8 +126,7 @@ class RayCascade:
     ) -> None:
         self.family = family
         self._callers = {m: _Weighted(c) for m, c in callers.items() if c}
-        self._routing = self._routing_for(policy)
-        self.policy_version = 1
+        self._routing = self._routing_for(policy, 1)
         self.config = config or EngineConfig()
         self.observer: EngineObserver = NullObserver()
         self._classify = classify
@@ -143,12 +143,12 @@ class RayCascade:
         self.retried = 0
         self.unavailable = 0
 
-    def _routing_for(self, policy: ServedPolicy) -> _Routing:
+    def _routing_for(self, policy: ServedPolicy, version: int) -> _Routing:
         chain = tuple(policy.chain)
         missing = [m for m in chain if m not in self._callers]
         if missing:
             raise ValueError(f"no deployment for chain models {missing}")
-        return _Routing(policy, chain, tuple(self._callers[m] for m in chain))
+        return _Routing(policy, chain, tuple(self._callers[m] for m in chain), version)
 
     # ------------------------------------------------------------------ state
     @property
@@ -158,6 +158,10 @@ class RayCascade:
     @property
     def chain(self) -> tuple[str, ...]:
         return self._routing.chain
+
+    @property
+    def policy_version(self) -> int:
+        return self._routing.version
 
     @property
     def ready(self) -> bool:
@@ -235,12 +239,11 @@ class RayCascade:
         version. Requests in flight finish under the policy they started with."""
         try:
             check_policy(policy, self.family)
-            routing = self._routing_for(policy)
+            routing = self._routing_for(policy, self._routing.version + 1)
         except (HybridServeError, ValueError) as err:
             raise PolicySwapError(str(err)) from None
         self._routing = routing
-        self.policy_version += 1
-        return self.policy_version
+        return routing.version
 
     # ------------------------------------------------------------------ requests
     def check(self, batch: Any) -> npt.NDArray[np.float32]:
@@ -329,6 +332,7 @@ class RayCascade:
             visited.tolist(),
             latency_ms.tolist(),
             routing.chain,
+            routing.version,
         )
 
     def _decide(

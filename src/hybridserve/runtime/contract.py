@@ -124,11 +124,12 @@ class ServingEngine(Protocol):
         ...
 
     async def swap_policy(self, policy: ServedPolicy) -> int:
-        """Route new requests by ``policy``; returns its ``policy_version``.
+        """Route requests accepted from now on by ``policy``; returns its ``policy_version``.
 
-        Raises ``PolicySwapError`` (nothing changes) for a policy of another family or one the
-        engine cannot swap in place; each engine documents what it swaps and what requests in
-        flight see.
+        Atomic per request: a request is routed start to end by the version in force when it
+        was accepted, and its ``Result.policy_version`` names it. Raises ``PolicySwapError``
+        (nothing changes) for a policy of another family or one routing to a model the engine
+        does not serve; each engine documents which chains it can swap to.
         """
         ...
 

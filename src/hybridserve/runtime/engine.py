@@ -7,6 +7,15 @@ per position visited, and a request's future is resolved once, when its last inp
 
 ``Engine`` implements ``runtime.contract.ServingEngine``; how it handles failing and hung model
 calls is described in ``runtime.position``.
+
+Policy swaps are atomic per request (``runtime.routing``): a request is routed start to end by
+the policy version in force when it was accepted, and its ``Result`` names that version. The
+engine serves the models of the chain it started with; a policy routing through any of those
+models, in any order its chain gives, can be swapped in, while one naming a model with no
+running position is refused (``PolicySwapError``: serving it needs a new engine). Known limit:
+while two versions whose chains order the same two models differently both have requests in
+flight, full queues at both could make their batches wait on each other until the request
+deadlines; chains of one family are ordered by size, so policies of a family never do this.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from hybridserve.runtime.job import Chunk, Job, Result, fail_all, settle
 from hybridserve.runtime.observer import EngineObserver, NullObserver
 from hybridserve.runtime.position import Position, Routed
 from hybridserve.runtime.replica import Replica, build_replica, build_replicas
+from hybridserve.runtime.routing import Routing
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +67,36 @@ class Engine:
         config: EngineConfig | None = None,
         observer: EngineObserver | None = None,
     ) -> None:
-        self.policy = policy
         self.plan = plan
         self.family = family
         self.config = config or EngineConfig()
         self.observer = observer or NullObserver()
         self.positions: list[Position] = []
         self.energy: EnergyAccount | None = None
-        self.chain: tuple[str, ...] = tuple(policy.chain)
-        self.policy_version = 1
+        #: the models served, one position each, in the first policy's chain order
+        self.models: tuple[str, ...] = tuple(policy.chain)
+        #: the version new requests are routed by (requests in flight hold their own)
+        self.routing = Routing.of(1, policy, self.models)
         self._state = "new"
         self._inflight = 0
         self._drained: asyncio.Event | None = None
         self._cores = 1
         self._deadlines = Deadlines(self.config.request_timeout_s, _expire)
+
+    @property
+    def policy(self) -> ServedPolicy:
+        """The policy new requests are routed by."""
+        policy: ServedPolicy = self.routing.policy  # type: ignore[assignment]
+        return policy
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        """The chain new requests are routed through."""
+        return self.routing.chain
+
+    @property
+    def policy_version(self) -> int:
+        return self.routing.version
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -91,7 +117,7 @@ class Engine:
 
     def queue_depths(self) -> dict[str, int]:
         """Inputs waiting at each chain model."""
-        depths = dict.fromkeys(self.chain, 0)
+        depths = dict.fromkeys(self.models, 0)
         depths.update({s.name: s.queue.rows for s in self.positions})
         return depths
 
@@ -102,7 +128,7 @@ class Engine:
     @property
     def overloaded(self) -> bool:
         """The entry queue is full: a new request would be refused (cheap to ask per request)."""
-        return bool(self.positions) and self.positions[0].queue.full
+        return bool(self.positions) and self.positions[self.routing.slots[0]].queue.full
 
     def _check(self) -> None:
         fam = self.family
@@ -122,7 +148,7 @@ class Engine:
                 threads,
                 cpu_cores,
             )
-            for name in self.chain
+            for name in self.models
         ]
 
     def _respawn(self, old: Replica) -> Replica:
@@ -174,7 +200,6 @@ class Engine:
                 i,
                 name,
                 reps,
-                self.policy,
                 self.config.queue_size,
                 self._dispatch,
                 self.observer,
@@ -182,7 +207,7 @@ class Engine:
                 self._respawn,
                 example,
             )
-            for i, (name, reps) in enumerate(zip(self.chain, replicas, strict=True))
+            for i, (name, reps) in enumerate(zip(self.models, replicas, strict=True))
         ]
         if self.config.warmup:
             for pos in self.positions:
@@ -253,9 +278,10 @@ class Engine:
             raise EngineClosedError(f"the engine is not serving: {self.not_ready_reason}")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
-        job = Job(len(x), future, self.chain)
+        routing = self.routing
+        job = Job(len(x), future, routing)
         # raises QueueFullError before anything is accepted
-        self.positions[0].queue.put_nowait(Chunk.of(job, x))
+        self.positions[routing.slots[0]].queue.put_nowait(Chunk.of(job, x))
         self._inflight += 1
         timer = self._deadlines.watch(job, timeout_s)
         try:
@@ -273,43 +299,45 @@ class Engine:
         return answers(await self.predict_result(batch, timeout_s), self.family.label_names)
 
     async def swap_policy(self, policy: ServedPolicy) -> int:
-        """Route by ``policy`` from the next batch on; returns its version.
+        """Route requests accepted from now on by ``policy``; returns its version.
 
-        The positions and replicas stay, so the new policy must have the same chain (another
-        chain raises ``PolicySwapError``; serving it needs a new engine). Each batch is routed
-        by the policy current when its routing runs: a new request is routed by the new policy
-        throughout, while a request in flight may have taken its earlier hops under the old
-        one (both policies serve the same models, so its answer is one either could give).
+        Requests in flight finish under the version they were accepted with. ``policy`` may
+        have another chain as long as every model in it has a running position (see the module
+        docstring); otherwise ``PolicySwapError`` and nothing changes.
         """
         try:
             check_policy(policy, self.family)
+            routing = Routing.of(self.routing.version + 1, policy, self.models)
         except HybridServeError as err:
             raise PolicySwapError(str(err)) from None
-        if tuple(policy.chain) != self.chain:
+        except KeyError as err:
             raise PolicySwapError(
-                f"policy chain {list(policy.chain)} differs from the served chain "
-                f"{list(self.chain)}; start a new engine to serve another chain"
-            )
-        self.policy = policy
-        for pos in self.positions:
-            pos.policy = policy
-        self.policy_version += 1
-        log.info("policy swapped (version %d)", self.policy_version)
-        return self.policy_version
+                f"policy.chain: model {err.args[0]!r} has no running position; this engine "
+                f"serves {list(self.models)} (start a new engine to serve other models)"
+            ) from None
+        self.routing = routing  # one assignment: the next request sees all of it or none
+        log.info("policy swapped (version %d, chain %s)", routing.version, list(routing.chain))
+        return routing.version
 
-    async def _dispatch(self, position: int, chunks: list[Chunk], routed: Routed) -> int:
-        """Record the answers that stand; queue the other inputs at their next position."""
+    async def _dispatch(
+        self, position: int, routing: Routing, chunks: list[Chunk], routed: Routed
+    ) -> int:
+        """Record the answers that stand; queue the other inputs at their next position.
+
+        ``routed`` is ``routing``'s decision: its hops are indices of that version's chain.
+        """
         labels, conf, hops = routed.labels, routed.score, routed.hops
+        at = routing.index[position]
         forward = hops[hops >= 0]
-        if forward.size and (forward.min() <= position or forward.max() >= len(self.positions)):
+        if forward.size and (forward.min() <= at or forward.max() >= len(routing.chain)):
             raise ValueError(
-                f"policy sent inputs from chain position {position} to "
+                f"policy sent inputs from chain position {at} to "
                 f"{sorted(set(forward.tolist()))}; "
-                f"only later positions < {len(self.positions)} exist"
+                f"only later positions < {len(routing.chain)} exist"
             )
-        answered, moving = settle(chunks, position, labels, conf, hops, routed.trail)
+        answered, moving = settle(chunks, at, labels, conf, hops, routed.trail, routing)
         for hop, chunk in moving.items():
-            await self.positions[hop].queue.put(chunk)
+            await self.positions[routing.slots[hop]].queue.put(chunk)
         return answered
 
     # ------------------------------------------------------------------ reporting

@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from hybridserve.runtime.routing import Routing
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,8 @@ class Result:
     latency_ms: list[float]
     #: the chain the request was routed through (``model_index`` and ``visited`` index it)
     chain: tuple[str, ...] = ()
+    #: the version of the policy that routed the request, start to end (0: unversioned)
+    policy_version: int = 0
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -45,14 +50,19 @@ class Job:
         "labels",
         "model_index",
         "remaining",
+        "routing",
         "t0",
         "visited",
     )
 
-    def __init__(self, n: int, future: asyncio.Future[Result], chain: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, n: int, future: asyncio.Future[Result], routing: Routing | None = None
+    ) -> None:
         self.t0 = time.perf_counter()
         self.future = future
-        self.chain = chain
+        #: the policy version in force when the request was accepted; it routes every hop
+        self.routing = routing
+        self.chain = routing.chain if routing is not None else ()
         self.labels = [-1] * n
         self.confidence = [0.0] * n
         self.model_index = [-1] * n
@@ -76,6 +86,7 @@ class Job:
                     self.visited,
                     latency,
                     self.chain,
+                    self.routing.version if self.routing is not None else 0,
                 )
             )
 
@@ -92,9 +103,11 @@ class Job:
 
 class Chunk:
     """Inputs on their way to a position: per input its job and row in the job; the raw inputs;
-    and, when the policy's rule reads them, the trails of what earlier models said."""
+    and, when the policy's rule reads them, the trails of what earlier models said.
 
-    __slots__ = ("jobs", "rows", "trail", "x")
+    ``routing`` is the policy version of all its jobs (a chunk never mixes versions)."""
+
+    __slots__ = ("jobs", "routing", "rows", "trail", "x")
 
     def __init__(
         self,
@@ -102,17 +115,28 @@ class Chunk:
         rows: list[int],
         x: npt.NDArray[Any],
         trail: npt.NDArray[Any] | None = None,
+        routing: Routing | None = None,
     ) -> None:
         self.jobs = jobs
         self.rows = rows
         self.x = x
         self.trail = trail
+        self.routing = routing
 
     @classmethod
     def of(cls, job: Job, x: npt.NDArray[Any]) -> Chunk:
         """All inputs of a new request."""
         n = len(x)
-        return cls([job] * n, list(range(n)), x)
+        return cls([job] * n, list(range(n)), x, None, job.routing)
+
+    def _pick(self, keep: list[int], routing: Routing | None) -> Chunk:
+        return Chunk(
+            [self.jobs[i] for i in keep],
+            [self.rows[i] for i in keep],
+            self.x[keep],
+            None if self.trail is None else self.trail[keep],
+            routing,
+        )
 
     @property
     def n(self) -> int:
@@ -120,9 +144,10 @@ class Chunk:
 
     def split(self, k: int) -> tuple[Chunk, Chunk]:
         """The first ``k`` inputs and the rest (array views, no copies)."""
-        t = self.trail
-        head = Chunk(self.jobs[:k], self.rows[:k], self.x[:k], None if t is None else t[:k])
-        return head, Chunk(self.jobs[k:], self.rows[k:], self.x[k:], None if t is None else t[k:])
+        t, r = self.trail, self.routing
+        head = Chunk(self.jobs[:k], self.rows[:k], self.x[:k], None if t is None else t[:k], r)
+        tail = Chunk(self.jobs[k:], self.rows[k:], self.x[k:], None if t is None else t[k:], r)
+        return head, tail
 
     def alive(self) -> Chunk | None:
         """The inputs whose request still waits (``None`` if none does)."""
@@ -131,12 +156,7 @@ class Chunk:
             return self
         if not keep:
             return None
-        return Chunk(
-            [self.jobs[i] for i in keep],
-            [self.rows[i] for i in keep],
-            self.x[keep],
-            None if self.trail is None else self.trail[keep],
-        )
+        return self._pick(keep, self.routing)
 
 
 def settle(
@@ -146,9 +166,12 @@ def settle(
     confidence: npt.NDArray[np.float64],
     hops: npt.NDArray[np.int64],
     trail: npt.NDArray[Any] | None = None,
+    routing: Routing | None = None,
 ) -> tuple[int, dict[int, Chunk]]:
     """Record a batch's standing answers; return how many and the inputs for each next position
-    (with their rows of ``trail``, the batch's trails after this position, when given)."""
+    (with their rows of ``trail``, the batch's trails after this position, when given).
+
+    ``position`` and the hops are chain indices of the batch's policy version ``routing``."""
     jobs = [j for c in chunks for j in c.jobs] if len(chunks) > 1 else chunks[0].jobs
     rows = [r for c in chunks for r in c.rows] if len(chunks) > 1 else chunks[0].rows
     bit = 1 << position
@@ -181,6 +204,7 @@ def settle(
                 [rows[i] for i in idx],
                 x[idx],
                 None if trail is None else trail[idx],
+                routing,
             )
     return answered, out
 

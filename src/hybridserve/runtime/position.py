@@ -4,8 +4,10 @@ The batcher loop takes a free replica, then forms a batch for it (up to the repl
 ``batch_size``, waiting at most its ``max_wait_ms`` for the batch to fill) and starts it. The
 replica's worker thread computes the logits and, still off the event loop, the policy's
 decision for the whole batch (``policy.decide``: answers, scores, next hops, and the trail of
-what the visited models said when the policy's rule reads it). Back on the loop, ``dispatch``
-records the answers that stand and hands the other inputs, with their trails, on.
+what the visited models said when the policy's rule reads it), by each request's own policy
+version (``runtime.routing``: a batch mixing both sides of a swap is routed per version). Back
+on the loop, ``dispatch`` records the answers that stand and hands the other inputs, with their
+trails, on.
 
 Failures stay local. A batch on which the model raises is retried in halves (split between
 requests) until the requests whose inputs make it raise are found, so one bad input does not
@@ -31,12 +33,16 @@ from hybridserve.runtime.errors import BatchFailedError, BatchTimeoutError, Engi
 from hybridserve.runtime.job import Chunk, fail_all
 from hybridserve.runtime.observer import EngineObserver
 from hybridserve.runtime.replica import Replica, concat
+from hybridserve.runtime.routing import Routing, group_by_routing
 from hybridserve.tuning.policy import Decision
 
 log = logging.getLogger(__name__)
 
 Routed = Decision
-Dispatch = Callable[[int, list[Chunk], Decision], Awaitable[int]]
+#: (engine position, the inputs' policy version, the inputs, its decision) → inputs answered
+Dispatch = Callable[[int, Routing, list[Chunk], Decision], Awaitable[int]]
+#: A batch's groups of one policy version each, with that version's decision on them
+Decided = list[tuple[Routing, list[Chunk], Decision]]
 #: Builds a fresh replica in place of an abandoned one (runs in a worker thread).
 Respawn = Callable[[Replica], Replica]
 
@@ -104,14 +110,14 @@ def _joined_trails(chunks: list[Chunk]) -> npt.NDArray[Any] | None:
 
 
 class Position:
-    """Serves chain position ``position`` with ``replicas``; routes each batch by ``policy``."""
+    """Serves model ``name`` (engine position ``position``) with ``replicas``; routes each
+    batch's inputs by their requests' policy versions."""
 
     def __init__(
         self,
         position: int,
         name: str,
         replicas: list[Replica],
-        policy: RoutingPolicy,
         queue_rows: int,
         dispatch: Dispatch,
         observer: EngineObserver,
@@ -122,7 +128,6 @@ class Position:
         self.position = position
         self.name = name
         self.replicas = replicas
-        self.policy = policy
         self.queue = RowQueue(queue_rows, name=f"position {name!r}")
         self._dispatch = dispatch
         self.observer = observer
@@ -138,10 +143,19 @@ class Position:
         self.hung = 0
 
     def route(
-        self, logits: npt.NDArray[np.float32], trail: npt.NDArray[Any] | None = None
-    ) -> Decision:
-        """The policy's decision on a batch (runs in the worker thread)."""
-        return route_batch(self.policy, self.position, logits, trail)
+        self, logits: npt.NDArray[np.float32], groups: list[tuple[Routing, list[Chunk]]]
+    ) -> Decided:
+        """Each group's policy decision on its rows of ``logits`` (runs in the worker thread)."""
+        out: Decided = []
+        start = 0
+        for routing, chunks in groups:
+            n = sum(c.n for c in chunks)
+            trail = batch_trail(chunks, routing.policy)
+            rows = logits if len(groups) == 1 else logits[start : start + n]
+            at = routing.index[self.position]
+            out.append((routing, chunks, route_batch(routing.policy, at, rows, trail)))
+            start += n
+        return out
 
     @property
     def healthy(self) -> bool:
@@ -155,18 +169,28 @@ class Position:
 
     async def _warm(self, replica: Replica, example: npt.NDArray[Any]) -> None:
         batch = np.repeat(example[None], replica.batch_size, axis=0)
-        await self._guarded(replica, [batch], "warm-up batch")
+        await self._guarded(replica, [batch], "warm-up batch", _unrouted)
+
+    async def _routed(self, replica: Replica, chunks: list[Chunk]) -> tuple[Decided, float]:
+        """A batch through ``replica`` and each of its policy versions' routing."""
+        groups = group_by_routing(chunks)
+        if len(groups) > 1:  # one version's inputs contiguous, so each routes a slice
+            chunks = [c for _, cs in groups for c in cs]
+        decided: tuple[Decided, float] = await self._guarded(
+            replica, [c.x for c in chunks], "batch", lambda z: self.route(z, groups)
+        )
+        return decided
 
     async def _guarded(
         self,
         replica: Replica,
         xs: list[npt.NDArray[Any]],
         what: str,
-        trail: npt.NDArray[Any] | None = None,
+        post: Callable[[npt.NDArray[np.float32]], Any],
     ) -> Any:
         """``replica.run`` under the watchdog; a call past ``batch_timeout_s`` abandons the
         replica (it takes no more batches) and raises ``BatchTimeoutError``."""
-        task = asyncio.ensure_future(replica.run(xs, lambda z: self.route(z, trail)))
+        task = asyncio.ensure_future(replica.run(xs, post))
         try:
             done, _ = await asyncio.wait({task}, timeout=self.batch_timeout_s)
         except asyncio.CancelledError:
@@ -242,6 +266,8 @@ class Position:
                 continue
             self._submit(replica, chunks, holds_slot=True)
             self._prefetch(replica)
+            # not held while idle: the inputs' jobs pin their policy version (runtime.routing)
+            del chunks
 
     def _submit_task(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -270,15 +296,13 @@ class Position:
         waiting = self.queue.rows
         try:
             try:
-                routed, service_s = await self._guarded(
-                    replica, [c.x for c in chunks], "batch", batch_trail(chunks, self.policy)
-                )
+                decided, service_s = await self._routed(replica, chunks)
             except BatchTimeoutError as err:
                 self._failed(chunks, size, err, err)
             except Exception as err:
                 await self._isolate(replica, chunks, size, waiting, err)
             else:
-                await self._settle(chunks, size, waiting, routed, service_s)
+                await self._settle(decided, size, waiting, service_s)
         except asyncio.CancelledError:  # the engine stopped: nobody may wait forever
             fail_all(chunks, EngineClosedError("the engine shut down before this request finished"))
             raise
@@ -293,11 +317,11 @@ class Position:
                 replica.prefetched -= 1
                 self._prefetch(replica)
 
-    async def _settle(
-        self, chunks: list[Chunk], size: int, waiting: int, routed: Routed, service_s: float
-    ) -> None:
+    async def _settle(self, decided: Decided, size: int, waiting: int, service_s: float) -> None:
         self.batches += 1
-        answered = await self._dispatch(self.position, chunks, routed)
+        answered = 0
+        for routing, chunks, decision in decided:
+            answered += await self._dispatch(self.position, routing, chunks, decision)
         self.observer.on_batch(self.name, size, waiting, service_s, answered)
 
     def _failed(
@@ -324,7 +348,10 @@ class Position:
         """
         self.failures += 1
         self.observer.on_batch_error(self.name, size, err)
-        failing: list[tuple[Chunk, Exception]] = [(_merge(chunks), err)]
+        # per policy version: a merged group's trails then share one shape
+        failing: list[tuple[Chunk, Exception]] = [
+            (_merge(group), err) for _, group in group_by_routing(chunks)
+        ]
         jobs = len({id(j) for c in chunks for j in c.jobs})
         budget = _ISOLATION_CALLS_PER_LEVEL * max(1, math.ceil(math.log2(max(jobs, 2))))
         while failing:
@@ -341,7 +368,7 @@ class Position:
             budget -= 2
             for part in alive.split(cut):
                 try:
-                    routed, service_s = await self._guarded(replica, [part.x], "batch", part.trail)
+                    decided, service_s = await self._routed(replica, [part])
                 except BatchTimeoutError as hung:
                     rest = [part, *(g for g, _ in failing)]
                     fail_all(rest, hung)
@@ -349,7 +376,7 @@ class Position:
                 except Exception as again:
                     failing.append((part, again))
                 else:
-                    await self._settle([part], part.n, waiting, routed, service_s)
+                    await self._settle(decided, part.n, waiting, service_s)
 
     @property
     def busy(self) -> bool:
@@ -375,6 +402,7 @@ def _merge(chunks: list[Chunk]) -> Chunk:
         [r for c in chunks for r in c.rows],
         concat([c.x for c in chunks]),
         _joined_trails(chunks),
+        chunks[0].routing,  # callers merge chunks of one policy version
     )
 
 
@@ -387,3 +415,7 @@ def _request_boundary(chunk: Chunk) -> int | None:
             if 0 < k < chunk.n and jobs[k] is not jobs[k - 1]:
                 return k
     return None
+
+
+def _unrouted(logits: npt.NDArray[np.float32]) -> None:
+    """Warm-up batches are not routed: their outputs are thrown away."""

@@ -45,12 +45,12 @@ from hybridserve.server.openapi import (
     requires_token,
     responses,
 )
+from hybridserve.server.policy_route import install_policy_routes
 from hybridserve.server.schemas import (
     InferRequest,
     InferResponse,
     Liveness,
     ModelMetadata,
-    PolicyResponse,
     PredictRequest,
     PredictResponse,
     Readiness,
@@ -237,7 +237,9 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
         x = await predict_inputs(body.inputs, eng.family.input_shape, eng.config.max_batch_size)
         result = await eng.predict_result(x)
         answers = answer_dicts(result, eng.family.label_names)
-        return JSONResponse({"model": eng.family.name, "answers": answers})
+        return JSONResponse(
+            {"model": eng.family.name, "answers": answers, "policy_version": result.policy_version}
+        )
 
     @app.post(
         "/v2/models/{model_name}/infer",
@@ -273,7 +275,13 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
             },
         ]
         return JSONResponse(
-            {"model_name": eng.family.name, "id": body.id, "outputs": outputs, "answers": answers}
+            {
+                "model_name": eng.family.name,
+                "id": body.id,
+                "outputs": outputs,
+                "answers": answers,
+                "policy_version": result.policy_version,
+            }
         )
 
     @app.get(
@@ -299,18 +307,7 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
             ],
         )
 
-    @app.get(
-        "/v1/policy",
-        response_model=PolicyResponse,
-        responses=responses(503, token=token),
-        dependencies=auth,
-    )
-    async def policy() -> PolicyResponse:
-        eng = holder.engine
-        if eng is None:
-            raise EngineClosedError("the engine is not built yet")
-        body = eng.policy.to_dict()
-        return PolicyResponse(family=eng.family.name, policy=body, engine=eng.describe())
+    install_policy_routes(app, lambda: holder.engine, holder.serving, settings, auth, token)
 
     # ------------------------------------------------------------------ health
     @app.get(

@@ -40,6 +40,19 @@ NOT_READY: dict[int | str, dict[str, Any]] = {
 }
 
 
+#: What ``POST /v1/policy`` answers besides 200: a policy that does not fit has its own 422.
+POLICY_SWAP: dict[int | str, dict[str, Any]] = {
+    400: ERRORS[400],
+    413: ERRORS[413],
+    422: {
+        "model": ErrorResponse,
+        "description": "the policy is invalid for this family or this engine (the error names "
+        "the field), or its path is not a policy file in the workdir; nothing changed",
+    },
+    503: ERRORS[503],
+}
+
+
 def requires_token(settings: ServerSettings) -> bool:
     """Whether requests must carry the bearer token (an empty key requires none)."""
     return settings.api_key is not None and bool(settings.api_key.get_secret_value())

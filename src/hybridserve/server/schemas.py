@@ -58,6 +58,7 @@ class PredictResponse(BaseModel):
 
     model: str = Field(description="the family served")
     answers: list[AnswerModel]
+    policy_version: int = Field(0, description="the policy version that routed every answer")
 
 
 class TensorInput(BaseModel):
@@ -107,6 +108,7 @@ class InferResponse(BaseModel):
     id: str | None = None
     outputs: list[TensorOutput]
     answers: list[AnswerModel] = Field(description="the same answers, one object per input")
+    policy_version: int = Field(0, description="the policy version that routed every answer")
 
 
 class TensorMetadata(BaseModel):
@@ -138,5 +140,14 @@ class PolicyResponse(BaseModel):
     """The served policy (as in ``policy-*.json``) and the engine's positions and replicas."""
 
     family: str
+    version: int = Field(description="the policy version new requests are routed by")
     policy: dict[str, Any]
     engine: dict[str, Any]
+
+
+class PolicySwapped(BaseModel):
+    """A policy swapped in by ``POST /v1/policy``: its version, chain and saved file."""
+
+    version: int = Field(description="routes every request accepted from now on")
+    chain: list[str]
+    file: str | None = Field(description="where it was saved in the workdir (None: no workdir)")

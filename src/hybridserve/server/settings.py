@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
@@ -35,4 +37,9 @@ class ServerSettings(BaseModel):
         True,
         description="warm the engine up after the server starts (liveness answers at once, "
         "readiness once warm); False warms up before the first request is taken",
+    )
+    workdir: Path | None = Field(
+        None,
+        description="POST /v1/policy saves live policies here and reads {path} only from here "
+        "(None: it saves nothing and takes policy bodies only)",
     )
