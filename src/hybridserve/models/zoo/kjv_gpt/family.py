@@ -1,0 +1,195 @@
+"""``hybridserve zoo train kjv-gpt``: the whole family, smallest first, resumable.
+
+Writes one Hugging Face directory per model (``config.json``, ``model.safetensors``, the
+tokenizer) plus ``manifest.json`` into the output directory; checkpoints and the training log
+(``log.jsonl``) go to a separate checkpoint directory, outside the package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+
+from hybridserve.errors import HybridServeError
+from hybridserve.models.zoo.kjv_gpt.architecture import FAMILY, SIZES
+from hybridserve.models.zoo.kjv_gpt.corpus import load_chapters, split_chapters
+from hybridserve.models.zoo.kjv_gpt.data import load_prompts
+from hybridserve.models.zoo.kjv_gpt.evaluate import next_word_accuracy
+from hybridserve.models.zoo.kjv_gpt.prompts import Prompt
+from hybridserve.models.zoo.kjv_gpt.tokenizer import EOS, save_tokenizer, train_tokenizer
+from hybridserve.models.zoo.kjv_gpt.train import Progress, Recipe, Trainer
+
+RECIPES: dict[str, Recipe] = {
+    # an epoch is ~1.16 M tokens; the giant gets the most passes so it pulls away from medium
+    "tiny": Recipe(epochs=3, lr=3e-3),
+    "small": Recipe(epochs=3, lr=2e-3),
+    "medium": Recipe(epochs=3, lr=1.5e-3),
+    "giant": Recipe(epochs=5, lr=1e-3),
+}
+#: validation prompts scored during training (the manifest scores all of them)
+QUICK_EVAL = 500
+
+
+def weights_dir() -> Path:
+    """Where the package keeps the family's weights."""
+    return Path(str(resources.files("hybridserve.models") / "weights" / FAMILY))
+
+
+def default_checkpoint_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "hybridserve" / f"{FAMILY}-checkpoints"
+
+
+def _tokenizer(ckpt_dir: Path, train_texts: list[str]) -> Tokenizer:
+    """The run's tokenizer: reused from the checkpoint directory so a resume sees the same ids."""
+    path = ckpt_dir / "tokenizer" / "tokenizer.json"
+    if path.is_file():
+        return Tokenizer.from_file(str(path))
+    tok = train_tokenizer(train_texts)
+    save_tokenizer(tok, path.parent)
+    return tok
+
+
+def _token_stream(tok: Tokenizer, texts: list[str]) -> torch.Tensor:
+    eos = tok.token_to_id(EOS)
+    if eos is None:
+        raise HybridServeError(f"the tokenizer has no {EOS} token")
+    ids: list[int] = []
+    for enc in tok.encode_batch(texts):
+        ids.extend(enc.ids)
+        ids.append(eos)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _log(ckpt_dir: Path, record: dict[str, Any]) -> None:
+    line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **record})
+    with (ckpt_dir / "log.jsonl").open("a") as f:
+        f.write(line + "\n")
+    print(line, flush=True)
+
+
+def _export(trainer: Trainer, tok_dir: Path, target: Path) -> None:
+    """Save a Hugging Face directory: weights as safetensors, config, tokenizer."""
+    if target.exists():
+        shutil.rmtree(target)
+    trainer.model.save_pretrained(str(target), safe_serialization=True)
+    for f in tok_dir.iterdir():
+        shutil.copy2(f, target / f.name)
+
+
+def _train_member(
+    trainer: Trainer,
+    tok: Tokenizer,
+    val: list[Prompt],
+    test: list[Prompt],
+    ckpt_dir: Path,
+    out_dir: Path,
+    resume: bool,
+    checkpoint_seconds: float,
+    evals_per_epoch: int,
+) -> dict[str, Any]:
+    """Train (or resume) one member, export it and score it; returns its manifest entry."""
+    name, recipe = trainer.name, trainer.recipe
+    ckpt = ckpt_dir / f"{name}.pt"
+    if resume and ckpt.is_file():
+        trainer.load(ckpt)
+        _log(ckpt_dir, {"model": name, "event": "resumed", "step": trainer.step})
+    else:
+        _log(ckpt_dir, {"model": name, "event": "start", "steps": trainer.total_steps})
+    eval_every = max(1, round(trainer.total_steps / (recipe.epochs * evals_per_epoch)))
+    last_save = time.monotonic()
+    losses: list[float] = []
+
+    def on_step(p: Progress) -> None:
+        nonlocal last_save
+        losses.append(p.loss)
+        if p.step % eval_every == 0 or p.step == p.total_steps:
+            acc = next_word_accuracy(trainer.model, tok, val[:QUICK_EVAL])
+            trainer.model.train()
+            _log(
+                ckpt_dir,
+                {
+                    "model": name,
+                    "step": p.step,
+                    "of": p.total_steps,
+                    "tokens": trainer.tokens_trained,
+                    "loss": round(sum(losses) / len(losses), 4),
+                    f"val{QUICK_EVAL}_acc": round(acc, 4),
+                    "tok_per_s": round(trainer.tokens_trained / max(p.train_seconds, 1e-9)),
+                },
+            )
+            losses.clear()
+        if time.monotonic() - last_save >= checkpoint_seconds:
+            trainer.save(ckpt)
+            last_save = time.monotonic()
+
+    trainer.run(on_step=on_step)
+    trainer.save(ckpt)
+    _export(trainer, ckpt_dir / "tokenizer", out_dir / name)
+    entry = {
+        "params": sum(p.numel() for p in trainer.model.parameters()),
+        "layers": SIZES[name].layers,
+        "width": SIZES[name].width,
+        "tokens_trained": trainer.tokens_trained,
+        "epochs": recipe.epochs,
+        "seed": trainer.seed,
+        "accuracy_val": round(next_word_accuracy(trainer.model, tok, val), 4),
+        "accuracy_test": round(next_word_accuracy(trainer.model, tok, test), 4),
+        "train_seconds": round(trainer.train_seconds, 1),
+        "train_tokens_per_s": round(trainer.tokens_trained / max(trainer.train_seconds, 1e-9)),
+        "torch": torch.__version__,
+    }
+    _log(ckpt_dir, {"model": name, "event": "done", **entry})
+    return entry
+
+
+def train_family(
+    out_dir: Path,
+    ckpt_dir: Path,
+    *,
+    only: list[str] | None = None,
+    seed: int = 0,
+    threads: int = 1,
+    resume: bool = False,
+    checkpoint_seconds: float = 180.0,
+    evals_per_epoch: int = 1,
+) -> dict[str, dict[str, Any]]:
+    """Train the family (or ``only`` some members), smallest first."""
+    names = only or list(SIZES)
+    unknown = [n for n in names if n not in SIZES]
+    if unknown:
+        raise HybridServeError(f"unknown model(s) {unknown}; the family has {list(SIZES)}")
+    names = [n for n in SIZES if n in names]
+    torch.set_num_threads(threads)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # the shipped prompts come from the seed-0 split: a model seed never moves chapters
+    splits = split_chapters(load_chapters())
+    tok = _tokenizer(ckpt_dir, [c.text for c in splits["train"]])
+    tokens = _token_stream(tok, [c.text for c in splits["train"]])
+    val, test = load_prompts("val"), load_prompts("test")
+    manifest_path = out_dir / "manifest.json"
+    manifest: dict[str, dict[str, Any]] = (
+        json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    )
+    for name in names:
+        if resume and name in manifest and (out_dir / name / "model.safetensors").is_file():
+            print(f"{name}: already trained, skipped", flush=True)
+            continue
+        trainer = Trainer(
+            name, RECIPES[name], tokens, seed + list(SIZES).index(name), tok.get_vocab_size()
+        )
+        manifest[name] = _train_member(
+            trainer, tok, val, test, ckpt_dir, out_dir, resume, checkpoint_seconds, evals_per_epoch
+        )
+        ordered = {n: manifest[n] for n in SIZES if n in manifest}
+        manifest_path.write_text(json.dumps(ordered, indent=2) + "\n")
+    return manifest
