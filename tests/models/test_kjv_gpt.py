@@ -158,7 +158,7 @@ def test_training_resumes_from_its_checkpoint_to_the_same_state(tmp_path: Path) 
 def test_a_checkpoint_of_another_seed_is_refused(tmp_path: Path) -> None:
     tokens, vocab, _ = _tokens()
     _trainer(tokens, vocab, seed=0).save(tmp_path / "tiny.pt")
-    with pytest.raises(ValueError, match="another model"):
+    with pytest.raises(HybridServeError, match="another model"):
         _trainer(tokens, vocab, seed=1).load(tmp_path / "tiny.pt")
 
 
@@ -198,3 +198,39 @@ def test_an_unknown_family_or_epochs_for_kjv_gpt_is_a_one_line_error(
         assert ex.value.code == 2
         err = capsys.readouterr().err
         assert len([x for x in err.splitlines() if x.strip()]) == 1 and "Traceback" not in err
+
+
+def _small_family_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the family run at a synthetic corpus and a few-step recipe for ``tiny``."""
+    from hybridserve.models.zoo.kjv_gpt import family
+
+    chapters = [corpus.Chapter("Book", i, TEXT) for i in range(30)]
+    monkeypatch.setattr(family, "load_chapters", lambda: chapters)
+    asked = [prompts.Prompt("the cat sat on the", "mat", "Book 1")] * 3
+    monkeypatch.setattr(family, "load_prompts", lambda name: asked)
+    recipe = Recipe(epochs=0.5, lr=5e-3, batch_size=4, seq_len=32, warmup_steps=2)
+    monkeypatch.setattr(family, "RECIPES", {"tiny": recipe})
+
+
+def test_the_family_run_stops_on_request_and_resumes_from_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hybridserve.models.zoo.kjv_gpt import family
+
+    _small_family_run(monkeypatch)
+    out, ckpt = tmp_path / "out", tmp_path / "ckpt"
+    family.STOP.set()  # as SIGTERM does: checkpoint at the next step, then return
+    assert family.train_family(out, ckpt, only=["tiny"]) == {}
+    assert (ckpt / "tiny.pt").is_file() and not (out / "tiny").exists()
+    manifest = family.train_family(out, ckpt, only=["tiny"], resume=True)
+    events = [json.loads(line) for line in (ckpt / "log.jsonl").read_text().splitlines()]
+    assert {"model": "tiny", "event": "resumed", "step": 1}.items() <= events[-3].items()
+    assert manifest["tiny"]["tokens_trained"] > 4 * 32
+    assert 0.0 <= manifest["tiny"]["accuracy_val"] <= 1.0
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    model = AutoModelForCausalLM.from_pretrained(str(out / "tiny"), local_files_only=True)
+    assert model.config.n_layer == architecture.SIZES["tiny"].layers
+    # a finished model is skipped on --resume
+    capsys.readouterr()
+    assert family.train_family(out, ckpt, only=["tiny"], resume=True) == manifest
+    assert "tiny: already trained, skipped" in capsys.readouterr().out

@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import threading
 import time
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,21 @@ RECIPES: dict[str, Recipe] = {
     "medium": Recipe(epochs=3, lr=1.5e-3),
     "giant": Recipe(epochs=5, lr=1e-3),
 }
+#: set by SIGTERM: the run checkpoints at its next step and stops (resume with --resume)
+STOP = threading.Event()
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    resume: bool
+    checkpoint_seconds: float
+    evals_per_epoch: int
+
+
+class StopRequestedError(Exception):
+    """Training stopped on request after saving its checkpoint."""
+
+
 #: validation prompts scored during training (the manifest scores all of them)
 QUICK_EVAL = 500
 
@@ -92,19 +110,17 @@ def _train_member(
     test: list[Prompt],
     ckpt_dir: Path,
     out_dir: Path,
-    resume: bool,
-    checkpoint_seconds: float,
-    evals_per_epoch: int,
+    run: RunOptions,
 ) -> dict[str, Any]:
     """Train (or resume) one member, export it and score it; returns its manifest entry."""
     name, recipe = trainer.name, trainer.recipe
     ckpt = ckpt_dir / f"{name}.pt"
-    if resume and ckpt.is_file():
+    if run.resume and ckpt.is_file():
         trainer.load(ckpt)
         _log(ckpt_dir, {"model": name, "event": "resumed", "step": trainer.step})
     else:
         _log(ckpt_dir, {"model": name, "event": "start", "steps": trainer.total_steps})
-    eval_every = max(1, round(trainer.total_steps / (recipe.epochs * evals_per_epoch)))
+    eval_every = max(1, round(trainer.total_steps / (recipe.epochs * run.evals_per_epoch)))
     last_save = time.monotonic()
     losses: list[float] = []
 
@@ -127,7 +143,11 @@ def _train_member(
                 },
             )
             losses.clear()
-        if time.monotonic() - last_save >= checkpoint_seconds:
+        if STOP.is_set():
+            trainer.save(ckpt)
+            _log(ckpt_dir, {"model": name, "event": "stopped", "step": p.step})
+            raise StopRequestedError
+        if time.monotonic() - last_save >= run.checkpoint_seconds:
             trainer.save(ckpt)
             last_save = time.monotonic()
 
@@ -175,21 +195,41 @@ def train_family(
     splits = split_chapters(load_chapters())
     tok = _tokenizer(ckpt_dir, [c.text for c in splits["train"]])
     tokens = _token_stream(tok, [c.text for c in splits["train"]])
-    val, test = load_prompts("val"), load_prompts("test")
+    run = RunOptions(resume, checkpoint_seconds, evals_per_epoch)
     manifest_path = out_dir / "manifest.json"
     manifest: dict[str, dict[str, Any]] = (
         json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     )
+    previous = signal.signal(signal.SIGTERM, lambda *_: STOP.set())
+    try:
+        _train_members(names, manifest, out_dir, ckpt_dir, tok, tokens, seed, run)
+    except StopRequestedError:
+        print("stopped after a checkpoint; continue with --resume", flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        STOP.clear()
+    return manifest
+
+
+def _train_members(
+    names: list[str],
+    manifest: dict[str, dict[str, Any]],
+    out_dir: Path,
+    ckpt_dir: Path,
+    tok: Tokenizer,
+    tokens: torch.Tensor,
+    seed: int,
+    run: RunOptions,
+) -> None:
+    """Train ``names`` in order, rewriting the manifest after each."""
+    val, test = load_prompts("val"), load_prompts("test")
     for name in names:
-        if resume and name in manifest and (out_dir / name / "model.safetensors").is_file():
+        if run.resume and name in manifest and (out_dir / name / "model.safetensors").is_file():
             print(f"{name}: already trained, skipped", flush=True)
             continue
         trainer = Trainer(
             name, RECIPES[name], tokens, seed + list(SIZES).index(name), tok.get_vocab_size()
         )
-        manifest[name] = _train_member(
-            trainer, tok, val, test, ckpt_dir, out_dir, resume, checkpoint_seconds, evals_per_epoch
-        )
+        manifest[name] = _train_member(trainer, tok, val, test, ckpt_dir, out_dir, run)
         ordered = {n: manifest[n] for n in SIZES if n in manifest}
-        manifest_path.write_text(json.dumps(ordered, indent=2) + "\n")
-    return manifest
+        (out_dir / "manifest.json").write_text(json.dumps(ordered, indent=2) + "\n")

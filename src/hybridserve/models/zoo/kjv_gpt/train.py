@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from transformers import GPT2LMHeadModel
 
+from hybridserve.errors import HybridServeError
 from hybridserve.models.zoo.kjv_gpt.architecture import CONTEXT, build
 
 
@@ -160,7 +161,9 @@ class Trainer:
             or ck["recipe"] != asdict(self.recipe)
             or ck["seed"] != self.seed
         ):
-            raise ValueError(f"{path} is a checkpoint of another model, recipe or seed")
+            raise HybridServeError(
+                f"{path} is a checkpoint of another model, recipe or seed; delete it to restart"
+            )
         self.model.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["opt"])
         self.sched.load_state_dict(ck["sched"])
