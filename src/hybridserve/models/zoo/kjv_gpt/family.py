@@ -31,11 +31,13 @@ from hybridserve.models.zoo.kjv_gpt.tokenizer import EOS, save_tokenizer, train_
 from hybridserve.models.zoo.kjv_gpt.train import Progress, Recipe, Trainer
 
 RECIPES: dict[str, Recipe] = {
-    # an epoch is ~1.16 M tokens; the giant gets the most passes so it pulls away from medium
+    # An epoch is ~1.16 M tokens. The small models saturate within an epoch or two; the giant
+    # gets twice the medium model's passes, which keeps it clearly ahead of medium (the issue
+    # asks for ≥ 2 points) at a training cost the 2-core machines can afford.
     "tiny": Recipe(epochs=3, lr=3e-3),
     "small": Recipe(epochs=3, lr=2e-3),
-    "medium": Recipe(epochs=3, lr=1.5e-3),
-    "giant": Recipe(epochs=5, lr=1e-3),
+    "medium": Recipe(epochs=2, lr=1.5e-3),
+    "giant": Recipe(epochs=4, lr=1.5e-3),
 }
 #: set by SIGTERM: the run checkpoints at its next step and stops (resume with --resume)
 STOP = threading.Event()
