@@ -189,10 +189,10 @@ def test_a_saved_tiny_model_loads_locally_and_greedy_decodes_the_next_word(
     assert next_word_accuracy(model, tok, asked) == 1.0
 
 
-def test_an_unknown_family_or_epochs_for_kjv_gpt_is_a_one_line_error(
+def test_an_unknown_family_or_member_is_a_one_line_error(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    for args in (["zoo", "train", "nope"], ["zoo", "train", "kjv-gpt", "--epochs", "2"]):
+    for args in (["zoo", "train", "nope"], ["zoo", "train", "kjv-gpt", "--only", "huge"]):
         with pytest.raises(SystemExit) as ex:
             main(args)
         assert ex.value.code == 2
@@ -226,10 +226,14 @@ def test_the_family_run_stops_on_request_and_resumes_from_its_checkpoint(
     events = [json.loads(line) for line in (ckpt / "log.jsonl").read_text().splitlines()]
     assert {"model": "tiny", "event": "resumed", "step": 1}.items() <= events[-3].items()
     assert manifest["tiny"]["tokens_trained"] > 4 * 32
+    assert manifest["tiny"]["epochs"] == 0.5
     assert 0.0 <= manifest["tiny"]["accuracy_val"] <= 1.0
     assert json.loads((out / "manifest.json").read_text()) == manifest
     model = AutoModelForCausalLM.from_pretrained(str(out / "tiny"), local_files_only=True)
     assert model.config.n_layer == architecture.SIZES["tiny"].layers
+    # --epochs overrides the recipe, and a checkpoint of the old recipe is not resumed
+    with pytest.raises(HybridServeError, match="another model, recipe"):
+        family.train_family(tmp_path / "out2", ckpt, only=["tiny"], epochs=1, resume=True)
     # a finished model is skipped on --resume
     capsys.readouterr()
     assert family.train_family(out, ckpt, only=["tiny"], resume=True) == manifest

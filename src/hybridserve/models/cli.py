@@ -45,8 +45,6 @@ def register(app: typer.Typer) -> None:
             from hybridserve.models.zoo.kjv_gpt.family import default_checkpoint_dir, weights_dir
             from hybridserve.models.zoo.kjv_gpt.family import train_family as train_kjv
 
-            if epochs is not None:
-                raise HybridServeError("--epochs applies to fashion-mnist; kjv-gpt has recipes")
             train_kjv(
                 out or weights_dir(),
                 ckpt_dir or default_checkpoint_dir(),
@@ -54,6 +52,7 @@ def register(app: typer.Typer) -> None:
                 seed=seed,
                 threads=threads or 1,
                 resume=resume,
+                epochs=epochs,
             )
             return
         if family != "fashion-mnist":

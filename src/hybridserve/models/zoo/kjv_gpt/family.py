@@ -13,7 +13,7 @@ import shutil
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ class RunOptions:
     resume: bool
     checkpoint_seconds: float
     evals_per_epoch: int
+    epochs: float | None = None
 
 
 class StopRequestedError(Exception):
@@ -183,8 +184,10 @@ def train_family(
     resume: bool = False,
     checkpoint_seconds: float = 180.0,
     evals_per_epoch: int = 1,
+    epochs: float | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Train the family (or ``only`` some members), smallest first."""
+    """Train the family (or ``only`` some members), smallest first; ``epochs`` overrides the
+    recipes' (a checkpoint of another epoch count is refused, so delete it to retrain)."""
     names = only or list(SIZES)
     unknown = [n for n in names if n not in SIZES]
     if unknown:
@@ -197,7 +200,7 @@ def train_family(
     splits = split_chapters(load_chapters())
     tok = _tokenizer(ckpt_dir, [c.text for c in splits["train"]])
     tokens = _token_stream(tok, [c.text for c in splits["train"]])
-    run = RunOptions(resume, checkpoint_seconds, evals_per_epoch)
+    run = RunOptions(resume, checkpoint_seconds, evals_per_epoch, epochs)
     manifest_path = out_dir / "manifest.json"
     manifest: dict[str, dict[str, Any]] = (
         json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
@@ -229,8 +232,9 @@ def _train_members(
         if run.resume and name in manifest and (out_dir / name / "model.safetensors").is_file():
             print(f"{name}: already trained, skipped", flush=True)
             continue
+        recipe = RECIPES[name] if run.epochs is None else replace(RECIPES[name], epochs=run.epochs)
         trainer = Trainer(
-            name, RECIPES[name], tokens, seed + list(SIZES).index(name), tok.get_vocab_size()
+            name, recipe, tokens, seed + list(SIZES).index(name), tok.get_vocab_size()
         )
         manifest[name] = _train_member(trainer, tok, val, test, ckpt_dir, out_dir, run)
         ordered = {n: manifest[n] for n in SIZES if n in manifest}
