@@ -33,6 +33,7 @@ def register(app: typer.Typer) -> None:
         ckpt_dir: Annotated[
             Path | None, typer.Option(help="kjv-gpt: checkpoints and log.jsonl (default: cache)")
         ] = None,
+        device: Annotated[str, typer.Option(help="kjv-gpt: torch device (cpu, cuda)")] = "cpu",
     ) -> None:
         """Train the family with its seeded recipe and write safetensors + manifest.json.
 
@@ -53,6 +54,7 @@ def register(app: typer.Typer) -> None:
                 threads=threads or 1,
                 resume=resume,
                 epochs=epochs,
+                device=device,
             )
             return
         if family != "fashion-mnist":

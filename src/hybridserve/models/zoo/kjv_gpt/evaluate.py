@@ -48,14 +48,14 @@ def greedy_words(
     for i in range(0, len(texts), batch_size):
         input_ids, mask = _left_padded(tok, texts[i : i + batch_size], pad, room)
         out = model.generate(  # type: ignore[operator]
-            input_ids=input_ids,
-            attention_mask=mask,
+            input_ids=input_ids.to(model.device),
+            attention_mask=mask.to(model.device),
             max_new_tokens=max_new_tokens,
             do_sample=False,
             pad_token_id=pad,
             eos_token_id=None,
         )
-        for row in out[:, input_ids.shape[1] :].tolist():
+        for row in out[:, input_ids.shape[1] :].cpu().tolist():
             words.append(first_word(tok.decode(row)))
     return words
 

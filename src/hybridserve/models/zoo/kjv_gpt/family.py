@@ -49,6 +49,7 @@ class RunOptions:
     checkpoint_seconds: float
     evals_per_epoch: int
     epochs: float | None = None
+    device: str = "cpu"
 
 
 class StopRequestedError(Exception):
@@ -185,6 +186,7 @@ def train_family(
     checkpoint_seconds: float = 180.0,
     evals_per_epoch: int = 1,
     epochs: float | None = None,
+    device: str = "cpu",
 ) -> dict[str, dict[str, Any]]:
     """Train the family (or ``only`` some members), smallest first; ``epochs`` overrides the
     recipes' (a checkpoint of another epoch count is refused, so delete it to retrain)."""
@@ -200,7 +202,7 @@ def train_family(
     splits = split_chapters(load_chapters())
     tok = _tokenizer(ckpt_dir, [c.text for c in splits["train"]])
     tokens = _token_stream(tok, [c.text for c in splits["train"]])
-    run = RunOptions(resume, checkpoint_seconds, evals_per_epoch, epochs)
+    run = RunOptions(resume, checkpoint_seconds, evals_per_epoch, epochs, device)
     manifest_path = out_dir / "manifest.json"
     manifest: dict[str, dict[str, Any]] = (
         json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
@@ -233,9 +235,8 @@ def _train_members(
             print(f"{name}: already trained, skipped", flush=True)
             continue
         recipe = RECIPES[name] if run.epochs is None else replace(RECIPES[name], epochs=run.epochs)
-        trainer = Trainer(
-            name, recipe, tokens, seed + list(SIZES).index(name), tok.get_vocab_size()
-        )
+        model_seed = seed + list(SIZES).index(name)
+        trainer = Trainer(name, recipe, tokens, model_seed, tok.get_vocab_size(), run.device)
         manifest[name] = _train_member(trainer, tok, val, test, ckpt_dir, out_dir, run)
         ordered = {n: manifest[n] for n in SIZES if n in manifest}
         (out_dir / "manifest.json").write_text(json.dumps(ordered, indent=2) + "\n")

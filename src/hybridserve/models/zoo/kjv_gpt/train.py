@@ -4,7 +4,9 @@ Batches are random windows of the training token stream (chapters joined by EOS)
 checkpoint holds the model, optimizer, schedule, step and both random states (window sampling
 and dropout), so a resumed run continues exactly as an uninterrupted one would. Checkpoints are
 written atomically, and only wall-clock time triggers them, so a process paused with SIGSTOP and
-resumed with SIGCONT just checkpoints at its next step.
+resumed with SIGCONT just checkpoints at its next step. On a GPU (``device="cuda"``) dropout draws
+from the GPU's generator, which the checkpoint does not carry: a resumed GPU run is close to, not
+identical with, an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -70,11 +72,20 @@ class Trainer:
     """One model's training state; :meth:`run` advances it, :meth:`save` checkpoints it."""
 
     def __init__(
-        self, name: str, recipe: Recipe, tokens: torch.Tensor, seed: int, vocab_size: int
+        self,
+        name: str,
+        recipe: Recipe,
+        tokens: torch.Tensor,
+        seed: int,
+        vocab_size: int,
+        device: str = "cpu",
     ) -> None:
         self.name, self.recipe, self.tokens, self.seed = name, recipe, tokens, seed
+        self.device = torch.device(device)
         torch.manual_seed(seed)
         self.model: GPT2LMHeadModel = build(name, vocab_size, recipe.dropout)
+        # transformers types its wrapped .to() wrongly; nn.Module.to moves in place
+        self.model.to(self.device)  # type: ignore[arg-type]
         self.total_steps = steps_for(recipe, int(tokens.numel()))
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
         no_decay = [p for p in self.model.parameters() if p.dim() < 2]
@@ -107,7 +118,8 @@ class Trainer:
         starts = torch.randint(
             0, self.tokens.numel() - r.seq_len, (r.batch_size,), generator=self.gen
         )
-        return torch.stack([self.tokens[s : s + r.seq_len] for s in starts.tolist()])
+        batch = torch.stack([self.tokens[s : s + r.seq_len] for s in starts.tolist()])
+        return batch.to(self.device)
 
     def run(
         self,
@@ -155,7 +167,7 @@ class Trainer:
 
     def load(self, path: Path) -> None:
         """Continue from a checkpoint of the same model, recipe and seed."""
-        ck = torch.load(path, weights_only=True)
+        ck = torch.load(path, map_location=self.device, weights_only=True)
         if (
             ck["name"] != self.name
             or ck["recipe"] != asdict(self.recipe)
@@ -167,7 +179,7 @@ class Trainer:
         self.model.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["opt"])
         self.sched.load_state_dict(ck["sched"])
-        self.gen.set_state(ck["gen"])
-        self.dropout_rng = ck["dropout_rng"]
+        self.gen.set_state(ck["gen"].cpu())
+        self.dropout_rng = ck["dropout_rng"].cpu()
         self.step = int(ck["step"])
         self.train_seconds = float(ck["train_seconds"])
