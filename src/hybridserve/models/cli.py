@@ -27,6 +27,13 @@ def register(app: typer.Typer) -> None:
         threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
         only: Annotated[list[str] | None, typer.Option(help="train only these models")] = None,
         epochs: Annotated[int | None, typer.Option(help="override every recipe's epochs")] = None,
+        resume: Annotated[
+            bool, typer.Option(help="kjv-gpt: continue from checkpoints, skip finished models")
+        ] = False,
+        ckpt_dir: Annotated[
+            Path | None, typer.Option(help="kjv-gpt: checkpoints and log.jsonl (default: cache)")
+        ] = None,
+        device: Annotated[str, typer.Option(help="kjv-gpt: torch device (cpu, cuda)")] = "cpu",
     ) -> None:
         """Train the family with its seeded recipe and write safetensors + manifest.json.
 
@@ -35,8 +42,25 @@ def register(app: typer.Typer) -> None:
         from hybridserve.models.family import bundled_config_path
         from hybridserve.models.zoo.train import train_family
 
+        if family == "kjv-gpt":
+            from hybridserve.models.zoo.kjv_gpt.family import default_checkpoint_dir, weights_dir
+            from hybridserve.models.zoo.kjv_gpt.family import train_family as train_kjv
+
+            train_kjv(
+                out or weights_dir(),
+                ckpt_dir or default_checkpoint_dir(),
+                only=only,
+                seed=seed,
+                threads=threads or 1,
+                resume=resume,
+                epochs=epochs,
+                device=device,
+            )
+            return
         if family != "fashion-mnist":
-            raise HybridServeError(f"unknown bundled family {family!r}; bundled: ['fashion-mnist']")
+            raise HybridServeError(
+                f"unknown bundled family {family!r}; bundled: ['fashion-mnist', 'kjv-gpt']"
+            )
         target = out or bundled_config_path(family).parent
         train_family(
             target, data_dir=data_dir, seed=seed, threads=threads, only=only, epochs=epochs
