@@ -5,7 +5,7 @@ request, then the raw little-endian bytes of every input whose ``parameters`` ca
 ``binary_data_size``, in input order, as Triton and KServe accept. Framing errors (a length header
 that is not a number or points past the body, bytes missing or left over) are 400; a tensor whose
 bytes do not match its shape and datatype is 422. Everything is checked against the header's
-declared sizes before any array is built, and arrays are views on the body (no copy).
+declared sizes before any array is built.
 """
 
 from __future__ import annotations
@@ -103,7 +103,11 @@ def split_binary_inputs(header: Any, blob: memoryview) -> dict[int, memoryview]:
 def tensor_bytes(
     raw: memoryview, shape: list[int], dtype: np.dtype[Any], datatype: str, where: str
 ) -> npt.NDArray[Any]:
-    """A flat little-endian array over ``raw``, which must hold exactly ``shape`` values."""
+    """A flat array of the little-endian values in ``raw``, which must hold exactly ``shape``.
+
+    A copy in native byte order: a view would be read-only (the body is ``bytes``), which torch
+    warns about when the batch reaches a model.
+    """
     if any(d < 0 for d in shape):
         raise InvalidInputError(f"{where}.shape: expected non-negative sizes, got {shape}")
     want = math.prod(shape) * dtype.itemsize
@@ -112,7 +116,7 @@ def tensor_bytes(
             f"{where}: shape {shape} of {datatype} takes {want} bytes, "
             f"but binary_data_size is {len(raw)}"
         )
-    return np.frombuffer(raw, dtype=dtype.newbyteorder("<"))
+    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype)
 
 
 def npy_batch(raw: bytes) -> npt.NDArray[Any]:

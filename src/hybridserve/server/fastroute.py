@@ -126,4 +126,3 @@ class BodyRoute(APIRoute):
             return cast(Response, response)
 
         return handler
-
