@@ -203,3 +203,18 @@ def test_json_binary_and_npy_bodies_agree_on_real_test_images() -> None:
                 assert np.allclose([a[1] for a in other], [a[1] for a in answers[0]])
 
     _run(go())
+
+
+def test_json_that_only_the_standard_library_reads_keeps_its_answer() -> None:
+    """orjson refuses NaN and integers past 64 bits; those bodies still get their 422s."""
+    big = '{"inputs": [[[' + "1" * 30 + ", 0, 0, 0]" + ", [0, 0, 0, 0]" * 3 + "]]}"
+    nan = '{"inputs": [[[NaN, 0, 0, 0]' + ", [0, 0, 0, 0]" * 3 + "]]}"
+
+    async def go() -> None:
+        async with app_client(make_engine()) as client:
+            for body, message in ((big, "outside the family's range"), (nan, "NaN or infinite")):
+                r = await client.post("/v1/predict", content=body.encode())
+                assert r.status_code == 422, r.text
+                assert message in r.json()["error"]
+
+    _run(go())
