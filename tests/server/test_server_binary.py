@@ -108,6 +108,7 @@ def _bad_cases() -> list[tuple[str, str, bytes, dict[str, str], int, str]]:
         ("truncated data", INFER, body[:-7], headers, 400, "runs past the body"),
         ("extra bytes", INFER, body + b"\0" * 4, headers, 400, "after the declared tensors"),
         ("wrong datatype", INFER, *v2_binary(X, "BYTES"), 422, "datatype"),
+        ("BOOL bytes not 0/1", INFER, *v2_binary(X * 64, "BOOL", "u1"), 422, "other than 0 and 1"),
         ("datatype/size mismatch", INFER, *v2_binary(X, "FP64", "<f4"), 422, "takes 256 bytes"),
         (
             "wrong shape",
