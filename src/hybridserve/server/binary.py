@@ -116,7 +116,7 @@ def tensor_bytes(
             f"{where}: shape {shape} of {datatype} takes {want} bytes, "
             f"but binary_data_size is {len(raw)}"
         )
-    if dtype.kind == "b" and len(raw) and max(raw) > 1:
+    if dtype.kind == "b" and len(raw) and np.frombuffer(raw, np.uint8).max() > 1:
         # a BOOL element is one byte, 0 or 1: anything else is not a boolean
         raise InvalidInputError(f"{where}: BOOL tensor holds bytes other than 0 and 1")
     return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype)
