@@ -123,6 +123,14 @@ def _bad_cases() -> list[tuple[str, str, bytes, dict[str, str], int, str]]:
         ("npy wrong shape", "/v1/predict", npy(X.reshape(2, 16)), NPY, 422, "expected shape"),
         ("npy text", "/v1/predict", npy(np.array(["a", "b"])), NPY, 422, "numeric .npy"),
         ("npy to v2", INFER, npy(X), NPY, 400, "/v1/predict only"),
+        (
+            "npy header declares a huge array",
+            "/v1/predict",
+            npy(X).replace(b"(2, 4, 4)", b"(200000000000, 4, 4)"),
+            NPY,
+            400,
+            "declares 12800000000000 bytes",
+        ),
     ]
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from numpy.lib import format as npy_format
 
 from hybridserve.errors import HybridServeError
 from hybridserve.runtime.errors import InvalidInputError
@@ -123,12 +124,32 @@ def tensor_bytes(
 
 
 def npy_batch(raw: bytes) -> npt.NDArray[Any]:
-    """The array of a ``.npy`` body (numbers only: pickled objects are refused)."""
+    """The array of a ``.npy`` body (numbers only: pickled objects are refused).
+
+    The header's shape and dtype are checked against the bytes that follow before any array is
+    made: ``np.load`` would allocate whatever a 100-byte body declares.
+    """
+    fp = io.BytesIO(raw)
     try:
-        arr = np.load(io.BytesIO(raw), allow_pickle=False)
+        version = npy_format.read_magic(fp)
+        if version == (1, 0):
+            shape, fortran, dtype = npy_format.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, fortran, dtype = npy_format.read_array_header_2_0(fp)
+        else:
+            raise ValueError(f"format version {version} (numeric arrays are 1.0 or 2.0)")
     except (ValueError, OSError, EOFError) as err:
         raise MalformedBodyError(f"not a readable .npy body ({err})") from err
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
-        kind = arr.dtype if isinstance(arr, np.ndarray) else type(arr).__name__
-        raise InvalidInputError(f"inputs: expected a numeric .npy array, got {kind}")
-    return arr
+    if dtype.hasobject or dtype.kind not in "biuf":
+        raise InvalidInputError(f"inputs: expected a numeric .npy array, got {dtype}")
+    data = memoryview(raw)[fp.tell() :]
+    want = math.prod(shape) * dtype.itemsize
+    if len(data) != want:
+        raise MalformedBodyError(
+            f"not a readable .npy body (its header declares {want} bytes of data, "
+            f"the body holds {len(data)})"
+        )
+    arr: npt.NDArray[Any] = np.frombuffer(data, dtype=dtype)
+    # a copy: writable, C order, its own memory (the body is read-only bytes)
+    out: npt.NDArray[Any] = arr.reshape(shape, order="F" if fortran else "C").copy()
+    return out
