@@ -43,8 +43,16 @@ def register(app: typer.Typer) -> None:
         from hybridserve.models.zoo.train import train_family
 
         if family == "kjv-gpt":
-            from hybridserve.models.zoo.kjv_gpt.family import default_checkpoint_dir, weights_dir
-            from hybridserve.models.zoo.kjv_gpt.family import train_family as train_kjv
+            try:
+                from hybridserve.models.zoo.kjv_gpt.family import (
+                    default_checkpoint_dir,
+                    weights_dir,
+                )
+                from hybridserve.models.zoo.kjv_gpt.family import train_family as train_kjv
+            except ModuleNotFoundError as err:
+                raise HybridServeError(
+                    f"kjv-gpt needs {err.name!r}: pip install 'hybridserve[gen,zoo-text]'"
+                ) from err
 
             train_kjv(
                 out or weights_dir(),

@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -36,6 +37,7 @@ from hybridserve.runtime.errors import (
     ServingError,
 )
 from hybridserve.server.decode import predict_inputs, v2_tensor
+from hybridserve.server.fastroute import BodyRoute, FastJSONResponse
 from hybridserve.server.frontdoor import FrontDoor
 from hybridserve.server.metrics import ServerMetrics
 from hybridserve.server.openapi import (
@@ -225,6 +227,9 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
         return holder.serving()
 
     # ------------------------------------------------------------------ inference
+    # BodyRoute: orjson, .npy and v2 binary bodies; the declared body model stays the schema
+    app.router.route_class = BodyRoute
+
     @app.post(
         "/v1/predict",
         response_model=PredictResponse,
@@ -237,7 +242,7 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
         x = await predict_inputs(body.inputs, eng.family.input_shape, eng.config.max_batch_size)
         result = await eng.predict_result(x)
         answers = answer_dicts(result, eng.family.label_names)
-        return JSONResponse(
+        return FastJSONResponse(
             {"model": eng.family.name, "answers": answers, "policy_version": result.policy_version}
         )
 
@@ -274,7 +279,7 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
                 "data": [a["model"] for a in answers],
             },
         ]
-        return JSONResponse(
+        return FastJSONResponse(
             {
                 "model_name": eng.family.name,
                 "id": body.id,
@@ -283,6 +288,8 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
                 "policy_version": result.policy_version,
             }
         )
+
+    app.router.route_class = APIRoute  # the other routes keep FastAPI's own body handling
 
     @app.get(
         "/v2/models/{model_name}",

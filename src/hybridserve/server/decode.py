@@ -197,9 +197,20 @@ def simple_inputs(
 
 
 async def predict_inputs(
-    inputs: list[list[Any] | str], input_shape: tuple[int, ...], max_batch_size: int
+    inputs: list[list[Any] | str] | npt.NDArray[Any],
+    input_shape: tuple[int, ...],
+    max_batch_size: int,
 ) -> npt.NDArray[Any]:
-    """``simple_inputs`` for the event loop: PNG bodies are decoded on a worker thread."""
+    """``simple_inputs`` for the event loop: PNG bodies are decoded on a worker thread.
+
+    An array (a ``.npy`` body) is already a batch: the engine checks its shape and values.
+    """
+    if isinstance(inputs, np.ndarray):
+        if inputs.ndim == 0 or inputs.shape[0] == 0:
+            raise InvalidInputError("inputs: empty batch; send at least one input")
+        check_count(inputs.shape[0], max_batch_size)
+        _check_fits_float32(inputs, "inputs")
+        return inputs
     if any(isinstance(item, str) for item in inputs):
         check_count(len(inputs), max_batch_size)  # before a thread is even asked for
         return await asyncio.to_thread(simple_inputs, inputs, input_shape, max_batch_size)

@@ -281,11 +281,18 @@ class FrontDoor:
                 return b"".join(parts)
 
 
+#: Bodies the inference routes read as bytes (``server/binary.py``), not JSON.
+_BINARY_TYPES = (b"application/octet-stream", b"application/x-npy")
+
+
 def _as_json(scope: Scope) -> Scope:
-    """Every body this API takes is JSON: parse it as such whatever Content-Type says.
+    """Every other body this API takes is JSON: parse it as such whatever Content-Type says.
 
     (``curl -d`` sends form encoding; without this the client would get a confusing error.)
     """
+    media = (_header(scope, b"content-type") or b"").partition(b";")[0].strip().lower()
+    if media in _BINARY_TYPES:
+        return scope
     headers = [(k, v) for k, v in scope.get("headers", ()) if k != b"content-type"]
     headers.append((b"content-type", b"application/json"))
     return {**scope, "headers": headers}
