@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import yaml
 from pydantic import ValidationError
@@ -32,3 +32,19 @@ def validation_message(source: object, err: ValidationError) -> str:
         msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
         problems.append(f"{where}: {msg}")
     return f"{source}: " + "; ".join(problems)
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+NamedT = TypeVar("NamedT", bound=_Named)
+
+
+def unique_names(entries: list[NamedT]) -> list[NamedT]:
+    """``entries`` unchanged if their names are unique (a pydantic field validator's body)."""
+    names = [e.name for e in entries]
+    if len(set(names)) != len(names):
+        raise ValueError(f"model names must be unique, got {names}")
+    return entries

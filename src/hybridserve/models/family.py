@@ -35,7 +35,7 @@ from hybridserve.errors import HybridServeError
 from hybridserve.models.base import Model
 from hybridserve.models.preprocessing import Preprocessing
 from hybridserve.models.torch_model import TorchModel, load_weights
-from hybridserve.yamlio import read_mapping, validation_message
+from hybridserve.yamlio import read_mapping, unique_names, validation_message
 
 BUNDLED = ("fashion-mnist",)
 
@@ -84,10 +84,7 @@ class FamilyConfig(BaseModel):
     @field_validator("models")
     @classmethod
     def _unique_names(cls, value: list[ModelEntry]) -> list[ModelEntry]:
-        names = [m.name for m in value]
-        if len(set(names)) != len(names):
-            raise ValueError(f"model names must be unique, got {names}")
-        return value
+        return unique_names(value)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hybridserve.errors import HybridServeError
 from hybridserve.models.generative import GenerativeModel
-from hybridserve.yamlio import read_mapping, validation_message
+from hybridserve.yamlio import read_mapping, unique_names, validation_message
 
 
 class GenerativeModelEntry(BaseModel):
@@ -62,10 +62,7 @@ class GenerativeFamilyConfig(BaseModel):
     @field_validator("models")
     @classmethod
     def _unique_names(cls, value: list[GenerativeModelEntry]) -> list[GenerativeModelEntry]:
-        names = [m.name for m in value]
-        if len(set(names)) != len(names):
-            raise ValueError(f"model names must be unique, got {names}")
-        return value
+        return unique_names(value)
 
 
 @dataclass(frozen=True)
