@@ -12,6 +12,9 @@ from typing import Annotated
 
 import typer
 
+#: The environment variable holding the bearer token (serve requires it, bench sends it).
+API_KEY_ENV = "HYBRIDSERVE_API_KEY"
+
 WorkdirOption = Annotated[
     Path, typer.Option(help="pipeline working directory (every step reads and writes here)")
 ]

@@ -13,11 +13,9 @@ from typing import Annotated
 import typer
 from pydantic import SecretStr, ValidationError
 
-from hybridserve.cliopts import ConfigOption, FamilyOption, WorkdirOption
+from hybridserve.cliopts import API_KEY_ENV, ConfigOption, FamilyOption, WorkdirOption
 from hybridserve.errors import HybridServeError
 from hybridserve.workdir import DEFAULT_WORKDIR
-
-API_KEY_ENV = "HYBRIDSERVE_API_KEY"
 
 #: Levels ``serve`` takes (uvicorn's and logging's names, lower-case).
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")

@@ -17,7 +17,7 @@ from hybridserve.bench.report import (
     write_report,
 )
 from hybridserve.bench.run import MIN_CLIENTS, LoadSettings, bench_url, run_bench
-from hybridserve.cliopts import ConfigOption, FamilyOption, WorkdirOption
+from hybridserve.cliopts import API_KEY_ENV, ConfigOption, FamilyOption, WorkdirOption
 from hybridserve.errors import HybridServeError
 from hybridserve.workdir import DEFAULT_WORKDIR, Workdir
 
@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
         url: Annotated[
             str | None, typer.Option(help="bench a running server instead (e.g. Ray backend)")
         ] = None,
-        api_key: Annotated[str | None, typer.Option(envvar="HYBRIDSERVE_API_KEY")] = None,
+        api_key: Annotated[str | None, typer.Option(envvar=API_KEY_ENV)] = None,
         systems: Annotated[
             list[str] | None, typer.Option(help="only these systems (repeatable)")
         ] = None,

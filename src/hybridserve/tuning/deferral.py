@@ -108,6 +108,24 @@ def _logit(p: FloatArray) -> FloatArray:
     return np.asarray(np.log(q) - np.log1p(-q))
 
 
+def _fit_logistic(
+    x: FloatArray, right: npt.NDArray[np.bool_], c: float
+) -> tuple[list[float], list[float], list[float], float]:
+    """Standardisation (mean, scale), weights and intercept of one position's regression."""
+    # scikit-learn is needed to fit only; a fitted rule scores with numpy
+    from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
+
+    mu, sd = x.mean(axis=0), x.std(axis=0)
+    sd[sd < 1e-9] = 1.0
+    if right.all() or not right.any():
+        # one class only: a constant score (its log-odds) keeps the rule defined
+        constant = float(_logit(np.array([right.mean()]))[0])
+        return mu.tolist(), sd.tolist(), [0.0] * x.shape[1], constant
+    lr = LogisticRegression(C=c, max_iter=1000).fit((x - mu) / sd, right)
+    w = np.asarray(lr.coef_[0], dtype=np.float64)
+    return mu.tolist(), sd.tolist(), w.tolist(), float(lr.intercept_[0])
+
+
 class DeferralRule(ABC):
     """Scores the standing answer at a chain position from the request's trail."""
 
@@ -212,44 +230,25 @@ class LearnedRule(DeferralRule):
         return len(self.coef_)
 
     def fit(self, trail: npt.NDArray[Any], labels: npt.ArrayLike) -> LearnedRule:
-        # scikit-learn is needed to fit only; a fitted rule scores with numpy
-        from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
-
         t = np.asarray(trail, dtype=np.float64)
         y = np.asarray(labels, dtype=np.int64)
         if t.ndim != 3 or t.shape[0] != y.shape[0]:
             raise HybridServeError(f"deferral.fit: trail {t.shape} does not match labels {y.shape}")
-        self.mean_: list[list[float]] = []
-        self.scale_: list[list[float]] = []
-        self.coef_: list[list[float]] = []
-        self.intercept_: list[float] = []
-        self.forests_: list[Forest] = []
+        problems = []
         for i in range(t.shape[1] - 1):
-            x = features(t, i, self.answer)
             right = standing_answer(t, i, self.answer) == y
             if self.target == "no_loss":
                 # stopping only costs accuracy where the giant would have been right
                 right |= t[:, -1].argmax(axis=1) != y
-            if self.model == "boosted":
-                self.forests_.append(fit_boosted(x, right, seed=i))
-                continue
-            mu, sd = x.mean(axis=0), x.std(axis=0)
-            sd[sd < 1e-9] = 1.0
-            if right.all() or not right.any():
-                # one class only: a constant score (its log-odds) keeps the rule defined
-                w, b = np.zeros(x.shape[1]), float(_logit(np.array([right.mean()]))[0])
-            else:
-                lr = LogisticRegression(C=self.c, max_iter=1000)
-                lr.fit((x - mu) / sd, right)
-                w, b = lr.coef_[0], float(lr.intercept_[0])
-            self.mean_.append(mu.tolist())
-            self.scale_.append(sd.tolist())
-            self.coef_.append(np.asarray(w, dtype=np.float64).tolist())
-            self.intercept_.append(b)
+            problems.append((features(t, i, self.answer), right))
         if self.model == "boosted":
-            del self.mean_, self.scale_, self.coef_, self.intercept_
-        else:
-            del self.forests_
+            self.forests_ = [fit_boosted(x, r, seed=i) for i, (x, r) in enumerate(problems)]
+            return self
+        fits = [_fit_logistic(x, r, self.c) for x, r in problems]
+        self.mean_ = [mu for mu, _, _, _ in fits]
+        self.scale_ = [sd for _, sd, _, _ in fits]
+        self.coef_ = [w for _, _, w, _ in fits]
+        self.intercept_ = [b for _, _, _, b in fits]
         return self
 
     def score(self, position: int, probs: FloatArray, trail: npt.NDArray[Any] | None) -> FloatArray:
