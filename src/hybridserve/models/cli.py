@@ -34,6 +34,13 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option(help="kjv-gpt: checkpoints and log.jsonl (default: cache)")
         ] = None,
         device: Annotated[str, typer.Option(help="kjv-gpt: torch device (cpu, cuda)")] = "cpu",
+        lr: Annotated[
+            float | None, typer.Option(help="kjv-gpt: override every recipe's peak learning rate")
+        ] = None,
+        init_from: Annotated[
+            Path | None,
+            typer.Option(help="kjv-gpt: continue from this family directory's weights"),
+        ] = None,
     ) -> None:
         """Train the family with its seeded recipe and write safetensors + manifest.json.
 
@@ -63,6 +70,8 @@ def register(app: typer.Typer) -> None:
                 resume=resume,
                 epochs=epochs,
                 device=device,
+                lr=lr,
+                init_from=init_from,
             )
             return
         if family != "fashion-mnist":

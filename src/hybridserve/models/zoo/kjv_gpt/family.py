@@ -50,6 +50,10 @@ class RunOptions:
     evals_per_epoch: int
     epochs: float | None = None
     device: str = "cpu"
+    #: override every recipe's peak learning rate
+    lr: float | None = None
+    #: a family directory (like the package's) whose members' weights training starts from
+    init_from: Path | None = None
 
 
 class StopRequestedError(Exception):
@@ -70,10 +74,17 @@ def default_checkpoint_dir() -> Path:
     return Path(base) / "hybridserve" / f"{FAMILY}-checkpoints"
 
 
-def _tokenizer(ckpt_dir: Path, train_texts: list[str]) -> Tokenizer:
-    """The run's tokenizer: reused from the checkpoint directory so a resume sees the same ids."""
+def _tokenizer(ckpt_dir: Path, train_texts: list[str], init_from: Path | None) -> Tokenizer:
+    """The run's tokenizer: reused from the checkpoint directory so a resume sees the same ids,
+    or taken from the warm-start family so its weights keep meaning the same tokens."""
     path = ckpt_dir / "tokenizer" / "tokenizer.json"
     if path.is_file():
+        return Tokenizer.from_file(str(path))
+    if init_from is not None:
+        found = sorted(init_from.glob("*/tokenizer.json"))
+        if not found:
+            raise HybridServeError(f"--init-from {init_from}: no member with a tokenizer.json")
+        save_tokenizer(Tokenizer.from_file(str(found[0])), path.parent)
         return Tokenizer.from_file(str(path))
     tok = train_tokenizer(train_texts)
     save_tokenizer(tok, path.parent)
@@ -158,12 +169,14 @@ def _train_member(
     trainer.run(on_step=on_step)
     trainer.save(ckpt)
     _export(trainer, ckpt_dir / "tokenizer", out_dir / name)
+    before = _prior_training(run.init_from, name)
     entry = {
         "params": sum(p.numel() for p in trainer.model.parameters()),
         "layers": SIZES[name].layers,
         "width": SIZES[name].width,
-        "tokens_trained": trainer.tokens_trained,
-        "epochs": recipe.epochs,
+        "tokens_trained": trainer.tokens_trained + int(before.get("tokens_trained", 0)),
+        "epochs": recipe.epochs + float(before.get("epochs", 0)),
+        "lr": recipe.lr,
         "seed": trainer.seed,
         "accuracy_val": round(next_word_accuracy(trainer.model, tok, val), 4),
         "accuracy_test": round(next_word_accuracy(trainer.model, tok, test), 4),
@@ -171,7 +184,26 @@ def _train_member(
         "train_tokens_per_s": round(trainer.tokens_trained / max(trainer.train_seconds, 1e-9)),
         "torch": torch.__version__,
     }
+    if run.init_from is not None:
+        # what this run added on top of the weights it started from
+        entry["continued_from"] = {
+            "tokens_trained": before.get("tokens_trained"),
+            "epochs": before.get("epochs"),
+            "run_tokens": trainer.tokens_trained,
+            "run_epochs": recipe.epochs,
+        }
     _log(ckpt_dir, {"model": name, "event": "done", **entry})
+    return entry
+
+
+def _prior_training(init_from: Path | None, name: str) -> dict[str, Any]:
+    """The warm-start family's manifest entry for ``name`` (empty without one)."""
+    if init_from is None:
+        return {}
+    path = init_from / "manifest.json"
+    if not path.is_file():
+        return {}
+    entry: dict[str, Any] = json.loads(path.read_text()).get(name, {})
     return entry
 
 
@@ -187,9 +219,12 @@ def train_family(
     evals_per_epoch: int = 1,
     epochs: float | None = None,
     device: str = "cpu",
+    lr: float | None = None,
+    init_from: Path | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Train the family (or ``only`` some members), smallest first; ``epochs`` overrides the
-    recipes' (a checkpoint of another epoch count is refused, so delete it to retrain)."""
+    """Train the family (or ``only`` some members), smallest first; ``epochs`` and ``lr``
+    override the recipes' (a checkpoint of another recipe is refused, so delete it to retrain).
+    ``init_from`` continues training from that family directory's weights."""
     names = only or list(SIZES)
     unknown = [n for n in names if n not in SIZES]
     if unknown:
@@ -200,9 +235,12 @@ def train_family(
     out_dir.mkdir(parents=True, exist_ok=True)
     # the shipped prompts come from the seed-0 split: a model seed never moves chapters
     splits = split_chapters(load_chapters())
-    tok = _tokenizer(ckpt_dir, [c.text for c in splits["train"]])
+    if init_from is not None:
+        # read the prior manifest before a run into the same directory rewrites it
+        init_from = init_from.resolve()
+    tok = _tokenizer(ckpt_dir, [c.text for c in splits["train"]], init_from)
     tokens = _token_stream(tok, [c.text for c in splits["train"]])
-    run = RunOptions(resume, checkpoint_seconds, evals_per_epoch, epochs, device)
+    run = RunOptions(resume, checkpoint_seconds, evals_per_epoch, epochs, device, lr, init_from)
     manifest_path = out_dir / "manifest.json"
     manifest: dict[str, dict[str, Any]] = (
         json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
@@ -234,9 +272,16 @@ def _train_members(
         if run.resume and name in manifest and (out_dir / name / "model.safetensors").is_file():
             print(f"{name}: already trained, skipped", flush=True)
             continue
-        recipe = RECIPES[name] if run.epochs is None else replace(RECIPES[name], epochs=run.epochs)
+        recipe = RECIPES[name]
+        if run.epochs is not None:
+            recipe = replace(recipe, epochs=run.epochs)
+        if run.lr is not None:
+            recipe = replace(recipe, lr=run.lr)
         model_seed = seed + list(SIZES).index(name)
-        trainer = Trainer(name, recipe, tokens, model_seed, tok.get_vocab_size(), run.device)
+        init = run.init_from / name if run.init_from is not None else None
+        trainer = Trainer(
+            name, recipe, tokens, model_seed, tok.get_vocab_size(), run.device, init_from=init
+        )
         manifest[name] = _train_member(trainer, tok, val, test, ckpt_dir, out_dir, run)
         ordered = {n: manifest[n] for n in SIZES if n in manifest}
         (out_dir / "manifest.json").write_text(json.dumps(ordered, indent=2) + "\n")

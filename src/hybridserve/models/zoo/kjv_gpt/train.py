@@ -79,11 +79,15 @@ class Trainer:
         seed: int,
         vocab_size: int,
         device: str = "cpu",
+        init_from: Path | None = None,
     ) -> None:
         self.name, self.recipe, self.tokens, self.seed = name, recipe, tokens, seed
+        self.init_from = str(init_from) if init_from is not None else None
         self.device = torch.device(device)
         torch.manual_seed(seed)
         self.model: GPT2LMHeadModel = build(name, vocab_size, recipe.dropout)
+        if init_from is not None:
+            self._warm_start(init_from)
         # transformers types its wrapped .to() wrongly; nn.Module.to moves in place
         self.model.to(self.device)  # type: ignore[arg-type]
         self.total_steps = steps_for(recipe, int(tokens.numel()))
@@ -104,6 +108,25 @@ class Trainer:
         self.step = 0
         self.train_seconds = 0.0
         self.dropout_rng = torch.get_rng_state()
+
+    def _warm_start(self, directory: Path) -> None:
+        """Start from a saved member's weights (continued training with a fresh schedule)."""
+        weights = directory / "model.safetensors"
+        if not weights.is_file():
+            raise HybridServeError(f"--init-from {directory}: no model.safetensors there")
+        from safetensors.torch import load_file
+
+        state = load_file(str(weights))
+        own = self.model.state_dict()
+        # tied output embeddings are saved once; anything else missing is another architecture
+        missing = [k for k in own if k not in state and k != "lm_head.weight"]
+        mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
+        if missing or mismatched:
+            raise HybridServeError(
+                f"--init-from {directory} is not a {self.name!r} model of this family "
+                f"(missing {missing[:3]}, other shapes {mismatched[:3]})"
+            )
+        self.model.load_state_dict(state, strict=False)
 
     @property
     def done(self) -> bool:
@@ -153,6 +176,7 @@ class Trainer:
             "name": self.name,
             "recipe": asdict(self.recipe),
             "seed": self.seed,
+            "init_from": self.init_from,
             "step": self.step,
             "train_seconds": self.train_seconds,
             "model": self.model.state_dict(),
@@ -172,9 +196,11 @@ class Trainer:
             ck["name"] != self.name
             or ck["recipe"] != asdict(self.recipe)
             or ck["seed"] != self.seed
+            or ck.get("init_from") != self.init_from
         ):
             raise HybridServeError(
-                f"{path} is a checkpoint of another model, recipe or seed; delete it to restart"
+                f"{path} is a checkpoint of another model, recipe, seed or warm start; "
+                "delete it to restart"
             )
         self.model.load_state_dict(ck["model"])
         self.opt.load_state_dict(ck["opt"])
