@@ -37,7 +37,7 @@ from hybridserve.models.preprocessing import Preprocessing
 from hybridserve.models.torch_model import TorchModel, load_weights
 from hybridserve.yamlio import read_mapping, unique_names, validation_message
 
-BUNDLED = ("fashion-mnist",)
+BUNDLED = ("fashion-mnist", "kjv-gpt")
 
 
 class ModelEntry(BaseModel):
@@ -203,6 +203,19 @@ def bundled_config_path(name: str) -> Path:
     if name not in BUNDLED:
         raise HybridServeError(f"unknown bundled family {name!r}; bundled: {list(BUNDLED)}")
     return Path(str(resources.files("hybridserve.models") / "weights" / name / "family.yaml"))
+
+
+def family_path(family: str, config: Path | None = None) -> Path:
+    """The YAML a step reads: the user's ``config``, else the bundled family's."""
+    return Path(config) if config is not None else bundled_config_path(family)
+
+
+def is_generative(path: Path) -> bool:
+    """Whether the family YAML at ``path`` declares ``task: generate``."""
+    path = Path(path)
+    if not path.is_file():
+        raise HybridServeError(f"family config not found: {path}")
+    return read_mapping(path).get("task") == "generate"
 
 
 def load_family(

@@ -5,6 +5,8 @@ A family YAML with ``task: generate`` lists causal LMs saved in local directorie
     family: my-lms
     task: generate
     data: {val: val.jsonl, test: test.jsonl}   # optional; {prompt, answer} lines
+    scorer: exact                              # optional: exact (default), next-word
+    max_new_tokens: 32                         # optional: generation budget per request
     models:                                    # cascade order, smallest first, the giant last
       - name: small
         loader: hf-causal-lm                   # a transformers causal LM + tokenizer directory
@@ -57,6 +59,11 @@ class GenerativeFamilyConfig(BaseModel):
     family: str = Field(min_length=1)
     task: Literal["generate"]
     data: GenerativeDataEntry | None = None
+    scorer: Literal["exact", "next-word"] = Field(
+        default="exact",
+        description="exact: the stripped output equals the answer; next-word: its first word does",
+    )
+    max_new_tokens: int = Field(default=32, ge=1, le=4096)
     models: list[GenerativeModelEntry] = Field(min_length=2)
 
     @field_validator("models")
@@ -72,6 +79,8 @@ class GenerativeFamily:
     name: str
     models: tuple[GenerativeModel, ...]
     data_paths: dict[str, Path] = field(default_factory=dict, compare=False)
+    scorer: str = "exact"
+    max_new_tokens: int = 32
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -118,6 +127,8 @@ def build_generative_family(
         name=cfg.family,
         models=models,
         data_paths={split: (base / p).resolve() for split, p in data.items()},
+        scorer=cfg.scorer,
+        max_new_tokens=cfg.max_new_tokens,
     )
 
 
