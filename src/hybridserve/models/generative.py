@@ -12,6 +12,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+import numpy.typing as npt
+
 from hybridserve.errors import HybridServeError
 from hybridserve.models.base import ModelInfo
 
@@ -27,7 +30,9 @@ class GenerationParams:
     ``top_p``. Sampling with a ``seed`` repeats exactly. ``stop`` strings end a request when its
     generated text contains one (the text is cut before it); ``stop_at_eos`` ends it at the
     tokenizer's end-of-sequence token. ``top_logprobs`` > 0 asks for that many most likely
-    alternatives at every generated position.
+    alternatives at every generated position. ``logprob_temperature`` T > 0 also reports each
+    generated token's calibrated log-probability, log-softmax(logits / T) (``Generation.
+    calibrated_logprobs``); it never changes which token is chosen.
     """
 
     max_new_tokens: int = 32
@@ -37,6 +42,7 @@ class GenerationParams:
     stop: tuple[str, ...] = ()
     stop_at_eos: bool = True
     top_logprobs: int = 0
+    logprob_temperature: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):  # one string would otherwise be split into characters
@@ -51,6 +57,12 @@ class GenerationParams:
             raise HybridServeError(f"temperature must be a number >= 0, got {self.temperature!r}")
         if not _is_number(self.top_p) or not 0 < self.top_p <= 1:
             raise HybridServeError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if self.logprob_temperature is not None and (
+            not _is_number(self.logprob_temperature) or not self.logprob_temperature > 0
+        ):
+            raise HybridServeError(
+                f"logprob_temperature must be a number > 0, got {self.logprob_temperature!r}"
+            )
         if not isinstance(self.stop_at_eos, bool):
             raise HybridServeError(f"stop_at_eos must be true or false, got {self.stop_at_eos!r}")
         for s in self.stop:
@@ -93,7 +105,8 @@ class Generation:
     ``logprobs[i]`` is the model's own log-probability of ``token_ids[i]`` (log-softmax of its
     logits, before temperature or top-p), so confidence does not depend on how it was sampled.
     ``top_logprobs[i]`` lists the most likely tokens at position ``i``, most likely first, or is
-    ``None`` when not asked for.
+    ``None`` when not asked for. ``calibrated_logprobs[i]`` is log-softmax(logits / T) of
+    ``token_ids[i]`` when ``GenerationParams.logprob_temperature`` T was set, else ``None``.
     """
 
     text: str
@@ -102,6 +115,7 @@ class Generation:
     finish_reason: FinishReason
     prompt_tokens: int
     top_logprobs: tuple[tuple[TokenLogprob, ...], ...] | None = None
+    calibrated_logprobs: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +150,25 @@ class GenerativeModel(ABC):
     @abstractmethod
     def generate(self, prompts: list[str], params: GenerationParams) -> list[Generation]:
         """One ``Generation`` per prompt, in order; the prompts are decoded as one batch."""
+
+    def decode(self, token_ids: list[int]) -> str:
+        """The text of ``token_ids`` (special tokens dropped); scorers use it to find which
+        generated tokens make up an answer."""
+        raise HybridServeError(f"model {self.name!r} cannot decode token ids")
+
+    def next_token_logits(
+        self, texts: list[str], max_positions_per_text: int = 16
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Teacher-forced next-token logits (M×V float32) and the tokens that came next (M).
+
+        From each text, its last ``max_positions_per_text`` predicted positions (the token that
+        follows each is the target). What a temperature for the model's token probabilities is
+        fitted on.
+        """
+        raise HybridServeError(
+            f"model {self.name!r} gives no teacher-forced logits, so its token probabilities "
+            "cannot be calibrated"
+        )
 
     @property
     def fingerprint(self) -> str:

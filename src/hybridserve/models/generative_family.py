@@ -5,7 +5,7 @@ A family YAML with ``task: generate`` lists causal LMs saved in local directorie
     family: my-lms
     task: generate
     data: {val: val.jsonl, test: test.jsonl}   # optional; {prompt, answer} lines
-    scorer: exact                              # optional: exact (default), next-word
+    scorer: exact                              # optional: exact (default), next-word, mod:fn
     max_new_tokens: 32                         # optional: generation budget per request
     models:                                    # cascade order, smallest first, the giant last
       - name: small
@@ -59,12 +59,24 @@ class GenerativeFamilyConfig(BaseModel):
     family: str = Field(min_length=1)
     task: Literal["generate"]
     data: GenerativeDataEntry | None = None
-    scorer: Literal["exact", "next-word"] = Field(
+    scorer: str = Field(
         default="exact",
-        description="exact: the stripped output equals the answer; next-word: its first word does",
+        description="exact: the stripped output equals the answer; next-word: its first word "
+        "does; or a registered scorer's name, or module:function (text, answer) -> bool",
     )
     max_new_tokens: int = Field(default=32, ge=1, le=4096)
     models: list[GenerativeModelEntry] = Field(min_length=2)
+
+    @field_validator("scorer")
+    @classmethod
+    def _known_scorer(cls, value: str) -> str:
+        from hybridserve.models.scorers import SCORERS
+
+        if value not in SCORERS and not (value.count(":") == 1 and all(value.split(":"))):
+            raise ValueError(
+                f"unknown scorer {value!r}; known: {sorted(SCORERS)} or module:function"
+            )
+        return value
 
     @field_validator("models")
     @classmethod

@@ -17,6 +17,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
+import numpy.typing as npt
 import torch
 
 from hybridserve.errors import HybridServeError
@@ -209,18 +211,29 @@ class HFCausalLM(GenerativeModel):
         rows = list(range(len(prompts)))  # prompt index of each row still in the batch
         tokens: list[list[int]] = [[] for _ in prompts]
         logprobs: list[list[float]] = [[] for _ in prompts]
+        calibrated: list[list[float]] = [[] for _ in prompts]
+        temp = params.logprob_temperature
         tops: list[list[tuple[TokenLogprob, ...]]] = [[] for _ in prompts]
         results: dict[int, Generation] = {}
         for _ in range(params.max_new_tokens):
             log_probs = torch.log_softmax(logits, dim=-1)
             chosen = choose_next(logits, params, generators, rows)
             chosen_lp = log_probs.gather(-1, chosen.unsqueeze(-1)).squeeze(-1)
+            cal_lp = (
+                None
+                if temp is None
+                else torch.log_softmax(logits / temp, dim=-1)
+                .gather(-1, chosen.unsqueeze(-1))
+                .squeeze(-1)
+            )
             top = self._top(log_probs, params.top_logprobs)
             keep: list[int] = []
             for b, r in enumerate(rows):
                 token = int(chosen[b])
                 tokens[r].append(token)
                 logprobs[r].append(float(chosen_lp[b]))
+                if cal_lp is not None:
+                    calibrated[r].append(float(cal_lp[b]))
                 if top is not None:
                     tops[r].append(top[b])
                 done = self._finished(r, encoded[r], tokens[r], params)
@@ -235,6 +248,7 @@ class HFCausalLM(GenerativeModel):
                         finish_reason=reason,
                         prompt_tokens=len(encoded[r]),
                         top_logprobs=tuple(tops[r]) if params.top_logprobs else None,
+                        calibrated_logprobs=None if temp is None else tuple(calibrated[r]),
                     )
             if not keep:
                 break
@@ -267,6 +281,50 @@ class HFCausalLM(GenerativeModel):
 
     def _decode(self, token_ids: list[int]) -> str:
         return str(self.tokenizer.decode(token_ids, skip_special_tokens=True))
+
+    def decode(self, token_ids: list[int]) -> str:
+        return self._decode(list(token_ids))
+
+    @torch.inference_mode()
+    def next_token_logits(
+        self, texts: list[str], max_positions_per_text: int = 16, batch_size: int = 16
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """One batched forward pass per ``batch_size`` texts; only the kept positions' logits
+        leave the pass, so memory stays at one chunk's activations plus M×V."""
+        if max_positions_per_text < 1:
+            raise HybridServeError(
+                f"max_positions_per_text must be >= 1, got {max_positions_per_text!r}"
+            )
+        encoded = [ids[: self.max_context] for ids in self.encode(texts)]
+        dev = torch.device(self._device)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        logits_parts: list[npt.NDArray[np.float32]] = []
+        target_parts: list[npt.NDArray[np.int64]] = []
+        for lo in range(0, len(encoded), batch_size):
+            chunk = [row for row in encoded[lo : lo + batch_size] if len(row) > 1]
+            if not chunk:
+                continue
+            width = max(len(row) for row in chunk)
+            # right padding: positions count from 0 for every row, the mask hides the tail
+            ids = torch.full((len(chunk), width), int(pad), dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for r, row in enumerate(chunk):
+                ids[r, : len(row)] = torch.tensor(row)
+                mask[r, : len(row)] = 1
+            out = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits
+            rows, cols, targets = [], [], []
+            for r, row in enumerate(chunk):
+                first = max(0, len(row) - 1 - max_positions_per_text)
+                for c in range(first, len(row) - 1):
+                    rows.append(r)
+                    cols.append(c)
+                    targets.append(row[c + 1])
+            picked = out[torch.tensor(rows, device=dev), torch.tensor(cols, device=dev)]
+            logits_parts.append(picked.float().cpu().numpy())
+            target_parts.append(np.asarray(targets, dtype=np.int64))
+        if not logits_parts:
+            raise HybridServeError("next_token_logits: no text has two or more tokens")
+        return np.concatenate(logits_parts), np.concatenate(target_parts)
 
     def _top(self, log_probs: torch.Tensor, k: int) -> list[tuple[TokenLogprob, ...]] | None:
         if k == 0:
