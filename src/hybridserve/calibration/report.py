@@ -2,6 +2,12 @@
 
 Calibrators are fitted on the validation split only; every accuracy/ECE/NLL "test" figure is
 measured on the disjoint test split, so the numbers are honest estimates.
+
+A generative family's report says ``task: generate``: each model's ``calibrator`` is then a
+``{"kind": "sequence", ...}`` (``calibration.sequence``: token temperature and per-aggregate
+P(correct) maps), ``accuracy_*`` are exact-match rates, ``ece_*`` sequence-level ECE (raw
+``min`` token probability before, calibrated after), ``nll_*`` next-token NLL at T = 1 and at
+the fitted T, and ``sequence`` holds the per-aggregate and per-method figures.
 """
 
 from __future__ import annotations
@@ -39,21 +45,28 @@ class ModelCalibration:
     nll_before: float
     nll_after: float
     calibrator: dict[str, Any]
+    #: generative models only: per-aggregate ECE, calibrator methods compared, token counts
+    sequence: dict[str, Any] | None = None
 
     def build_calibrator(self) -> Calibrator:
         """The fitted calibrator this entry stores."""
         return calibrator_from_dict(self.calibrator)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if out["sequence"] is None:
+            del out["sequence"]  # classifier entries keep their original fields only
+        return out
 
     @classmethod
-    def from_dict(cls, data: Any, where: str = "model") -> ModelCalibration:
+    def from_dict(cls, data: Any, where: str = "model", task: str = "classify") -> ModelCalibration:
         """Parse one ``models[i]`` entry; errors name ``where`` and the field."""
         if not isinstance(data, dict):
             raise HybridServeError(f"{where}: expected a mapping, got {type(data).__name__}")
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
+            if f.name not in data and f.default is not dataclasses.MISSING:
+                continue
             if f.name not in data:
                 raise HybridServeError(f"{where}: missing field {f.name!r}")
             raw = data[f.name]
@@ -69,7 +82,12 @@ class ModelCalibration:
             except (TypeError, ValueError) as err:
                 raise HybridServeError(f"{where}.{f.name}: invalid value {raw!r}") from err
         try:
-            calibrator_from_dict(values["calibrator"])
+            if task == "generate":
+                from hybridserve.calibration.sequence import sequence_calibrator_from_dict
+
+                sequence_calibrator_from_dict(values["calibrator"])
+            else:
+                calibrator_from_dict(values["calibrator"])
         except HybridServeError as err:
             raise HybridServeError(f"{where}.calibrator: {err}") from err
         return cls(**values)
@@ -83,6 +101,8 @@ class CalibrationReport:
     calibrator: str
     n_bins: int
     models: tuple[ModelCalibration, ...]
+    #: ``classify`` (logit calibrators) or ``generate`` (sequence calibrators)
+    task: str = "classify"
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -96,11 +116,17 @@ class CalibrationReport:
         raise HybridServeError(f"calibration has no model {name!r}; it has {list(self.names)}")
 
     def calibrators(self) -> dict[str, Calibrator]:
-        """Fitted calibrators by model name, in chain order."""
+        """Fitted calibrators by model name, in chain order (classifier families)."""
+        if self.task != "classify":
+            raise HybridServeError(
+                f"calibration of {self.family!r} is generative: read models[i].calibrator"
+            )
         return {m.name: m.build_calibrator() for m in self.models}
 
     def to_dict(self) -> dict[str, Any]:
+        head = {} if self.task == "classify" else {"task": self.task}
         return {
+            **head,
             "family": self.family,
             "calibrator": self.calibrator,
             "n_bins": self.n_bins,
@@ -115,14 +141,18 @@ class CalibrationReport:
         models = data["models"]
         if not isinstance(models, list) or not models:
             raise HybridServeError(f"{source}: 'models' must be a non-empty list")
+        task = data.get("task", "classify")
+        if task not in ("classify", "generate"):
+            raise HybridServeError(f"{source}: 'task' must be classify or generate, got {task!r}")
         return cls(
             family=str(data["family"]),
             calibrator=str(data["calibrator"]),
             n_bins=int(data["n_bins"]),
             models=tuple(
-                ModelCalibration.from_dict(m, f"{source}: models[{i}]")
+                ModelCalibration.from_dict(m, f"{source}: models[{i}]", task)
                 for i, m in enumerate(models)
             ),
+            task=task,
         )
 
     def save(self, path: Path) -> None:
