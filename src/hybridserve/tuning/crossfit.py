@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from hybridserve.errors import HybridServeError
-from hybridserve.tuning.deferral import LearnedRule, standing_answer
+from hybridserve.tuning.deferral import LearnedRule
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -45,26 +45,23 @@ def cross_fit(
 ) -> tuple[FloatArray, BoolArray]:
     """L×N out-of-fold scores and L×N correctness of the standing answer, per chain position.
 
-    ``trail`` is N×L×K (every chain position filled). The final position's score is its own
-    top probability (its answer always stands) and its answer is its own.
+    ``trail`` is N×L×K (every chain position filled); ``labels`` are what ``rule`` learns from
+    (class labels, or for a generative rule the N×L correctness of each position). The final
+    position's score is its own confidence (its answer always stands) and its answer its own.
+    ``rule`` (default: ``LearnedRule(answer)``) is the template each fold's rule is cloned from.
     """
     t = np.asarray(trail, dtype=np.float32)
-    y = np.asarray(labels, dtype=np.int64)
+    template = rule or LearnedRule(answer=answer)
+    y = np.asarray(labels)
     n, depth, _ = t.shape
     scores = np.empty((depth, n), dtype=np.float64)
-    correct = np.empty((depth, n), dtype=np.bool_)
-    for i in range(depth - 1):
-        correct[i] = standing_answer(t, i, answer) == y
-    correct[-1] = t[:, -1].argmax(axis=1) == y
-    scores[-1] = t[:, -1].max(axis=1)
+    correct = template.correct_matrix(t, y)
+    scores[-1] = template.own_score(t[:, -1])
     if depth == 1:
         return scores, correct
-    template = rule or LearnedRule(answer=answer)
     for k in np.unique(folds).tolist():
         held = folds == k
-        fitted = LearnedRule(
-            answer=answer, c=template.c, target=template.target, model=template.model
-        )
+        fitted = template.clone()
         fitted.fit(t[~held], y[~held])
         part = t[held]
         for i in range(depth - 1):
@@ -79,17 +76,19 @@ def shared_scores(
     answer: str = "last",
     seed: int = 0,
     model: str = "logistic",
+    rule: LearnedRule | None = None,
 ) -> ChainScores:
     """``ChainScores`` for this evidence, reused while the same evidence is searched again (AP
     and EO searches, or several guard levels, fit the same out-of-fold rules)."""
     t = np.ascontiguousarray(trail, dtype=np.float32)
-    y = np.ascontiguousarray(labels, dtype=np.int64)
+    y = np.ascontiguousarray(labels)
     digest = hashlib.sha1(t.tobytes())
-    digest.update(y.tobytes())
-    key = (digest.hexdigest(), t.shape, n_folds, answer, seed, model)
+    digest.update(y.astype(np.int64).tobytes())
+    kind = "learned" if rule is None else rule.kind
+    key = (digest.hexdigest(), t.shape, y.shape, n_folds, answer, seed, model, kind)
     found = _SHARED.get(key)
     if found is None:
-        found = ChainScores(t, y, n_folds, answer, seed, model=model)
+        found = ChainScores(t, y, n_folds, answer, seed, model=model, rule=rule)
         _SHARED[key] = found
         while len(_SHARED) > _SHARED_MAX:
             _SHARED.popitem(last=False)
@@ -108,12 +107,17 @@ class ChainScores:
         seed: int = 0,
         target: str = "no_loss",
         model: str = "logistic",
+        rule: LearnedRule | None = None,
     ) -> None:
         self.trail = np.asarray(trail, dtype=np.float32)
-        self.labels = np.asarray(labels, dtype=np.int64)
+        self.labels = np.asarray(labels)
+        if self.labels.ndim == 1:
+            self.labels = self.labels.astype(np.int64)
         self.answer = answer
         self.target = target
         self.model = model
+        # every chain's rules are clones of this one (a generative rule learns other features)
+        self.template = rule or LearnedRule(answer, target=target, model=model)
         self.folds = fold_ids(self.labels.shape[0], n_folds, seed)
         self._cache: dict[tuple[int, ...], tuple[FloatArray, BoolArray]] = {}
 
@@ -122,17 +126,18 @@ class ChainScores:
         if key not in self._cache:
             self._cache[key] = cross_fit(
                 self.trail[:, list(key)],
-                self.labels,
+                self.template.select_labels(self.labels, key),
                 self.folds,
                 self.answer,
-                LearnedRule(self.answer, target=self.target, model=self.model),
+                self.template.clone(),
             )
         return self._cache[key]
 
     def fit_rule(self, chain: Sequence[int]) -> LearnedRule:
         """The policy's rule for ``chain``: fitted on every validation request."""
-        rule = LearnedRule(answer=self.answer, target=self.target, model=self.model)
-        return rule.fit(self.trail[:, list(chain)], self.labels)
+        rule = self.template.clone()
+        labels = self.template.select_labels(self.labels, list(chain))
+        return rule.fit(self.trail[:, list(chain)], labels)
 
 
 #: A few recent evidence sets' scores (a tune's AP and EO searches; a benchmark's levels).

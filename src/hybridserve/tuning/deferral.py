@@ -22,7 +22,7 @@ The JSON form (inside the policy) is ``{"kind": ..., "state": {...}}`` (``rule_t
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -34,6 +34,7 @@ from hybridserve.tuning.confidence import CONFIDENCES, get_confidence
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 #: Where a standing answer comes from: the current model, or the mean of the visited models.
 ANSWERS = ("last", "mean")
 #: What the learned rule predicts: the standing answer is right, or stopping loses nothing
@@ -132,6 +133,8 @@ class DeferralRule(ABC):
     kind: ClassVar[str]
     #: whether the rule reads earlier positions (the runtime then carries the trail)
     uses_trail: ClassVar[bool] = False
+    #: the outputs it scores: ``classify`` (class probabilities) or ``generate`` (sequence rows)
+    task: ClassVar[str] = "classify"
 
     def __init__(self, answer: str = "last") -> None:
         if answer not in ANSWERS:
@@ -229,18 +232,54 @@ class LearnedRule(DeferralRule):
             raise HybridServeError("the learned deferral rule is not fitted")
         return len(self.coef_)
 
+    # ---- what a subclass changes to learn over other outputs (``seqrules.SeqLearnedRule``) --
+
+    def clone(self) -> LearnedRule:
+        """The same settings, unfitted."""
+        return type(self)(answer=self.answer, c=self.c, target=self.target, model=self.model)
+
+    @staticmethod
+    def n_features(position: int) -> int:
+        """Feature count at chain ``position``."""
+        return 4 * position + 5
+
+    def _features(self, trail: npt.NDArray[Any], position: int) -> FloatArray:
+        return features(trail, position, self.answer)
+
+    def _labels(self, labels: npt.ArrayLike) -> npt.NDArray[Any]:
+        return np.asarray(labels, dtype=np.int64)
+
+    def select_labels(self, labels: npt.NDArray[Any], chain: Sequence[int]) -> npt.NDArray[Any]:
+        """The labels of a chain's sub-trail (class labels: the same for every chain)."""
+        return labels
+
+    def correct_matrix(self, trail: npt.NDArray[Any], labels: npt.ArrayLike) -> BoolArray:
+        """L×N: whether the standing answer at each position is right (the last: its own)."""
+        t, y = np.asarray(trail), self._labels(labels)
+        out = np.empty((t.shape[1], t.shape[0]), dtype=np.bool_)
+        for i in range(t.shape[1] - 1):
+            out[i] = standing_answer(t, i, self.answer) == y
+        out[-1] = t[:, -1].argmax(axis=1) == y
+        return out
+
+    def own_score(self, probs: FloatArray) -> FloatArray:
+        """The final position's score: its own confidence (its answer always stands)."""
+        top: FloatArray = np.asarray(probs, dtype=np.float64).max(axis=1)
+        return top
+
     def fit(self, trail: npt.NDArray[Any], labels: npt.ArrayLike) -> LearnedRule:
         t = np.asarray(trail, dtype=np.float64)
-        y = np.asarray(labels, dtype=np.int64)
+        y = self._labels(labels)
         if t.ndim != 3 or t.shape[0] != y.shape[0]:
             raise HybridServeError(f"deferral.fit: trail {t.shape} does not match labels {y.shape}")
+        right_at = self.correct_matrix(t, y)
         problems = []
         for i in range(t.shape[1] - 1):
-            right = standing_answer(t, i, self.answer) == y
+            right = right_at[i].copy()
             if self.target == "no_loss":
                 # stopping only costs accuracy where the giant would have been right
-                right |= t[:, -1].argmax(axis=1) != y
-            problems.append((features(t, i, self.answer), right))
+                right |= ~right_at[-1]
+            problems.append((self._features(t, i), right))
         if self.model == "boosted":
             self.forests_ = [fit_boosted(x, r, seed=i) for i, (x, r) in enumerate(problems)]
             return self
@@ -254,11 +293,10 @@ class LearnedRule(DeferralRule):
     def score(self, position: int, probs: FloatArray, trail: npt.NDArray[Any] | None) -> FloatArray:
         if position >= self._fitted_positions():
             # the final model's answer always stands; its score is its own confidence
-            top: FloatArray = np.asarray(probs, dtype=np.float64).max(axis=1)
-            return top
+            return self.own_score(probs)
         if trail is None:
             raise HybridServeError("the learned deferral rule needs the request's trail")
-        x = features(np.asarray(trail), position, self.answer)
+        x = self._features(np.asarray(trail), position)
         if self.model == "boosted":
             return self.forests_[position].proba(x)
         z = (x - np.asarray(self.mean_[position])) / np.asarray(self.scale_[position])
@@ -300,7 +338,7 @@ class LearnedRule(DeferralRule):
                 raise HybridServeError("deferral.state.forests: expected a list of objects")
             try:
                 rule.forests_ = [
-                    Forest.from_dict(f, n_features=4 * i + 5) for i, f in enumerate(forests)
+                    Forest.from_dict(f, n_features=cls.n_features(i)) for i, f in enumerate(forests)
                 ]
             except HybridServeError as err:
                 raise HybridServeError(f"deferral.state.{err}") from err
@@ -345,11 +383,11 @@ class LearnedRule(DeferralRule):
             raise HybridServeError(
                 f"deferral: the learned rule has {positions} positions, the chain needs {depth - 1}"
             )
-        # boosted forests are checked against 4i + 5 features when they are read
+        # boosted forests are checked against n_features(i) when they are read
         for i, w in enumerate(getattr(self, "coef_", [])):
-            if len(w) != 4 * i + 5:
+            if len(w) != self.n_features(i):
                 raise HybridServeError(
-                    f"deferral: position {i} has {len(w)} weights, expected {4 * i + 5}"
+                    f"deferral: position {i} has {len(w)} weights, expected {self.n_features(i)}"
                 )
 
 
@@ -357,13 +395,24 @@ RULES: dict[str, type[DeferralRule]] = {
     r.kind: r for r in (MaxProbRule, MarginRule, EntropyRule, LearnedRule)
 }
 assert set(CONFIDENCES) <= set(RULES), "every confidence score is also a deferral rule"
+#: Every rule a policy may carry: ``RULES`` (classifier outputs) and those registered for other
+#: outputs (``seqrules``: generative sequence rows).
+ALL_RULES: dict[str, type[DeferralRule]] = dict(RULES)
+
+
+def register_rule(cls: type[DeferralRule]) -> type[DeferralRule]:
+    """Make a rule known to policies by its ``kind`` (usable as a class decorator)."""
+    ALL_RULES[cls.kind] = cls
+    return cls
 
 
 def make_rule(kind: str, answer: str = "last") -> DeferralRule:
     """A new (unfitted) rule of ``kind``."""
-    if kind not in RULES:
-        raise HybridServeError(f"deferral: unknown rule {kind!r}; choose one of {sorted(RULES)}")
-    return RULES[kind](answer=answer)
+    if kind not in ALL_RULES:
+        raise HybridServeError(
+            f"deferral: unknown rule {kind!r}; choose one of {sorted(ALL_RULES)}"
+        )
+    return ALL_RULES[kind](answer=answer)
 
 
 def rule_to_dict(rule: DeferralRule) -> dict[str, Any]:
@@ -377,14 +426,14 @@ def rule_from_dict(raw: Any, where: str = "deferral") -> DeferralRule:
     state = raw.get("state", {})
     if not isinstance(state, Mapping):
         raise HybridServeError(f"{where}.state: expected an object")
-    if raw["kind"] not in RULES:
+    if raw["kind"] not in ALL_RULES:
         raise HybridServeError(
-            f"{where}.kind: unknown rule {raw['kind']!r}; choose one of {sorted(RULES)}"
+            f"{where}.kind: unknown rule {raw['kind']!r}; choose one of {sorted(ALL_RULES)}"
         )
     answer = state.get("answer", "last")
     if answer not in ANSWERS:
         raise HybridServeError(f"{where}.state.answer: expected one of {list(ANSWERS)}")
     try:
-        return RULES[raw["kind"]].from_state(state)
+        return ALL_RULES[raw["kind"]].from_state(state)
     except HybridServeError as err:
         raise HybridServeError(f"{where}: {err}") from err

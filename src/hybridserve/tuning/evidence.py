@@ -2,6 +2,11 @@
 
 Confidences come from a policy over the whole family (``CascadePolicy.confidence_of``), the
 same code the runtime uses, so tuned thresholds mean the same thing when served.
+
+``Evidence`` is what the AP/EO searches consume, whatever the models are: per model and request
+a confidence, whether it was right, and the trail a learned rule reads. Two producers build it:
+``prepare_evidence`` from classifier logits and labels, ``prepare_generative_evidence`` from
+generative models' sequence rows and per-request correctness.
 """
 
 from __future__ import annotations
@@ -32,6 +37,11 @@ class Evidence:
     labels: npt.NDArray[np.int64]
     #: N×F×K calibrated probabilities of every model: the trail of a request that visited all
     trail: npt.NDArray[np.float32] | None = None
+    #: ``classify``, or ``generate`` (then ``labels`` is the N×F correctness, ``trail`` holds
+    #: calibrated sequence rows)
+    task: str = "classify"
+    #: per model, the outputs the policy decides on (logits, or raw sequence rows), for replay
+    outputs: Mapping[str, npt.NDArray[Any]] | None = None
 
     @property
     def n(self) -> int:
@@ -42,7 +52,9 @@ class Evidence:
 
     def policy(self) -> CascadePolicy:
         """A routing-inert policy over the whole family (for confidences only)."""
-        return whole_family_policy(self.family, self.names, self.calibrators, self.confidence)
+        return whole_family_policy(
+            self.family, self.names, self.calibrators, self.confidence, self.task
+        )
 
 
 def calibrator_dict(name: str, cal: Any) -> dict[str, Any]:
@@ -65,6 +77,7 @@ def whole_family_policy(
     names: tuple[str, ...],
     calibrators: tuple[dict[str, Any], ...],
     confidence: str,
+    task: str = "classify",
 ) -> CascadePolicy:
     return CascadePolicy(
         family=family,
@@ -72,6 +85,7 @@ def whole_family_policy(
         thresholds=(NEVER,) * (len(names) - 1),
         calibrators=calibrators,
         confidence=confidence,
+        task=task,
     )
 
 
@@ -123,7 +137,59 @@ def prepare_evidence(
         if trail is None:
             trail = np.zeros((y.shape[0], len(names), probs.shape[1]), dtype=np.float32)
         trail[:, i] = probs
-    return Evidence(family, names, cals, confidence, conf, correct, y, trail)
+    return Evidence(family, names, cals, confidence, conf, correct, y, trail, outputs=by_name)
+
+
+def prepare_generative_evidence(
+    rows: Mapping[str, npt.ArrayLike],
+    correct: Mapping[str, npt.ArrayLike],
+    calibrators: Mapping[str, Any] | None = None,
+    confidence: str = "min",
+    family: str = "custom",
+) -> Evidence:
+    """Evidence of generative models (mapping order = chain order, giant last).
+
+    ``rows`` are each model's raw sequence rows (``seqfeatures.sequence_rows`` of its scored
+    tokens' temperature-scaled log-probs), ``correct`` its per-request correctness, and
+    ``calibrators`` its ``sequence`` calibrator dict (None: the rows' aggregates are used as
+    they are). ``confidence`` is a ``seqrules`` rule (the learned one scores with ``min`` here).
+    """
+    from hybridserve.tuning.seqfeatures import check_rows
+
+    names = tuple(rows)
+    if len(names) < 1:
+        raise HybridServeError("rows: expected at least one model")
+    if list(correct) != list(names):
+        raise HybridServeError(
+            f"correct: expected the models {list(names)} in that order, got {list(correct)}"
+        )
+    by_name = {n: check_rows(rows[n], f"rows[{n!r}]") for n in names}
+    n_req = by_name[names[0]].shape[0]
+    ok = np.zeros((len(names), n_req), dtype=np.bool_)
+    for i, name in enumerate(names):
+        c = np.asarray(correct[name])
+        if c.shape != (n_req,) or by_name[name].shape[0] != n_req:
+            raise HybridServeError(
+                f"correct[{name!r}]/rows[{name!r}]: expected {n_req} requests like {names[0]!r}"
+            )
+        ok[i] = c.astype(np.bool_)
+    if calibrators is None:
+        cals = tuple(identity_calibrator() for _ in names)
+    else:
+        missing = [n for n in names if n not in calibrators]
+        if missing:
+            raise HybridServeError(f"calibrators: none given for model(s) {missing}")
+        cals = tuple(calibrator_dict(n, calibrators[n]) for n in names)
+    policy = whole_family_policy(family, names, cals, confidence, "generate")
+    conf = np.empty((len(names), n_req), dtype=np.float64)
+    trail = np.zeros((n_req, len(names), by_name[names[0]].shape[1]), dtype=np.float32)
+    for i, name in enumerate(names):
+        c, calibrated = policy.confidence_of(i, by_name[name])
+        conf[i] = c
+        trail[:, i] = calibrated
+    return Evidence(
+        family, names, cals, confidence, conf, ok, ok.T.copy(), trail, "generate", by_name
+    )
 
 
 def oracle(correct: npt.NDArray[np.bool_], cost: npt.NDArray[np.float64]) -> tuple[float, float]:

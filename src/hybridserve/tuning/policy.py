@@ -6,6 +6,12 @@ request visited) → next hop or exit → answer". The tuning simulator, the loc
 Ray backend all call it, so the same outputs always take the same path. Its parts are public
 for searches that vectorise them: ``probabilities(i, logits)``, ``confidence_of(i, logits)``
 (the score of rules that read only the current model) and ``next_hop(i, score)``.
+
+A generative policy (``task: generate``) routes the same way on other outputs: a chain model's
+outputs are its sequence rows (``seqfeatures.sequence_rows`` of the generation's calibrated
+token log-probs at the calibrator's ``temperature``), the calibrator is a ``sequence`` one
+(``calibration.sequence``: aggregate → P(correct)), the rule one of ``seqrules``, and the
+answer is the answering model's own generation (``Decision.labels`` holds its answer key).
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ import numpy as np
 import numpy.typing as npt
 
 from hybridserve.errors import HybridServeError
+from hybridserve.tuning import seqrules
 from hybridserve.tuning.confidence import CONFIDENCES, get_confidence, softmax
 from hybridserve.tuning.deferral import (
-    RULES,
+    ALL_RULES,
     DeferralRule,
     LearnedRule,
     make_rule,
@@ -35,6 +42,7 @@ from hybridserve.workdir import read_json, write_json
 POLICY_KIND = "policy"
 POLICY_VERSION = 1
 MODES = ("ap", "eo", "manual")
+TASKS = ("classify", "generate")
 #: Calibrator kind handled here without the calibration package: plain softmax of the logits.
 IDENTITY_KIND = "identity"
 
@@ -55,7 +63,20 @@ def identity_calibrator() -> dict[str, Any]:
     return {"kind": IDENTITY_KIND, "state": {}}
 
 
-def _build_calibrator(spec: Mapping[str, Any]) -> _Transform:
+class _IdentityRows:
+    """Sequence rows as they are (a generative policy tuned on uncalibrated token probs)."""
+
+    def transform(self, rows: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
+        return rows
+
+
+def _build_calibrator(spec: Mapping[str, Any], task: str = "classify") -> _Transform:
+    if task == "generate":
+        if spec.get("kind") == IDENTITY_KIND:
+            return _IdentityRows()
+        sequence = importlib.import_module("hybridserve.calibration.sequence")
+        cal: _Transform = sequence.sequence_calibrator_from_dict(dict(spec))
+        return cal
     if spec.get("kind") == IDENTITY_KIND:
         return _Identity()
     # Imported lazily: the calibration package is a sibling step, needed only for real kinds.
@@ -123,6 +144,8 @@ class CascadePolicy:
     summary: Mapping[str, Any] = field(default_factory=dict, compare=False)
     #: the deferral rule's JSON form (``{kind, state}``); empty: the ``confidence`` score
     deferral: Mapping[str, Any] = field(default_factory=dict)
+    #: ``classify`` (outputs: logits) or ``generate`` (outputs: sequence rows)
+    task: str = "classify"
     _built: dict[int, _Transform] = field(
         default_factory=dict, init=False, compare=False, repr=False
     )
@@ -134,13 +157,18 @@ class CascadePolicy:
         object.__setattr__(self, "calibrators", tuple(dict(c) for c in self.calibrators))
         object.__setattr__(self, "skips", tuple(self.skips))
         object.__setattr__(self, "summary", dict(self.summary))
-        if not self.deferral and self.confidence in RULES:
+        if not self.deferral and self.confidence in ALL_RULES:
             object.__setattr__(self, "deferral", rule_to_dict(make_rule(self.confidence)))
         object.__setattr__(self, "deferral", dict(self.deferral))
         self._validate()
         rule = rule_from_dict(self.deferral, "policy.deferral")
         if isinstance(rule, LearnedRule):
             rule.check_depth(len(self.chain))
+        if rule.task != self.task:
+            raise HybridServeError(
+                f"policy.deferral.kind: rule {rule.kind!r} scores {rule.task} outputs, but the "
+                f"policy's task is {self.task!r}"
+            )
         object.__setattr__(self, "_rule", rule)
 
     def _validate(self) -> None:
@@ -167,10 +195,12 @@ class CascadePolicy:
                 raise HybridServeError(
                     f"policy.calibrators[{i}]: expected {{kind: str, state: object}}"
                 )
-        if self.confidence not in RULES:
+        if self.task not in TASKS:
+            raise HybridServeError(f"policy.task: expected one of {list(TASKS)}, got {self.task!r}")
+        if self.confidence not in ALL_RULES:
             raise HybridServeError(
                 f"policy.confidence: unknown score {self.confidence!r}; "
-                f"choose one of {sorted(RULES)}"
+                f"choose one of {sorted(ALL_RULES)}"
             )
         if self.deferral.get("kind") != self.confidence:
             raise HybridServeError(
@@ -226,7 +256,7 @@ class CascadePolicy:
         """Calibrated class probabilities (N×K) of chain model ``index``."""
         cal = self._built.get(index)
         if cal is None:
-            cal = _build_calibrator(self.calibrators[index])
+            cal = _build_calibrator(self.calibrators[index], self.task)
             self._built[index] = cal  # a frozen policy may still memoise its calibrators
         return np.asarray(cal.transform(np.asarray(logits)), dtype=np.float64)
 
@@ -250,6 +280,9 @@ class CascadePolicy:
         decision itself is ``decide``.
         """
         probs = self.probabilities(index, logits)
+        if self.task == "generate":
+            kind = self.confidence if self.confidence in seqrules.SCORE_RULES else "min"
+            return seqrules.SCORE_RULES[kind]().score(index, probs, None), probs
         kind = self.confidence if self.confidence in CONFIDENCES else "maxprob"
         return get_confidence(kind).score(probs), probs
 
@@ -277,7 +310,7 @@ class CascadePolicy:
             full[:, index] = probs
         score = np.asarray(rule.score(index, probs, full), dtype=np.float64)
         hops = self.next_hop(index, score)
-        if index == len(self.chain) - 1:
+        if index == len(self.chain) - 1 and self.task == "classify":
             # the giant's own answer stands, whatever the rule combines before it
             labels = np.argmax(probs, axis=1).astype(np.int64)
         else:
@@ -323,7 +356,10 @@ class CascadePolicy:
     # ---- JSON ----------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
+        # classifier policies keep their original fields; generative ones say their task
+        head = {} if self.task == "classify" else {"task": self.task}
         return {
+            **head,
             "family": self.family,
             "chain": list(self.chain),
             "thresholds": list(self.thresholds),
@@ -346,14 +382,17 @@ class CascadePolicy:
         missing = [k for k in required if k not in body]
         if missing:
             raise HybridServeError(f"policy: missing field(s) {missing}")
-        known = {*required, "skips", "confidence", "mode", "cost_source", "summary", "deferral"}
+        known = {
+            *required,
+            *("skips", "confidence", "mode", "cost_source", "summary", "deferral", "task"),
+        }
         extra = sorted(set(body) - known)
         if extra:
             raise HybridServeError(f"policy: unknown field(s) {extra}")
         for key in ("chain", "thresholds", "calibrators", "skips"):
             if key in body and not isinstance(body[key], list):
                 raise HybridServeError(f"policy.{key}: expected a list")
-        for key in ("family", "confidence", "mode", "cost_source"):
+        for key in ("family", "confidence", "mode", "cost_source", "task"):
             if key in body and not isinstance(body[key], str):
                 raise HybridServeError(f"policy.{key}: expected a string")
         for key in ("summary", "deferral"):
@@ -379,6 +418,7 @@ class CascadePolicy:
             cost_source=body.get("cost_source", "unknown"),
             summary=body.get("summary", {}),
             deferral=body.get("deferral", {}),
+            task=body.get("task", "classify"),
         )
 
     def save(self, path: Path | str) -> None:

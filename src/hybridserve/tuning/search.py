@@ -53,7 +53,7 @@ from __future__ import annotations
 import itertools
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -65,11 +65,12 @@ from hybridserve.tuning.chains import NEVER, ChainProblem, Options, Outcome, Ski
 from hybridserve.tuning.costs import CostTable
 from hybridserve.tuning.crossfit import shared_scores
 from hybridserve.tuning.deferral import ANSWERS, RULES, rule_to_dict
-from hybridserve.tuning.evidence import Evidence, logits_by_name, oracle, prepare_evidence
+from hybridserve.tuning.evidence import Evidence, oracle, prepare_evidence
 from hybridserve.tuning.frontier import Frontier
 from hybridserve.tuning.guard import AccuracyGuard
 from hybridserve.tuning.policy import CascadePolicy, SkipRule
 from hybridserve.tuning.searchreport import search_report
+from hybridserve.tuning.seqrules import LEARNED, SEQ_RULES, SeqLearnedRule
 from hybridserve.tuning.simulate import LogitsLike
 from hybridserve.tuning.skips import greedy_skips
 
@@ -149,21 +150,70 @@ class ThresholdSearch(ABC):
         family: str = "custom",
     ) -> ThresholdSearch:
         """Tune on validation logits (name → N×K, chain order, giant last) and labels."""
-        t0 = time.perf_counter()
-        guard = self.guard()
+        rule = self._rule("classify")
+        ev = prepare_evidence(
+            val_logits, labels, calibrators, "maxprob" if rule == "learned" else rule, family
+        )
+        return self.fit_evidence(ev, costs)
+
+    def fit_generations(
+        self,
+        correct: Mapping[str, npt.ArrayLike],
+        token_logprobs: Mapping[str, Sequence[npt.ArrayLike]],
+        costs: CostTable,
+        answers: Mapping[str, Sequence[str]] | None = None,
+        calibrators: Mapping[str, Any] | None = None,
+        family: str = "custom",
+    ) -> ThresholdSearch:
+        """Tune a generative cascade from what each model did on the validation requests.
+
+        ``correct``: per model (chain order, giant last) whether each request's answer was
+        right; ``token_logprobs``: per model and request the log-probabilities of the tokens
+        that make up the scored answer (calibrated ones: ``Generation.calibrated_logprobs``);
+        ``answers``: per model and request its answer string (lets the learned rule see which
+        models agree; without it every answer counts as the same); ``calibrators``: per model a
+        ``sequence`` calibrator dict (without: the aggregates are thresholded as they are). The
+        rule (``deferral`` or ``confidence``) is an aggregate ``min|mean|prod|q10|q25|q50`` or
+        ``learned``; ``maxprob`` (the classifier default) means ``min``, the paper's score.
+        """
+        from hybridserve.tuning.evidence import prepare_generative_evidence
+        from hybridserve.tuning.seqfeatures import sequence_rows
+
+        rows = {}
+        for name, lps in token_logprobs.items():
+            said = answers[name] if answers is not None else [""] * len(lps)
+            rows[name] = sequence_rows(lps, said)
+        rule = self._rule("generate")
+        ev = prepare_generative_evidence(
+            rows, correct, calibrators, "min" if rule == LEARNED else rule, family
+        )
+        return self.fit_evidence(ev, costs)
+
+    def _rule(self, task: str) -> str:
+        """The rule to search with for ``task``'s outputs (validated)."""
         rule = self.deferral or self.confidence
-        if rule not in RULES:
+        if task == "generate":
+            # the classifier spellings of the default and the learned rule carry over
+            rule = {"maxprob": "min", "learned": LEARNED}.get(rule, rule)
+        known = RULES if task == "classify" else SEQ_RULES
+        if rule not in known:
             raise HybridServeError(
-                f"deferral: unknown rule {rule!r}; choose one of {sorted(RULES)}"
+                f"deferral: unknown rule {rule!r}; choose one of {sorted(known)}"
             )
         if self.answer not in ANSWERS:
             raise HybridServeError(f"answer: expected one of {list(ANSWERS)}, got {self.answer!r}")
-        learned = rule == "learned"
-        ev = prepare_evidence(
-            val_logits, labels, calibrators, "maxprob" if learned else rule, family
-        )
+        return rule
+
+    def fit_evidence(self, ev: Evidence, costs: CostTable) -> ThresholdSearch:
+        """Tune on prepared validation evidence (``evidence.prepare_evidence`` from logits,
+        ``prepare_generative_evidence`` from generations): the one search both share."""
+        t0 = time.perf_counter()
+        guard = self.guard()
+        rule = self._rule(ev.task)
+        learned = rule in ("learned", LEARNED)
         if ev.n == 0:
             raise HybridServeError("labels: the validation set is empty")
+        template = SeqLearnedRule(model=self.learned_model) if ev.task == "generate" else None
         self._scores = (
             shared_scores(
                 ev.trail,
@@ -172,6 +222,7 @@ class ThresholdSearch(ABC):
                 self.answer,
                 self.random_state,
                 self.learned_model,
+                rule=template,
             )
             if learned and ev.trail is not None
             else None
@@ -219,9 +270,7 @@ class ThresholdSearch(ABC):
             best.cost / ev.n,
         )
         self.evidence_ = ev
-        self.report_ = search_report(
-            self, ev, logits_by_name(val_logits), best, no_skip, guard, costs, n_chains, t0
-        )
+        self.report_ = search_report(self, ev, best, no_skip, guard, costs, n_chains, t0)
         self.policy_ = replace(self.policy_, summary={"val": self.report_["val"]})
         return self
 
@@ -401,10 +450,10 @@ class ThresholdSearch(ABC):
 
     def _make_policy(self, ev: Evidence, cand: Candidate, costs: CostTable) -> CascadePolicy:
         names = tuple(ev.names[m] for m in cand.chain)
-        extra: dict[str, Any] = {"confidence": ev.confidence}
+        extra: dict[str, Any] = {"confidence": ev.confidence, "task": ev.task}
         if self._scores is not None:
             rule = self._scores.fit_rule(cand.chain)
-            extra = {"confidence": rule.kind, "deferral": rule_to_dict(rule)}
+            extra = {"confidence": rule.kind, "deferral": rule_to_dict(rule), "task": ev.task}
         return CascadePolicy(
             family=ev.family,
             chain=names,
@@ -447,7 +496,7 @@ class APSearch(ThresholdSearch):
         _check_points("margin_pt", self.margin_pt)
         level = self.confidence_level
         if level is None:
-            learned = (self.deferral or self.confidence) == "learned"
+            learned = (self.deferral or self.confidence) in ("learned", LEARNED)
             level = AP_CONFIDENCE_LEVEL_LEARNED if learned else AP_CONFIDENCE_LEVEL
         return AccuracyGuard(self.margin_pt / 100, level)
 

@@ -4,17 +4,16 @@ through the policy's own router, or out-of-fold for a learned rule) and how it w
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
 from hybridserve.tuning.chains import ChainProblem
 from hybridserve.tuning.costs import CostTable
 from hybridserve.tuning.evidence import Evidence
 from hybridserve.tuning.guard import AccuracyGuard
-from hybridserve.tuning.simulate import simulate
+from hybridserve.tuning.policy import CascadePolicy
+from hybridserve.tuning.simulate import SimulationResult, simulate, simulate_outcomes
 
 if TYPE_CHECKING:  # the searcher imports this module
     from hybridserve.tuning.search import Candidate, ThresholdSearch
@@ -23,7 +22,6 @@ if TYPE_CHECKING:  # the searcher imports this module
 def search_report(
     search: ThresholdSearch,
     ev: Evidence,
-    logits: Mapping[str, npt.NDArray[Any]],
     best: Candidate,
     no_skip: Candidate,
     guard: AccuracyGuard,
@@ -34,9 +32,9 @@ def search_report(
     # Replaying through the policy's own router double-checks the search's bookkeeping. A
     # learned rule's policy is refitted on all of validation, so its replay is in-sample:
     # the out-of-fold figures the search saw are reported instead, the replay beside them.
-    val = simulate(search.policy_, logits, ev.labels, costs)
+    val = replay(search.policy_, ev, costs)
     no_skip_policy = search._make_policy(ev, no_skip, costs)
-    val_no_skip = simulate(no_skip_policy, logits, ev.labels, costs)
+    val_no_skip = replay(no_skip_policy, ev, costs)
     figures = {
         "accuracy": val.accuracy,
         "energy_j_per_request": val.energy_j_per_request,
@@ -81,6 +79,16 @@ def search_report(
         "dropped": dict(search.dropped_),
         "search_s": time.perf_counter() - t0,
     }
+
+
+def replay(policy: CascadePolicy, ev: Evidence, costs: CostTable) -> SimulationResult:
+    """``policy`` replayed through its own router on the evidence's recorded outputs."""
+    if ev.outputs is None:
+        raise RuntimeError("evidence without recorded outputs cannot be replayed")
+    if ev.task == "classify":
+        return simulate(policy, ev.outputs, ev.labels, costs)
+    correct = {n: ev.correct[i] for i, n in enumerate(ev.names)}
+    return simulate_outcomes(policy, ev.outputs, correct, costs)
 
 
 def out_of_fold(

@@ -189,6 +189,27 @@ def simulate(
     return _result(policy.chain, answer, visited, right, energy, latency)
 
 
+def simulate_outcomes(
+    policy: CascadePolicy,
+    outputs: Mapping[str, npt.NDArray[Any]],
+    correct: Mapping[str, npt.ArrayLike],
+    costs: CostsLike,
+) -> SimulationResult:
+    """Replay ``policy`` where each model's answer is right or not as a whole (generative
+    models: the answering model's generation stands), from its ``outputs`` (what ``decide``
+    reads, e.g. sequence rows) and per-request ``correct``."""
+    missing = [m for m in policy.chain if m not in outputs or m not in correct]
+    if missing:
+        raise HybridServeError(f"simulate: no outputs or correctness for chain model(s) {missing}")
+    outs = [np.asarray(outputs[m]) for m in policy.chain]
+    ok = np.stack([np.asarray(correct[m], dtype=np.bool_) for m in policy.chain])
+    if ok.shape[1] != outs[0].shape[0]:
+        raise HybridServeError("simulate: outputs and correctness cover different requests")
+    _, answer, visited = walk(policy, outs)
+    energy, latency = _cost_vectors(policy.chain, costs)
+    return _result(policy.chain, answer, visited, ok, energy, latency)
+
+
 def raw_policy(
     thresholds: Sequence[float],
     skips: Sequence[SkipRule | tuple[int, float, int]] = (),
