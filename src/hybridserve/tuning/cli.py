@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from hybridserve.cliopts import ConfigOption, WorkdirOption
+from hybridserve.cliopts import ConfigOption, FamilyOption, WorkdirOption
+from hybridserve.errors import HybridServeError
+from hybridserve.tuning.gentune import generative_rules, is_generative_workdir, run_generative_tune
 from hybridserve.tuning.policy import CascadePolicy
 from hybridserve.tuning.tune import (
     check_settings,
@@ -103,8 +106,15 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         confidence: Annotated[
-            str | None, typer.Option(hidden=True, help="older name of --deferral's fixed scores")
+            str | None,
+            typer.Option(
+                help="generative families: min|mean|prod|q10|q25|q50 (a calibrated aggregate of "
+                "the answer's token probabilities), learned, or auto  [default: min]; for "
+                "classifiers, the older name of --deferral's fixed scores",
+                show_default=False,
+            ),
         ] = None,
+        family: FamilyOption = None,
         config: ConfigOption = None,
         cluster: Annotated[
             str | None,
@@ -117,9 +127,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Search thresholds on val; write policy-<mode>.json, threshold-graph.png, frontier.csv."""
         check_settings(mode, max_accuracy_drop)
-        rules = deferral_rules(deferral, confidence)
-        console = Console()
         wd = Workdir(workdir)
+        if family is not None or config is not None:
+            _check_family(wd, family, config)
+        console = Console()
+        if is_generative_workdir(wd):
+            _tune_generative(
+                console, wd, mode, max_accuracy_drop, not no_skip, confidence or deferral
+            )
+            return
+        rules = deferral_rules(deferral, confidence)
         with console.status(f"tuning the {mode.upper()} policy ({', '.join(rules)} deferral)"):
             policy = run_tune(
                 wd,
@@ -144,3 +161,64 @@ def register(app: typer.Typer) -> None:
             written += [wd.policy(rule_file_key(mode, not no_skip, rule))]
             written += rule_graph_paths(wd, rule)
         console.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False)
+
+
+def _check_family(wd: Workdir, family: str | None, config: Path | None) -> None:
+    """Refuse an unknown family, or one other than the workdir's calibration is for."""
+    from hybridserve.models.family import family_path, read_mapping
+
+    path = family_path(family or "fashion-mnist", config)
+    if not path.is_file():
+        raise HybridServeError(f"family config not found: {path}")
+    declared = read_mapping(path).get("family")
+    if wd.calibration.is_file():
+        from hybridserve.calibration import load_calibration
+
+        calibrated = load_calibration(wd).family
+        if declared != calibrated:
+            raise HybridServeError(
+                f"{wd.calibration} is for family {calibrated!r}, not {declared!r}; "
+                f"run `hybridserve calibrate` for {declared!r} first"
+            )
+
+
+def comparison_table(policy: CascadePolicy) -> Table:
+    """Generative families: every confidence rule tried, validation (which chose) and test."""
+    record = policy.summary.get("deferral", {})
+    table = Table(title=f"{policy.family}: {policy.mode.upper()} by confidence rule")
+    for header in ("rule", "val acc %", "val J/req", "test acc %", "test J/req", "saving"):
+        table.add_column(header, justify="left" if header == "rule" else "right")
+    for rule, f in record.get("tried", {}).items():
+        mark = " ←" if rule == record.get("rule") else ""
+        saving = f.get("test_saving_x")
+        table.add_row(
+            f"{rule}{mark}",
+            f"{100 * f['accuracy']:.2f}",
+            f"{f['energy_j_per_request']:.4g}",
+            f"{100 * f.get('test_accuracy', float('nan')):.2f}",
+            f"{f.get('test_energy_j_per_request', float('nan')):.4g}",
+            "–" if saving is None else f"{saving:.2f}×",
+        )
+    return table
+
+
+def _tune_generative(
+    console: Console,
+    wd: Workdir,
+    mode: str,
+    max_accuracy_drop: float,
+    use_skips: bool,
+    confidence: str | None,
+) -> None:
+    rules = generative_rules(confidence)
+    with console.status(f"tuning the {mode.upper()} policy ({', '.join(rules)})"):
+        policy = run_generative_tune(wd, mode, max_accuracy_drop, use_skips, confidence=confidence)
+    console.print(policy_table(policy))
+    console.print(comparison_table(policy))
+    costs = policy.summary.get("costs", {})
+    console.print(f"costs: {costs.get('source')} ({costs.get('note', '')})", highlight=False)
+    for name, why in policy.summary.get("dropped", {}).items():
+        console.print(f"  {name}: not used ({why})", highlight=False)
+    written = [policy_path(wd, mode, use_skips), wd.threshold_graph_png, wd.frontier_csv]
+    written += [wd.policy(rule_file_key(mode, use_skips, rule)) for rule in rules]
+    console.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False)

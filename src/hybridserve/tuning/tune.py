@@ -377,10 +377,22 @@ def run_tune(
     if given, else by the workdir's ``profile.json`` (else quick costs). ``deferral`` names
     the rule (or ``auto``, see the module docstring); ``confidence`` is its older spelling for
     the fixed scores.
+
+    A generative family's calibration (``task: generate``) is tuned by
+    ``gentune.run_generative_tune``: ``confidence`` (or ``deferral``) then names a sequence
+    aggregate, ``learned`` or ``auto``.
     """
     check_settings(mode, max_accuracy_drop)
-    rules = deferral_rules(deferral, confidence)
     wd = workdir if isinstance(workdir, Workdir) else Workdir(Path(workdir))
+    from hybridserve.tuning.gentune import is_generative_workdir, run_generative_tune
+
+    if is_generative_workdir(wd):
+        if cluster is not None:
+            raise HybridServeError("--cluster: not supported for generative families yet")
+        return run_generative_tune(
+            wd, mode, max_accuracy_drop, use_skips, confidence=confidence or deferral, costs=costs
+        )
+    rules = deferral_rules(deferral, confidence)
     family, calibrators = _calibration(wd)
     names = list(calibrators)
     others = _other_policies(wd, family)
