@@ -77,17 +77,10 @@ class NextWordScorer(Scorer):
         if not word:
             return len(ids)
         for k in range(1, len(ids) + 1):
-            prefix = decode(ids[:k])
-            # complete: the word is there and something (or nothing more) follows it
-            if self.answer_of(prefix) == word and (k == len(ids) or _ends_word(prefix, word)):
+            # the first prefix whose first word is the whole word: its last token completes it
+            if self.answer_of(decode(ids[:k])) == word:
                 return k
         return len(ids)
-
-
-def _ends_word(prefix: str, word: str) -> bool:
-    """Whether ``prefix`` holds all of ``word`` followed by a non-letter."""
-    rest = prefix.lstrip(" ")[len(word) :]
-    return bool(rest) and not rest[0].isalpha()
 
 
 class _FunctionScorer(Scorer):
