@@ -16,6 +16,7 @@ from hybridserve.calibration.sequence import SequenceCalibrator
 from hybridserve.errors import HybridServeError
 from hybridserve.tuning import APSearch, CascadePolicy, CostTable, EOSearch, SkipRule
 from hybridserve.tuning.crossfit import ChainScores
+from hybridserve.tuning.deferral import LearnedRule
 from hybridserve.tuning.evidence import prepare_generative_evidence
 from hybridserve.tuning.seqfeatures import AGG_COLUMN, KEY, sequence_rows
 from hybridserve.tuning.seqrules import SeqLearnedRule, seq_features
@@ -118,7 +119,7 @@ def test_cross_fitting_never_scores_a_row_with_a_rule_that_saw_it(
     def key(row: npt.NDArray[Any]) -> bytes:
         return np.ascontiguousarray(row, dtype=np.float32).tobytes()
 
-    def spy_fit(self: SeqLearnedRule, trail: Any, labels: Any) -> SeqLearnedRule:
+    def spy_fit(self: SeqLearnedRule, trail: Any, labels: Any) -> LearnedRule:
         self.tag = next(tags)  # type: ignore[attr-defined]
         trained[self.tag] = {key(r) for r in np.asarray(trail)}  # type: ignore[attr-defined]
         return fit(self, trail, labels)
@@ -174,7 +175,11 @@ def test_the_policy_rule_and_the_confidence_simulator_agree(
     )  # fmt: skip
     routed = simulate_outcomes(policy, ev.outputs or {}, correct, COSTS)
     direct = simulate_confidences(
-        ev.conf, ev.correct, thresholds, COSTS.energy(NAMES), skips=((0, skip, 2),) if skips else ()
+        ev.conf,
+        ev.correct,
+        thresholds,
+        COSTS.energy(NAMES),
+        skips=((0, skip, 2),) if skip is not None else (),
     )
     assert np.array_equal(routed.answer, direct.answer)
     assert np.array_equal(routed.correct, direct.correct)

@@ -68,7 +68,8 @@ def apply_map(spec: Mapping[str, Any], conf: npt.ArrayLike) -> FloatArray:
     """P(correct) of each confidence under a map from ``fit_map``."""
     c = np.asarray(conf, dtype=np.float64)
     if spec.get("method") == "isotonic":
-        return np.asarray(np.interp(c, spec["x"], spec["y"]), dtype=np.float64)
+        mapped: FloatArray = np.asarray(np.interp(c, spec["x"], spec["y"]), dtype=np.float64)
+        return mapped
     z = float(spec["a"]) * _logit(c) + float(spec["b"])
     return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0))))
 
@@ -111,7 +112,7 @@ class SequenceCalibrator:
 
     def transform(self, rows: npt.ArrayLike) -> FloatArray:
         """The rows with each aggregate replaced by its P(correct)."""
-        out = check_rows(rows).copy()
+        out: FloatArray = np.array(check_rows(rows), dtype=np.float64)
         for a, col in AGG_COLUMN.items():
             out[:, col] = apply_map(self.maps_[a], out[:, col])
         return out

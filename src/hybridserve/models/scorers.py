@@ -6,7 +6,8 @@ up that answer (``scored_tokens``: the tokens a sequence confidence is read from
 
 * ``exact``: the stripped output equals the answer; every generated token counts.
 * ``next-word``: the output's first word (a run of ASCII letters, leading spaces skipped) equals
-  the answer; the tokens up to and including the one that completes that word count.
+  the answer; the tokens up to and including the one that completes that word count (the
+  first prefix whose first word is the whole word; the boundary after it is not scored).
 
 Users add their own with ``register_scorer`` or name a ``module:function`` taking
 ``(text, answer)`` and returning a bool (its answer is the stripped text, all tokens count).

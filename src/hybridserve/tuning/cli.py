@@ -165,7 +165,8 @@ def register(app: typer.Typer) -> None:
 
 def _check_family(wd: Workdir, family: str | None, config: Path | None) -> None:
     """Refuse an unknown family, or one other than the workdir's calibration is for."""
-    from hybridserve.models.family import family_path, read_mapping
+    from hybridserve.models.family import family_path
+    from hybridserve.yamlio import read_mapping
 
     path = family_path(family or "fashion-mnist", config)
     if not path.is_file():

@@ -56,7 +56,7 @@ def cross_fit(
     n, depth, _ = t.shape
     scores = np.empty((depth, n), dtype=np.float64)
     correct = template.correct_matrix(t, y)
-    scores[-1] = template.own_score(t[:, -1])
+    scores[-1] = template.own_score(t[:, -1].astype(np.float64))
     if depth == 1:
         return scores, correct
     for k in np.unique(folds).tolist():
