@@ -219,3 +219,42 @@ def test_a_policy_refuses_a_learned_rule_that_does_not_fit_its_chain() -> None:
 def test_a_mean_answer_is_refused_for_rules_that_read_one_model(kind: str) -> None:
     with pytest.raises(HybridServeError, match=r"deferral\.answer"):
         rule_from_dict({"kind": kind, "state": {"answer": "mean"}})
+
+
+def test_class_features_learn_that_one_class_is_harder_than_its_confidence() -> None:
+    """Class 0 answers are wrong half the time at the same confidence as always-right classes:
+    with the standing class among the features the rule scores them lower; without, it can't."""
+    rng = np.random.default_rng(0)
+    n, k = 2000, 4
+    answer = rng.integers(0, k, n)
+    probs = np.full((n, 2, k), 0.1, dtype=np.float32)
+    probs[np.arange(n), :, answer] = 0.7  # every model equally sure of its answer
+    labels = answer.copy()
+    hard = (answer == 0) & (rng.random(n) < 0.5)
+    labels[hard] = 1  # class 0's answers are often wrong (the giant is right: it says 1 there)
+    probs[hard, 1] = 0.1
+    probs[hard, 1, 1] = 0.7
+    with_classes = LearnedRule(target="right").fit(probs, labels)
+    without = LearnedRule(target="right", class_features=False).fit(probs, labels)
+    s_with = with_classes.score(0, probs[:, 0].astype(np.float64), probs)
+    s_without = without.score(0, probs[:, 0].astype(np.float64), probs)
+    assert s_with[answer == 0].mean() < s_with[answer != 0].mean() - 0.2
+    assert np.ptp(s_without) < 1e-6  # identical features: one score for all
+
+
+def test_a_learned_state_from_before_class_features_still_loads_and_scores() -> None:
+    """Policies saved before the class one-hot existed keep their 4i + 5 features."""
+    logits, labels = family(seed=1)
+    trail = full_trail(logits)
+    old = LearnedRule(class_features=False).fit(trail, labels)
+    state = dict(rule_to_dict(old)["state"])
+    del state["class_features"]
+    loaded = rule_from_dict({"kind": "learned", "state": state})
+    assert isinstance(loaded, LearnedRule) and not loaded.class_features
+    for i in range(DEPTH - 1):
+        here = trail[:, i].astype(np.float64)
+        np.testing.assert_allclose(
+            loaded.score(i, here, upto(trail, i)), old.score(i, here, upto(trail, i))
+        )
+    new_state = rule_to_dict(LearnedRule().fit(trail, labels))["state"]
+    assert new_state["class_features"] is True and new_state["n_classes"] == 5

@@ -211,8 +211,11 @@ class LearnedRule(DeferralRule):
         c: float = 1.0,
         target: str = "no_loss",
         model: str = "logistic",
+        class_features: bool = True,
     ) -> None:
         super().__init__(answer)
+        if not isinstance(class_features, bool):
+            raise HybridServeError("deferral.class_features: expected true or false")
         if not c > 0:
             raise HybridServeError(f"deferral.c: expected a positive number, got {c!r}")
         if target not in TARGETS:
@@ -222,6 +225,9 @@ class LearnedRule(DeferralRule):
         self.c = float(c)
         self.target = target
         self.model = model
+        #: add the standing class (one-hot) to the features: some classes are harder than
+        #: their calibrated confidence says, and a per-class offset lets the rule learn that
+        self.class_features = class_features
 
     def _fitted_positions(self) -> int:
         if self.model == "boosted":
@@ -236,15 +242,26 @@ class LearnedRule(DeferralRule):
 
     def clone(self) -> LearnedRule:
         """The same settings, unfitted."""
-        return type(self)(answer=self.answer, c=self.c, target=self.target, model=self.model)
+        twin = type(self)(answer=self.answer, c=self.c, target=self.target, model=self.model)
+        twin.class_features = self.class_features
+        return twin
 
-    @staticmethod
-    def n_features(position: int) -> int:
+    def n_features(self, position: int) -> int:
         """Feature count at chain ``position``."""
-        return 4 * position + 5
+        classes = getattr(self, "n_classes_", 0) if self.class_features else 0
+        return 4 * position + 5 + classes
 
     def _features(self, trail: npt.NDArray[Any], position: int) -> FloatArray:
-        return features(trail, position, self.answer)
+        x = features(trail, position, self.answer)
+        if not self.class_features:
+            return x
+        k = trail.shape[2]
+        if k != getattr(self, "n_classes_", k):
+            raise HybridServeError(
+                f"deferral: the learned rule was fitted on {self.n_classes_} classes, got {k}"
+            )
+        onehot = np.eye(k, dtype=np.float64)[standing_answer(trail, position, self.answer)]
+        return np.concatenate([x, onehot], axis=1)
 
     def _labels(self, labels: npt.ArrayLike) -> npt.NDArray[Any]:
         return np.asarray(labels, dtype=np.int64)
@@ -273,6 +290,8 @@ class LearnedRule(DeferralRule):
         if t.ndim != 3 or t.shape[0] != y.shape[0]:
             raise HybridServeError(f"deferral.fit: trail {t.shape} does not match labels {y.shape}")
         right_at = self.correct_matrix(t, y)
+        if self.class_features:
+            self.n_classes_ = int(t.shape[2])
         problems = []
         for i in range(t.shape[1] - 1):
             right = right_at[i].copy()
@@ -309,7 +328,10 @@ class LearnedRule(DeferralRule):
             "c": self.c,
             "target": self.target,
             "model": self.model,
+            "class_features": self.class_features,
         }
+        if self.class_features and hasattr(self, "n_classes_"):
+            state["n_classes"] = self.n_classes_
         if hasattr(self, "forests_"):
             state["forests"] = [f.to_dict() for f in self.forests_]
         if hasattr(self, "coef_"):
@@ -330,6 +352,15 @@ class LearnedRule(DeferralRule):
             target=str(state.get("target", "right")),
             model=str(state.get("model", "logistic")),
         )
+        # states written before class features existed have none
+        rule.class_features = state.get("class_features", False) is True
+        if rule.class_features and "n_classes" in state:
+            k = state["n_classes"]
+            if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+                raise HybridServeError(
+                    f"deferral.state.n_classes: expected an integer ≥ 2, got {k!r}"
+                )
+            rule.n_classes_ = k
         if rule.model == "boosted":
             forests = state.get("forests")
             if forests is None:
@@ -338,7 +369,8 @@ class LearnedRule(DeferralRule):
                 raise HybridServeError("deferral.state.forests: expected a list of objects")
             try:
                 rule.forests_ = [
-                    Forest.from_dict(f, n_features=cls.n_features(i)) for i, f in enumerate(forests)
+                    Forest.from_dict(f, n_features=rule.n_features(i))
+                    for i, f in enumerate(forests)
                 ]
             except HybridServeError as err:
                 raise HybridServeError(f"deferral.state.{err}") from err

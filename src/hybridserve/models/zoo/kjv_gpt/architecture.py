@@ -57,4 +57,4 @@ def gpt2_config(name: str, vocab_size: int = VOCAB_SIZE, dropout: float = 0.1) -
 
 
 def build(name: str, vocab_size: int = VOCAB_SIZE, dropout: float = 0.1) -> GPT2LMHeadModel:
-    return GPT2LMHeadModel(gpt2_config(name, vocab_size, dropout))  # type: ignore[no-untyped-call]
+    return GPT2LMHeadModel(gpt2_config(name, vocab_size, dropout))
