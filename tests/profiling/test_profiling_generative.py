@@ -172,16 +172,22 @@ def test_malformed_generative_block_names_the_field(profile: Profile, tmp_path: 
         Profile.load(path)
 
 
-def test_plan_consumes_a_generative_profile(profile: Profile, tmp_path: Path) -> None:
-    from hybridserve.planning.inputs import PlanOptions
-    from hybridserve.planning.planner import run_plan
+def test_plan_consumes_a_generative_profile(
+    profile: Profile, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hybridserve.planning.plan import Plan
 
     profile.save(tmp_path / "profile.json")
-    plan = run_plan(
-        tmp_path, "local-cpu", None, options=PlanOptions(batch_sizes=SIZES),
-        reach_override={"gpt2": 1.0, "llama": 0.5, "big": 0.2}, family="tiny-lms", save=False,
-    )  # fmt: skip
-    assert set(plan.models) == {"gpt2", "llama", "big"}
+    args = ["plan", "--reach", "gpt2=1,llama=0.5,big=0.2", "--batch-sizes", "1,2"]
+    main([*args, "--family", "tiny-lms", "--workdir", str(tmp_path)])
+    assert set(Plan.load(tmp_path / "plan.json").models) == {"gpt2", "llama", "big"}
+    capsys.readouterr()
+    # without a policy or --family the reach is read as the default family's: a one-line refusal
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--workdir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "'tiny-lms'" in err and len(err.strip().splitlines()) == 1
 
 
 def test_cli_profiles_a_generative_config(
