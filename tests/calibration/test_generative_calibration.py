@@ -14,10 +14,11 @@ import pytest
 from hybridserve.calibration import load_calibration
 from hybridserve.calibration.generative import run_generative_calibration, token_temperature
 from hybridserve.calibration.sequence import SequenceCalibrator, binary_bins, fit_map
+from hybridserve.data.prompts import PromptRecord, read_prompts
 from hybridserve.errors import HybridServeError
 from hybridserve.models.generative import GenerationParams, GenerativeInfo, GenerativeModel
 from hybridserve.models.generative_family import load_generative_family
-from hybridserve.models.scorers import PromptRecord, get_scorer, read_prompts
+from hybridserve.models.scorers import get_scorer
 from hybridserve.tuning import CascadePolicy, CostTable
 from hybridserve.tuning.tune import run_tune
 from hybridserve.workdir import Workdir

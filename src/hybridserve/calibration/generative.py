@@ -42,10 +42,11 @@ from hybridserve.calibration.sequence import (
     binary_bins,
     fit_map,
 )
+from hybridserve.data.prompts import PromptRecord, read_prompts
 from hybridserve.errors import HybridServeError
 from hybridserve.models.generative import GenerativeModel
 from hybridserve.models.generative_family import GenerativeFamily
-from hybridserve.models.scorers import PromptRecord, Scorer, get_scorer, read_prompts
+from hybridserve.models.scorers import Scorer, get_scorer
 from hybridserve.tuning.seqfeatures import AGG_COLUMN, AGGREGATES
 from hybridserve.workdir import Workdir
 

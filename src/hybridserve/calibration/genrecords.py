@@ -23,9 +23,10 @@ import numpy as np
 import numpy.typing as npt
 from rich.progress import Progress
 
+from hybridserve.data.prompts import PromptRecord
 from hybridserve.errors import HybridServeError
 from hybridserve.models.generative import GenerationParams, GenerativeModel
-from hybridserve.models.scorers import PromptRecord, Scorer
+from hybridserve.models.scorers import Scorer
 from hybridserve.tuning.seqfeatures import sequence_rows
 from hybridserve.workdir import Workdir
 

@@ -13,6 +13,8 @@ logits the confidence is read from.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import Any, cast
@@ -35,6 +37,7 @@ from hybridserve.models.generative import (
 
 try:
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise HybridServeError(
         "Hugging Face causal LMs need the 'gen' extra: pip install 'hybridserve[gen]'"
@@ -50,6 +53,18 @@ _FINGERPRINT_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt")
 def _one_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
+
+
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """Loading without transformers' "Loading weights" bars; a bar setting is restored after."""
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 class HFCausalLM(GenerativeModel):
@@ -81,8 +96,16 @@ class HFCausalLM(GenerativeModel):
                 f"model {self.name!r}: no tokenizer in {self.path} "
                 f"(none of {', '.join(_TOKENIZER_FILES)})"
             )
+        with _no_progress_bars():
+            self.tokenizer, self.model = self._load(dtype)
+        self._device = device
+        self.model.to(device).eval()
+        self._eos = self._eos_ids()
+
+    def _load(self, dtype: torch.dtype | None) -> tuple[Any, Any]:
+        """The tokenizer and the model; a failure is a one-line ``HybridServeError``."""
         try:
-            self.tokenizer: Any = AutoTokenizer.from_pretrained(
+            tokenizer: Any = AutoTokenizer.from_pretrained(
                 str(self.path), local_files_only=True, trust_remote_code=False
             )
         except (OSError, ValueError, TypeError, KeyError) as err:
@@ -91,7 +114,7 @@ class HFCausalLM(GenerativeModel):
             ) from err
         try:
             # Any: transformers' own annotations of `.to` and friends trip mypy --strict.
-            self.model: Any = cast(
+            model: Any = cast(
                 Any,
                 AutoModelForCausalLM.from_pretrained(
                     str(self.path),
@@ -104,9 +127,7 @@ class HFCausalLM(GenerativeModel):
             raise HybridServeError(
                 f"model {self.name!r}: cannot load a causal LM from {self.path} ({_one_line(err)})"
             ) from err
-        self._device = device
-        self.model.to(device).eval()
-        self._eos = self._eos_ids()
+        return tokenizer, model
 
     def _eos_ids(self) -> frozenset[int]:
         ids: set[int] = set()

@@ -1,4 +1,4 @@
-"""Scoring generated text against a reference answer, and the ``{prompt, answer}`` prompt files.
+"""Scoring generated text against a reference answer (prompt files: ``data/prompts.py``).
 
 A ``Scorer`` says whether a generation is right (``correct``), which string it answered
 (``answer_of``: what the cascade compares between models) and which of its generated tokens make
@@ -15,25 +15,13 @@ Users add their own with ``register_scorer`` or name a ``module:function`` takin
 
 from __future__ import annotations
 
-import gzip
 import importlib
-import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 from hybridserve.errors import HybridServeError
 
 _LEADING_WORD = re.compile(r"[A-Za-z]+")
-
-
-@dataclass(frozen=True)
-class PromptRecord:
-    """One request of a generative split: the prompt and the answer it should produce."""
-
-    prompt: str
-    answer: str
 
 
 class Scorer:
@@ -123,36 +111,3 @@ def get_scorer(name: str) -> Scorer:
     raise HybridServeError(
         f"scorer: unknown {name!r}; choose one of {sorted(SCORERS)} or give module:function"
     )
-
-
-def read_prompts(path: Path | str) -> list[PromptRecord]:
-    """``{prompt, answer}`` lines of a JSONL file (``.gz`` read compressed); blank lines skipped.
-
-    A line that is not a JSON object with string ``prompt`` and ``answer`` is a one-line error
-    naming the file and the line.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise HybridServeError(f"prompt file not found: {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    out: list[PromptRecord] = []
-    try:
-        with opener(path, "rt", encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    raise HybridServeError(f"{path}:{lineno}: not a JSON object") from None
-                if not isinstance(row, dict):
-                    raise HybridServeError(f"{path}:{lineno}: not a JSON object")
-                for key in ("prompt", "answer"):
-                    if not isinstance(row.get(key), str):
-                        raise HybridServeError(f"{path}:{lineno}: needs a string {key!r}")
-                out.append(PromptRecord(row["prompt"], row["answer"]))
-    except (OSError, UnicodeDecodeError, EOFError) as err:
-        raise HybridServeError(f"{path}: cannot read ({err})") from err
-    if not out:
-        raise HybridServeError(f"{path}: no prompts")
-    return out

@@ -62,6 +62,10 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(help="override reach fractions, e.g. 'linear=1,mlp=0.45,vgg=0.12'"),
         ] = None,
+        family: Annotated[
+            str | None,
+            typer.Option(help="family of --reach's models when there is no policy file"),
+        ] = None,
     ) -> None:
         """Plan replicas, batch sizes and pipeline parts per device; write DIR/plan.json."""
         from hybridserve.errors import HybridServeError
@@ -98,6 +102,7 @@ def register(app: typer.Typer) -> None:
             objective,
             options=options,
             reach_override=parse_reach(reach) if reach else None,
+            family=family,
         )
         console = Console()
         print_plan(result, console)

@@ -3,6 +3,7 @@
 Importing this package is cheap (no torch); the profiler lives in ``profiling.profiler``.
 """
 
+from hybridserve.profiling.generative_costs import GenerativeCosts, GenerativeRow
 from hybridserve.profiling.profile import (
     DeviceInfo,
     LinearFit,
@@ -16,6 +17,8 @@ from hybridserve.profiling.profile import (
 
 __all__ = [
     "DeviceInfo",
+    "GenerativeCosts",
+    "GenerativeRow",
     "LinearFit",
     "ModelFits",
     "ModelProfile",

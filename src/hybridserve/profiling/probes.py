@@ -17,8 +17,9 @@ import math
 import os
 import time
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +36,8 @@ MEMORY_METHODS = {
     ),
     "cuda": "torch.cuda.max_memory_allocated over one predict_logits call (weights included)",
 }
+
+_T = TypeVar("_T")
 
 #: Share of the CPU used by other processes during a profile above which it is flagged.
 FOREIGN_CPU_WARN = 0.10
@@ -89,10 +92,14 @@ class DeviceProbe:
 
     def call(self, model: Model, x: npt.NDArray[Any]) -> float:
         """Run one batch; its latency in seconds (device work included)."""
+        return self.timed(lambda: model.predict_logits(x))[0]
+
+    def timed(self, fn: Callable[[], _T]) -> tuple[float, _T]:
+        """Run ``fn`` (one batch of any model); its latency in seconds and its result."""
         if not self.cuda:
             t0 = time.perf_counter()
-            model.predict_logits(x)
-            return time.perf_counter() - t0
+            out = fn()
+            return time.perf_counter() - t0, out
         import torch
 
         start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
@@ -100,12 +107,12 @@ class DeviceProbe:
         self.sync()
         t0 = time.perf_counter()
         start.record()
-        model.predict_logits(x)
+        out = fn()
         end.record()
         self.sync()
         elapsed = time.perf_counter() - t0
         self._busy_s += start.elapsed_time(end) / 1000.0
-        return elapsed
+        return elapsed, out
 
     def begin(self) -> None:
         """Open a block of timed calls."""
@@ -136,14 +143,18 @@ class DeviceProbe:
 
     def peak_memory(self, model: Model, x: npt.NDArray[Any]) -> int:
         """Peak bytes while serving one batch ``x`` (see ``MEMORY_METHODS``)."""
+        return self.peak_memory_of(lambda: model.predict_logits(x), model.info.weight_bytes)
+
+    def peak_memory_of(self, fn: Callable[[], object], weight_bytes: int) -> int:
+        """Peak bytes while ``fn`` serves one batch of a model with ``weight_bytes`` of weights."""
         if self.cuda:
             import torch
 
             torch.cuda.reset_peak_memory_stats(self.spec.torch_device)
-            model.predict_logits(x)
+            fn()
             self.sync()
             return int(torch.cuda.max_memory_allocated(self.spec.torch_device))
-        return model.info.weight_bytes + cpu_activation_bytes(model, x)
+        return weight_bytes + cpu_peak_bytes(fn)
 
 
 _PROFILER_WARM = False
@@ -151,6 +162,11 @@ _PROFILER_WARM = False
 
 def cpu_activation_bytes(model: Model, x: npt.NDArray[Any]) -> int:
     """Peak bytes allocated by one call: torch CPU allocator trace + tracemalloc (numpy)."""
+    return cpu_peak_bytes(lambda: model.predict_logits(x))
+
+
+def cpu_peak_bytes(fn: Callable[[], object]) -> int:
+    """Peak bytes allocated while ``fn`` runs: torch CPU allocator trace + tracemalloc."""
     from torch.profiler import ProfilerActivity, profile
 
     global _PROFILER_WARM
@@ -170,7 +186,7 @@ def cpu_activation_bytes(model: Model, x: npt.NDArray[Any]) -> int:
     tracemalloc.reset_peak()
     try:
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            model.predict_logits(x)
+            fn()
         _, py_peak = tracemalloc.get_traced_memory()
     finally:
         if started_tracing:

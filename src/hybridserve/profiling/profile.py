@@ -13,6 +13,11 @@ questions the planner asks at any batch size ``b``:
 * ``energy_j_per_request(b)``: measured rows interpolated in log-log space (clamped to the
   measured range); ``energy_j_per_request()`` with no argument is the figure at the profile's
   serving batch size. ``NaN`` when the meter was unavailable (stored as JSON ``null``).
+
+A generative family's profile (``task: generate``) has the same rows, a request being one
+prompt decoded to the family's ``max_new_tokens``, and ``macs`` per request; each model adds a
+``generative`` block (``generative_costs.GenerativeCosts``: tokens per request, prefill and
+decode cost per token, KV-cache bytes). Files without ``task`` are classifier profiles.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from hybridserve.errors import HybridServeError
+from hybridserve.profiling.generative_costs import GenerativeCosts
 from hybridserve.workdir import read_json, write_json
 
 KIND = "profile"
@@ -168,6 +174,8 @@ class ModelProfile:
     fits: ModelFits
     serving_energy_j_per_request: float
     serving_batch_size: int
+    #: Token counts, prefill/decode split and KV cache of a generative model; else ``None``.
+    generative: GenerativeCosts | None = None
 
     @property
     def batch_sizes(self) -> tuple[int, ...]:
@@ -212,7 +220,7 @@ class ModelProfile:
         return float(np.exp(np.interp(math.log(max(float(b), 1e-9)), xs, ys)))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "params": self.params,
             "macs": self.macs,
@@ -222,6 +230,9 @@ class ModelProfile:
             "energy_j_per_request": _num(self.serving_energy_j_per_request),
             "serving_batch_size": self.serving_batch_size,
         }
+        if self.generative is not None:
+            out["generative"] = self.generative.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], serving_batch_size: int | None = None) -> ModelProfile:
@@ -240,6 +251,7 @@ class ModelProfile:
             fits=ModelFits.from_dict(d["fits"]),
             serving_energy_j_per_request=_float(d["energy_j_per_request"]),
             serving_batch_size=int(sbs if sbs is not None else rows[-1].batch_size),
+            generative=GenerativeCosts.from_dict(gen) if (gen := d.get("generative")) else None,
         )
 
 
@@ -286,6 +298,8 @@ class Profile:
     #: How the profile was taken (time budget, warm-up, threads, ...); informational.
     settings: Mapping[str, Any] = field(default_factory=dict)
     created: str = ""
+    #: ``classify`` or ``generate`` (the family YAML's ``task``).
+    task: str = "classify"
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -307,6 +321,7 @@ class Profile:
     def to_dict(self) -> dict[str, Any]:
         return {
             "family": self.family,
+            "task": self.task,
             "device": self.device.to_dict(),
             "meter": {k: _clean(v) for k, v in self.meter.items()},
             "memory_method": self.memory_method,
@@ -331,6 +346,7 @@ class Profile:
             models=models,
             settings=dict(d.get("settings", {})),
             created=str(d.get("created", "")),
+            task=str(d.get("task", "classify")),
         )
 
     def save(self, path: Path) -> None:

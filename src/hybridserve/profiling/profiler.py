@@ -39,7 +39,7 @@ import numpy.typing as npt
 from hybridserve.devices import resolve_device
 from hybridserve.energy import EnergyMeter, select_meter
 from hybridserve.errors import HybridServeError
-from hybridserve.models import Family, Model, TorchModel, load_family
+from hybridserve.models import Family, GenerativeModel, Model, TorchModel, load_family
 from hybridserve.process import process_settings
 from hybridserve.profiling.devices import describe_device
 from hybridserve.profiling.fits import fit_linear, fit_utilisation
@@ -62,6 +62,7 @@ __all__ = [
     "ProfilerSettings",
     "ProgressFn",
     "fit_model",
+    "point_row",
     "profile_family",
 ]
 
@@ -149,7 +150,8 @@ def _block(
         stats.memory_bytes = probe.peak_memory(model, x)
 
 
-def _row(probe: DeviceProbe, stats: PointStats) -> ProfileRow:
+def point_row(probe: DeviceProbe, stats: PointStats) -> ProfileRow:
+    """The row of one measured point: median/p90 latency, throughput, energy, memory, busy share."""
     lat_ms = stats.latency_ms()
     median = float(np.median(lat_ms))
     return ProfileRow(
@@ -165,7 +167,11 @@ def _row(probe: DeviceProbe, stats: PointStats) -> ProfileRow:
 
 
 def fit_model(
-    model: Model, rows: Sequence[ProfileRow], serving_batch_size: int, *, fit_u_max: bool
+    model: Model | GenerativeModel,
+    rows: Sequence[ProfileRow],
+    serving_batch_size: int,
+    *,
+    fit_u_max: bool,
 ) -> ModelProfile:
     """Fit a model's curves to its measured rows."""
     rows = tuple(sorted(rows, key=lambda r: r.batch_size))
@@ -265,7 +271,7 @@ def profile_family(
             100 * foreign_share,
         )
     profiles = tuple(
-        fit_model(m, [_row(probe, stats[m.name, b]) for b in sizes], serving_batch_size,
+        fit_model(m, [point_row(probe, stats[m.name, b]) for b in sizes], serving_batch_size,
                   fit_u_max=not probe.cuda)
         for m in chosen
     )  # fmt: skip
