@@ -149,24 +149,33 @@ def run_generations(
 ) -> GenerationRecords:
     """Greedy generations of ``model`` over ``prompts``, scored."""
     params = GenerationParams(max_new_tokens=max_new_tokens, logprob_temperature=temperature)
-    correct, answers, raw, cal, p_tok, g_tok = [], [], [], [], [], []
+    n = len(prompts)
+    correct: list[bool] = [False] * n
+    answers: list[str] = [""] * n
+    raw: list[npt.NDArray[np.float64]] = [np.empty(0)] * n
+    cal: list[npt.NDArray[np.float64]] = [np.empty(0)] * n
+    p_tok, g_tok = [0] * n, [0] * n
+    # Batches of similar length: a left-padded batch costs its longest prompt for every row,
+    # and the prompt files run from short to long within each chapter.
+    order = sorted(range(n), key=lambda i: len(prompts[i].prompt))
     with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"{model.name} on {split}", total=len(prompts))
-        for lo in range(0, len(prompts), batch_size):
-            chunk = prompts[lo : lo + batch_size]
-            for p, g in zip(chunk, model.generate([p.prompt for p in chunk], params), strict=True):
+        task = bar.add_task(f"{model.name} on {split}", total=n)
+        for lo in range(0, n, batch_size):
+            rows = order[lo : lo + batch_size]
+            outs = model.generate([prompts[i].prompt for i in rows], params)
+            for i, g in zip(rows, outs, strict=True):
                 if g.calibrated_logprobs is None:
                     raise HybridServeError(
                         f"model {model.name!r} ignores logprob_temperature (no calibrated_logprobs)"
                     )
                 k = scorer.scored_tokens(model.decode, g.token_ids)
-                correct.append(scorer.correct(g.text, p.answer))
-                answers.append(scorer.answer_of(g.text))
-                raw.append(np.asarray(g.logprobs[:k], dtype=np.float64))
-                cal.append(np.asarray(g.calibrated_logprobs[:k], dtype=np.float64))
-                p_tok.append(g.prompt_tokens)
-                g_tok.append(len(g.token_ids))
-            bar.advance(task, len(chunk))
+                correct[i] = scorer.correct(g.text, prompts[i].answer)
+                answers[i] = scorer.answer_of(g.text)
+                raw[i] = np.asarray(g.logprobs[:k], dtype=np.float64)
+                cal[i] = np.asarray(g.calibrated_logprobs[:k], dtype=np.float64)
+                p_tok[i] = g.prompt_tokens
+                g_tok[i] = len(g.token_ids)
+            bar.advance(task, len(rows))
     return GenerationRecords(
         model=model.name,
         split=split,

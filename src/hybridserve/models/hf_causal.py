@@ -13,6 +13,7 @@ logits the confidence is read from.
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
@@ -101,6 +102,10 @@ class HFCausalLM(GenerativeModel):
         self._device = device
         self.model.to(device).eval()
         self._eos = self._eos_ids()
+        # transformers 5 renamed the KV cache argument and output (``past_key_values`` → ``cache``)
+        # and warns on the old name; use whichever this version's model takes
+        takes = inspect.signature(self.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in takes else "past_key_values"
 
     def _load(self, dtype: torch.dtype | None) -> tuple[Any, Any]:
         """The tokenizer and the model; a failure is a one-line ``HybridServeError``."""
@@ -201,10 +206,13 @@ class HFCausalLM(GenerativeModel):
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=cache,
             use_cache=True,
+            **{self._cache_kw: cache},
+            # only the last position's logits are read: computing the vocabulary projection at
+            # every prompt position was about half a small model's prefill work
+            logits_to_keep=1,
         )
-        return out.logits[:, -1, :].float(), out.past_key_values
+        return out.logits[:, -1, :].float(), out.get(self._cache_kw)
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], params: GenerationParams) -> list[Generation]:
