@@ -202,3 +202,11 @@ def test_jsonl_errors_name_the_line(tmp_path: Path) -> None:
     path.write_text("{oops\n")
     with pytest.raises(HybridServeError, match=r"d\.jsonl:1: not valid JSON"):
         load_jsonl_split(path, "val")
+
+
+def test_serving_a_text_family_is_refused_in_one_line(text_yaml: Path) -> None:
+    from hybridserve.serving import resolve_family
+
+    with pytest.raises(HybridServeError, match=r"takes text inputs.*serving does not yet") as e:
+        resolve_family(None, text_yaml)
+    assert "\n" not in str(e.value)
