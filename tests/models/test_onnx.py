@@ -181,3 +181,31 @@ def test_yaml_errors_name_the_field(tmp_path: Path, model: dict[str, object], me
 def test_existing_torch_form_still_validates() -> None:
     cfg = read_config(bundled_config_path("fashion-mnist"))
     assert all(m.path is None and m.weights for m in cfg.models)
+
+
+def _run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from hybridserve.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return int(exc.value.code or 0), out.out, out.err
+
+
+def test_export_cli(
+    exported: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    torch_yaml, _ = exported
+    code, out, err = _run_cli(
+        ["export", "onnx", "--config", str(torch_yaml), "--out", str(tmp_path / "o")], capsys
+    )
+    assert code == 0, err
+    assert str(tmp_path / "o" / "family.yaml") in out
+    assert read_config(tmp_path / "o" / "family.yaml").family == "fashion-mnist-onnx"
+    assert sorted(p.name for p in (tmp_path / "o").glob("*.onnx")) == ["linear.onnx", "mlp.onnx"]
+    code, _, err = _run_cli(
+        ["export", "onnx", "--family", "fashion-mnist", "--config", str(torch_yaml), "--out", "x"],
+        capsys,
+    )
+    assert code == 2 and "either --family or --config" in err
