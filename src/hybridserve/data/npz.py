@@ -16,8 +16,13 @@ def load_npz_split(
     name: str,
     input_shape: tuple[int, ...] | None = None,
     num_classes: int | None = None,
+    *,
+    text: bool = False,
 ) -> Split:
-    """Load and validate a labelled split; every problem is reported naming the file and array."""
+    """Load and validate a labelled split; every problem is reported naming the file and array.
+
+    With ``text``, ``x`` holds one string per input (a 1-D unicode array).
+    """
     path = Path(path)
     if not path.is_file():
         raise HybridServeError(f"{path}: data file not found")
@@ -45,6 +50,13 @@ def load_npz_split(
         raise HybridServeError(f"{path}: 'y' must hold integer labels, got dtype {y.dtype}")
     if num_classes is not None and y.size and (y.min() < 0 or y.max() >= num_classes):
         raise HybridServeError(f"{path}: labels in 'y' must lie in [0, {num_classes - 1}]")
-    if not np.issubdtype(x.dtype, np.number):
+    if text:
+        if x.dtype.kind not in "US" or x.ndim != 1:
+            raise HybridServeError(
+                f"{path}: 'x' must be a 1-D array of strings for a text family, "
+                f"got dtype {x.dtype} and shape {x.shape}"
+            )
+        x = x.astype(str)
+    elif not np.issubdtype(x.dtype, np.number):
         raise HybridServeError(f"{path}: 'x' must be numeric, got dtype {x.dtype}")
     return Split(name, x, y.astype(np.int64), np.arange(y.shape[0], dtype=np.int64))

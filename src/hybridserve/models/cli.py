@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from hybridserve.cliopts import ConfigOption, FamilyOption
 from hybridserve.errors import HybridServeError
 
 
@@ -84,3 +85,35 @@ def register(app: typer.Typer) -> None:
         )
 
     app.add_typer(zoo, name="zoo")
+    _register_export(app)
+
+
+def _register_export(app: typer.Typer) -> None:
+    """Add the ``export`` command group."""
+    export = typer.Typer(help="Write a family in another format.", no_args_is_help=True)
+
+    @export.command("onnx")
+    def onnx(
+        out: Annotated[Path, typer.Option(help="folder for the .onnx files and family.yaml")],
+        family: FamilyOption = None,
+        config: ConfigOption = None,
+        name: Annotated[
+            str | None, typer.Option(help="the ONNX family's name (default: <family>-onnx)")
+        ] = None,
+    ) -> None:
+        """Export every member of a torch family to ONNX (dynamic batch) plus its family.yaml.
+
+        Serve or tune the result with --config OUT/family.yaml (needs the 'onnx' extra).
+        """
+        if family is not None and config is not None:
+            raise HybridServeError("give either --family or --config, not both")
+        try:
+            from hybridserve.models.onnx_export import export_family
+        except ModuleNotFoundError as err:
+            raise HybridServeError(
+                f"ONNX export needs {err.name!r}: pip install 'hybridserve[onnx]'"
+            ) from err
+        path = export_family(out, family or "fashion-mnist", config, name)
+        typer.echo(f"wrote {path}")
+
+    app.add_typer(export, name="export")

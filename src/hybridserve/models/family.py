@@ -12,51 +12,81 @@ Users declare their own family in YAML (see ``docs/family.md``)::
         loader: mypkg.zoo:small   # module:function returning an nn.Module
         weights: small.safetensors
         preprocessing: {scale: 0.00392157, mean: 0.286, std: 0.353, shape: [1, 28, 28]}
+      - name: big
+        loader: onnx              # or hf-image-classifier; see models/loaders.py
+        path: big.onnx
 
-The bundled ``fashion-mnist`` family is declared the same way, in the package's
-``models/weights/fashion-mnist/family.yaml``, with ``data: {val: builtin, test: builtin}``.
+A text family says ``input_kind: text`` (one string per input, ``.npz`` or ``.jsonl`` data) and
+lists ``hf-text-classifier`` models. The bundled ``fashion-mnist`` family is declared the same
+way, in the package's ``models/weights/fashion-mnist/family.yaml``, with
+``data: {val: builtin, test: builtin}``.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from torch import nn
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hybridserve.data.fashion_mnist import Split, load_eval_split
 from hybridserve.data.npz import load_npz_split
+from hybridserve.data.text import load_jsonl_split
 from hybridserve.errors import HybridServeError
 from hybridserve.models.base import Model
+from hybridserve.models.loaders import HF_TEXT, LOADERS, build_model, loader_field_problem
 from hybridserve.models.preprocessing import Preprocessing
-from hybridserve.models.torch_model import TorchModel, load_weights
 from hybridserve.yamlio import read_mapping, unique_names, validation_message
 
 BUNDLED = ("fashion-mnist", "kjv-gpt")
 
 
 class ModelEntry(BaseModel):
-    """One model of a family YAML file."""
+    """One model of a family YAML file: a torch ``module:function`` or a built-in loader."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1)
-    loader: str = Field(description="module:function returning an nn.Module")
+    loader: str = Field(
+        description="module:function returning an nn.Module, or one of " + ", ".join(LOADERS)
+    )
     weights: str | None = Field(None, description=".safetensors or .pt state dict path")
+    path: str | None = Field(None, description="built-in loaders: the .onnx file or HF directory")
     preprocessing: Preprocessing = Preprocessing()
+    max_length: int | None = Field(None, ge=1, description="hf-text-classifier: token limit")
 
     @field_validator("loader")
     @classmethod
     def _loader_form(cls, value: str) -> str:
+        if value in LOADERS:
+            return value
         if value.count(":") != 1 or not all(value.split(":")):
-            hint = " (a generative family says 'task: generate')" if ":" not in value else ""
+            hint = (
+                f" or one of {', '.join(LOADERS)} (a generative family says 'task: generate')"
+                if ":" not in value
+                else ""
+            )
             raise ValueError(f"loader must look like 'module:function', got {value!r}{hint}")
         return value
+
+    @model_validator(mode="after")
+    def _fields_fit_loader(self) -> ModelEntry:
+        problem = loader_field_problem(
+            self.loader, self.model_fields_set, self.path, self.max_length
+        )
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 class DataEntry(BaseModel):
@@ -75,16 +105,46 @@ class FamilyConfig(BaseModel):
 
     family: str = Field(min_length=1)
     task: Literal["classify"] = "classify"
+    input_kind: Literal["tensor", "text"] = Field(
+        "tensor", description="tensor: numeric arrays of input_shape; text: one string per input"
+    )
     labels: list[str] | None = None
     input_shape: tuple[int, ...]
     input_range: tuple[float, float] | None = None
     data: DataEntry
     models: list[ModelEntry] = Field(min_length=2)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _text_shape(cls, raw: object) -> object:
+        # a text input is one string: its shape is [] unless the file says otherwise
+        if isinstance(raw, dict) and raw.get("input_kind") == "text":
+            raw = {"input_shape": [], **raw}
+        return raw
+
     @field_validator("models")
     @classmethod
     def _unique_names(cls, value: list[ModelEntry]) -> list[ModelEntry]:
         return unique_names(value)
+
+    @model_validator(mode="after")
+    def _kind_fits(self) -> FamilyConfig:
+        text = self.input_kind == "text"
+        if text and self.input_shape != ():
+            raise ValueError(f"input_shape: a text family takes [], got {list(self.input_shape)}")
+        if text and self.input_range is not None:
+            raise ValueError("input_range: a text family has no numeric range")
+        for i, m in enumerate(self.models):
+            if text and m.loader != HF_TEXT:
+                raise ValueError(
+                    f"models.{i}.loader: a text family (input_kind: text) takes only "
+                    f"{HF_TEXT!r} models, got {m.loader!r}"
+                )
+            if not text and m.loader == HF_TEXT:
+                raise ValueError(
+                    f"models.{i}.loader: {HF_TEXT!r} needs 'input_kind: text' at the top level"
+                )
+        return self
 
 
 @dataclass(frozen=True)
@@ -97,6 +157,8 @@ class Family:
     input_shape: tuple[int, ...]
     input_range: tuple[float, float] | None = None
     data: dict[str, Callable[[], Split]] = field(default_factory=dict, compare=False)
+    #: ``tensor`` (numeric arrays of ``input_shape``) or ``text`` (one string per input)
+    input_kind: str = "tensor"
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -136,18 +198,6 @@ def read_config(path: Path) -> FamilyConfig:
         raise HybridServeError(validation_message(path, err)) from err
 
 
-def _import_loader(spec: str) -> Callable[[], nn.Module]:
-    module_name, func_name = spec.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise HybridServeError(f"loader {spec!r}: cannot import {module_name!r} ({err})") from err
-    fn = getattr(module, func_name, None)
-    if not callable(fn):
-        raise HybridServeError(f"loader {spec!r}: {module_name!r} has no function {func_name!r}")
-    return fn  # type: ignore[no-any-return]
-
-
 def _data_loader(
     spec: str, split: Literal["val", "test"], base: Path, cfg: FamilyConfig
 ) -> Callable[[], Split]:
@@ -155,29 +205,15 @@ def _data_loader(
         return lambda: load_eval_split(split)
     path = (base / spec).resolve()
     n_classes = len(cfg.labels) if cfg.labels else None
-    return lambda: load_npz_split(path, split, cfg.input_shape, n_classes)
+    if path.suffix == ".jsonl":
+        return lambda: load_jsonl_split(path, split, n_classes)
+    text = cfg.input_kind == "text"
+    return lambda: load_npz_split(path, split, cfg.input_shape, n_classes, text=text)
 
 
 def build_family(cfg: FamilyConfig, base: Path, device: str = "cpu") -> Family:
     """Instantiate every model of a validated config (weights loaded, eval mode, on ``device``)."""
-    models: list[Model] = []
-    for entry in cfg.models:
-        module = _import_loader(entry.loader)()
-        if not isinstance(module, nn.Module):
-            raise HybridServeError(
-                f"loader {entry.loader!r} returned {type(module).__name__}, not an nn.Module"
-            )
-        sha = load_weights(module, base / entry.weights) if entry.weights else None
-        models.append(
-            TorchModel(
-                entry.name,
-                module,
-                entry.preprocessing,
-                device=device,
-                input_shape=cfg.input_shape,
-                weights_sha256=sha,
-            )
-        )
+    models = [build_model(entry, base, device, cfg.input_shape) for entry in cfg.models]
     labels = tuple(cfg.labels) if cfg.labels else None
     return Family(
         name=cfg.family,
@@ -189,13 +225,19 @@ def build_family(cfg: FamilyConfig, base: Path, device: str = "cpu") -> Family:
             "val": _data_loader(cfg.data.val, "val", base, cfg),
             "test": _data_loader(cfg.data.test, "test", base, cfg),
         },
+        input_kind=cfg.input_kind,
     )
 
 
 def _num_classes(model: Model, cfg: FamilyConfig) -> int:
     import numpy as np
 
-    return int(model.predict_logits(np.zeros((1, *cfg.input_shape), dtype=np.float32)).shape[1])
+    probe = (
+        np.array([""])
+        if cfg.input_kind == "text"
+        else np.zeros((1, *cfg.input_shape), dtype=np.float32)
+    )
+    return int(model.predict_logits(probe).shape[1])
 
 
 def bundled_config_path(name: str) -> Path:

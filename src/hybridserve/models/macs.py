@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -19,6 +20,12 @@ def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
     Counts convolutions and linear layers, which dominate; pooling, norms and activations are
     a few percent at most and are left out.
     """
+    return count_macs_of_call(module, lambda: module(torch.zeros((1, *input_shape))))
+
+
+def count_macs_of_call(module: nn.Module, call: Callable[[], object]) -> int:
+    """MACs of the Conv2d and Linear layers of ``module`` during ``call()`` (one forward pass,
+    e.g. of a tokenised text or a processed image), in eval mode under ``inference_mode``."""
     total = 0
 
     def hook(layer: nn.Module, inputs: Any, output: torch.Tensor) -> None:
@@ -40,7 +47,7 @@ def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
     module.eval()
     try:
         with torch.inference_mode():
-            module(torch.zeros((1, *input_shape)))
+            call()
     finally:
         for h in handles:
             h.remove()
