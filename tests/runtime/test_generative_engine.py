@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,8 +76,8 @@ def gated(lms: GenerativeFamily) -> tuple[GenerativeFamily, Gated, Gated]:
     return GenerativeFamily(lms.name, (small, big), max_new_tokens=8), small, big
 
 
-def engine(family: GenerativeFamily, threshold: float, **config: object) -> GenerativeEngine:
-    cfg = EngineConfig(warmup=False, **config)  # type: ignore[arg-type]
+def engine(family: GenerativeFamily, threshold: float, **config: Any) -> GenerativeEngine:
+    cfg = EngineConfig(warmup=False, **config)
     return GenerativeEngine(policy(threshold), family, cfg, max_batch=4, max_wait_ms=0)
 
 
@@ -120,7 +121,7 @@ def test_calibration_temperature_reaches_the_models(lms: GenerativeFamily) -> No
 
 
 def test_deadline_cancellation_and_a_full_queue(lms: GenerativeFamily) -> None:
-    family, small, big = gated(lms)
+    family, small, _ = gated(lms)
 
     async def run() -> None:
         async with engine(family, NEVER_ESCALATE, queue_size=3) as eng:

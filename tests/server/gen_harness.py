@@ -46,6 +46,7 @@ def save_family(root: Path) -> Path:
 
 
 def load_family(root: Path) -> GenerativeFamily:
+    """The two models of ``save_family(root)``, loaded on the CPU."""
     torch.set_num_threads(1)
     return GenerativeFamily(
         FAMILY,
