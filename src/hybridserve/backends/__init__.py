@@ -41,6 +41,11 @@ class ServeOptions(BaseModel):
         None,
         description="Ray cluster address ('auto', 'ray://head:10001'); None starts a local Ray",
     )
+    giant_only: bool = Field(False, description="generative families: serve the giant alone")
+    device: str = Field("cpu", description="generative families: device of every chain model")
+    decode_batch: int = Field(
+        8, ge=1, description="generative families: most prompts one decoding call takes"
+    )
 
 
 def get_backend(name: str) -> object:

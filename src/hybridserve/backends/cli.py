@@ -96,8 +96,25 @@ def register(app: typer.Typer) -> None:
         ] = 16 * 1024 * 1024,
         log_level: Annotated[str, typer.Option(help=", ".join(LOG_LEVELS))] = "info",
         access_log: Annotated[bool, typer.Option(help="log one line per request")] = False,
+        giant_only: Annotated[
+            bool,
+            typer.Option(
+                help="generative families: serve the giant alone (also the fallback when the "
+                "workdir holds no policy)"
+            ),
+        ] = False,
+        device: Annotated[
+            str, typer.Option(help="generative families: device of every chain model")
+        ] = "cpu",
+        decode_batch: Annotated[
+            int, typer.Option(help="generative families: most prompts one decoding call takes")
+        ] = 8,
     ) -> None:
-        """Serve the cascade: KServe v2 and /v1/predict, health, /v1/policy and /metrics."""
+        """Serve the cascade: KServe v2 and /v1/predict, health, /v1/policy and /metrics.
+
+        A generative family (task: generate) is served behind OpenAI-compatible routes instead:
+        /v1/completions, /v1/models, health and /metrics.
+        """
         import logging
 
         from hybridserve.backends import ServeOptions
@@ -126,6 +143,9 @@ def register(app: typer.Typer) -> None:
                 log_level=level,
                 access_log=access_log,
                 address=address,
+                giant_only=giant_only,
+                device=device,
+                decode_batch=decode_batch,
                 engine=EngineConfig(
                     queue_size=queue_size,
                     request_timeout_s=timeout_s,

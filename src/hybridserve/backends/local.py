@@ -15,6 +15,7 @@ import socket
 from collections.abc import Generator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import FastAPI
@@ -25,6 +26,9 @@ from hybridserve.runtime.config import EngineConfig
 from hybridserve.runtime.engine import Engine
 from hybridserve.server.app import create_app, engine_failure, on_engine_failure
 from hybridserve.serving import ServeTarget, check_here, resolve_target
+
+if TYPE_CHECKING:
+    from hybridserve.genserving import GenerativeTarget
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +136,37 @@ def serve_options(options: ServeOptions, target: ServeTarget) -> None:
         )
         serve(
             create_app(engine, options.server),
+            options.host,
+            port,
+            sock=sock,
+            log_level=options.log_level,
+            access_log=options.access_log,
+            graceful_timeout_s=options.engine.drain_timeout_s or None,
+        )
+
+
+def serve_generative(options: ServeOptions, target: GenerativeTarget) -> None:
+    """``hybridserve serve`` of a generative family: OpenAI-compatible routes (port first)."""
+    from hybridserve.genserving import generative_engine
+    from hybridserve.server.openai_app import create_generative_app
+
+    sock = bind_port(options.host, options.port)
+    with sock:
+        engine = generative_engine(
+            target, options.engine, device=options.device, max_batch=options.decode_batch
+        )
+        port = int(sock.getsockname()[1])
+        log.info(
+            "serving %s (chain %s, policy %s) on http://%s:%d/v1%s",
+            target.family_name,
+            " → ".join(engine.chain),
+            target.policy_source,
+            options.host,
+            port,
+            " with bearer-token auth" if options.server.api_key is not None else "",
+        )
+        serve(
+            create_generative_app(engine, options.server),
             options.host,
             port,
             sock=sock,

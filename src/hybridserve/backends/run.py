@@ -6,12 +6,28 @@ Everything that can be checked without a port or a loaded model is checked first
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hybridserve.backends import ServeOptions, get_backend
+from hybridserve.errors import HybridServeError
 from hybridserve.serving import check_here, resolve_target
 
 
 def run_serve(options: ServeOptions, backend: str = "local") -> None:
     """Serve ``options`` on ``backend`` until SIGTERM/SIGINT."""
+    from hybridserve.genserving import generative_family_path
+
+    gen_path = generative_family_path(
+        options.workdir, options.policy, options.family, options.family_config
+    )
+    if gen_path is not None:
+        _serve_generative(options, backend, gen_path)
+        return
+    if options.giant_only:
+        raise HybridServeError(
+            "--giant-only applies to generative families (task: generate); a classifier "
+            "family serves its policy's chain"
+        )
     module = get_backend(backend)
     target = resolve_target(
         options.workdir,
@@ -23,3 +39,24 @@ def run_serve(options: ServeOptions, backend: str = "local") -> None:
     # a Ray cluster given by address runs the plan on its own nodes, not on this machine
     check_here(target, queue_size=options.engine.queue_size, this_machine=options.address is None)
     module.serve_options(options, target)  # type: ignore[attr-defined]
+
+
+def _serve_generative(options: ServeOptions, backend: str, family_path: Path) -> None:
+    """A generative family: the OpenAI-compatible app, in this process."""
+    from hybridserve.backends.local import serve_generative
+    from hybridserve.devices import resolve_device
+    from hybridserve.genserving import resolve_generative_target
+
+    if backend != "local":
+        raise HybridServeError(
+            f"--backend {backend!r}: generative families are served by the local backend only"
+        )
+    if options.plan is not None:
+        raise HybridServeError(
+            "--plan: plans do not place generative models yet; choose the device with --device"
+        )
+    resolve_device(options.device)  # a missing device fails before the policy is read
+    target = resolve_generative_target(
+        options.workdir, family_path, policy=options.policy, giant_only=options.giant_only
+    )
+    serve_generative(options, target)

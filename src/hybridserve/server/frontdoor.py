@@ -35,6 +35,9 @@ _ROUTES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     for pattern, label in (
         (r"^/v1/predict$", "/v1/predict"),
         (r"^/v1/policy$", "/v1/policy"),
+        (r"^/v1/completions$", "/v1/completions"),
+        (r"^/v1/chat/completions$", "/v1/chat/completions"),
+        (r"^/v1/models(/[^/]+)?$", "/v1/models"),
         (r"^/v2/models/[^/]+/infer$", "/v2/models/{model}/infer"),
         (r"^/v2/models/[^/]+/ready$", "/v2/models/{model}/ready"),
         (r"^/v2/models/[^/]+$", "/v2/models/{model}"),
@@ -49,7 +52,16 @@ _HEALTH = frozenset(
     {"/v2/health/live", "/v2/health/ready", "/v2/models/{model}/ready", "/metrics", "/v2"}
 )
 _OPEN = frozenset({"/docs"})
-_INFERENCE = frozenset({"/v1/predict", "/v2/models/{model}/infer"})
+_INFERENCE = frozenset(
+    {"/v1/predict", "/v2/models/{model}/infer", "/v1/completions", "/v1/chat/completions"}
+)
+#: ``error_body(status, message)``: the JSON body of a refusal (the OpenAI routes' app gives its
+#: own shape); the default is this API's ``{"error": message}``.
+ErrorBody = Callable[[int, str], dict[str, Any]]
+
+
+def plain_error(status: int, message: str) -> dict[str, Any]:
+    return {"error": message}
 
 
 def route_label(path: str) -> str:
@@ -147,8 +159,10 @@ class FrontDoor:
         settings: ServerSettings,
         metrics: ServerMetrics,
         overloaded: Callable[[], bool] = lambda: False,
+        error_body: ErrorBody = plain_error,
     ) -> None:
         self.app = app
+        self.error_body = error_body
         self.metrics = metrics
         self.overloaded = overloaded
         self.retry_after = str(settings.retry_after_s)
@@ -183,7 +197,9 @@ class FrontDoor:
                 await send_json(
                     send_noting_status,
                     401,
-                    {"error": "missing or invalid bearer token (send 'Authorization: Bearer KEY')"},
+                    self.error_body(
+                        401, "missing or invalid bearer token (send 'Authorization: Bearer KEY')"
+                    ),
                     {"www-authenticate": "Bearer"},
                 )
                 return
@@ -193,7 +209,7 @@ class FrontDoor:
                 await send_json(
                     send_noting_status,
                     503,
-                    {"error": "server overloaded: the entry queue is full; retry later"},
+                    self.error_body(503, "server overloaded: the entry queue is full; retry later"),
                     {"retry-after": self.retry_after},
                 )
                 return
@@ -208,7 +224,10 @@ class FrontDoor:
                         # the rest of the body is never read, so the connection cannot be reused
                         headers = {**body.headers, "connection": "close"}
                         await send_json(
-                            send_noting_status, body.status, {"error": body.message}, headers
+                            send_noting_status,
+                            body.status,
+                            self.error_body(body.status, body.message),
+                            headers,
                         )
                         return
                     receive = _replay(body, receive)

@@ -30,7 +30,7 @@ class Size:
 #: included) so a request costs it ≥ 20× more even with per-call overheads; the medium model is
 #: well below the giant so the two stay apart in accuracy; all four fit in ~22 MB of float32.
 SIZES: dict[str, Size] = {
-    "tiny": Size(layers=1, width=64, heads=2),
+    "tiny": Size(layers=1, width=32, heads=2),
     "small": Size(layers=2, width=96, heads=4),
     "medium": Size(layers=3, width=160, heads=5),
     "giant": Size(layers=6, width=224, heads=7),

@@ -1,0 +1,239 @@
+"""One chain position of a generative cascade: a queue of prompts and the worker that decodes them.
+
+Request-level batching: the worker takes the oldest waiting request, gathers the waiting ones
+that decode with exactly the same ``GenerationParams`` (up to ``max_batch``, waiting at most
+``max_wait_s`` for the batch to fill) and runs the model's batched KV-cache decoding on them in
+its own thread. Inside that call, finished rows leave the batch at once (``HFCausalLM``), but
+new rows join only at the next call. Requests with different parameters never share a call,
+because ``GenerativeModel.generate`` decodes a batch with one ``GenerationParams`` and because
+a seeded sample is seeded by its row: a seeded sampling request decodes alone (row 0), so it
+repeats exactly whatever else is queued.
+
+A batch that raises is retried one request at a time, so only the request whose own prompt
+makes the model raise fails (a ``HybridServeError``, e.g. a prompt too long for the model,
+becomes ``InvalidInputError``; anything else ``BatchFailedError``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from hybridserve.errors import HybridServeError
+from hybridserve.models.generative import Generation, GenerationParams, GenerativeModel
+from hybridserve.runtime.errors import BatchFailedError, InvalidInputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class GenJob:
+    """One prompt on its way through the chain (owned by the engine's event loop)."""
+
+    prompt: str
+    #: the request's own decoding parameters (the position adds its logprob temperature)
+    params: GenerationParams
+    future: asyncio.Future[object]
+    #: chain index of the position it waits at or runs on
+    index: int = 0
+    #: models visited so far, in order
+    path: list[str] = field(default_factory=list)
+    #: 1 × L × K trail of what earlier positions said, when the policy's rule reads it
+    trail: npt.NDArray[np.float32] | None = None
+    policy_version: int = 1
+    accepted_at: float = field(default_factory=time.perf_counter)
+
+    @property
+    def done(self) -> bool:
+        """Answered, failed, timed out or cancelled: nothing more to do for it."""
+        return self.future.done()
+
+
+#: ``finish(position, jobs, outcomes, service_s)``: the engine routes a finished call.
+Finish = Callable[["DecodeWorker", list[GenJob], list[Generation | BaseException], float], None]
+
+
+class DecodeWorker:
+    """The queue and decode loop of one chain model."""
+
+    def __init__(
+        self,
+        model: GenerativeModel,
+        index: int,
+        logprob_temperature: float,
+        finish: Finish,
+        *,
+        max_batch: int = 8,
+        max_wait_s: float = 0.002,
+    ) -> None:
+        if max_batch < 1:
+            raise HybridServeError(f"max_batch must be >= 1, got {max_batch!r}")
+        self.model = model
+        self.name = model.name
+        self.index = index
+        self.logprob_temperature = logprob_temperature
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self._finish = finish
+        self._queue: deque[GenJob] = deque()
+        self._wake = asyncio.Event()
+        # one thread per model: a model is never called from two threads at once
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"decode-{self.name}")
+        self._task: asyncio.Task[None] | None = None
+        #: jobs of the call now running (for the engine's drain and accounting)
+        self.running: list[GenJob] = []
+
+    # ------------------------------------------------------------------ queue
+    def put(self, job: GenJob) -> None:
+        job.index = self.index
+        self._queue.append(job)
+        self._wake.set()
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting (not yet in a model call)."""
+        return sum(1 for j in self._queue if not j.done)
+
+    def params_for(self, job: GenJob) -> GenerationParams:
+        """The job's parameters at this position: its own, plus this model's calibration T."""
+        p = job.params
+        return GenerationParams(
+            max_new_tokens=p.max_new_tokens,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            seed=p.seed,
+            stop=p.stop,
+            stop_at_eos=p.stop_at_eos,
+            top_logprobs=p.top_logprobs,
+            logprob_temperature=self.logprob_temperature,
+        )
+
+    def _take_batch(self) -> tuple[GenerationParams, list[GenJob]] | None:
+        """The oldest live job and the live jobs that share its parameters (in arrival order)."""
+        while self._queue and self._queue[0].done:
+            self._queue.popleft()  # cancelled or timed out while waiting
+        if not self._queue:
+            return None
+        head = self._queue[0]
+        params = self.params_for(head)
+        limit = 1 if (not params.greedy and params.seed is not None) else self.max_batch
+        batch: list[GenJob] = []
+        rest: deque[GenJob] = deque()
+        for job in self._queue:
+            if job.done:
+                continue
+            if len(batch) < limit and self.params_for(job) == params:
+                batch.append(job)
+            else:
+                rest.append(job)
+        self._queue = rest
+        return params, batch
+
+    def _fillable(self) -> bool:
+        """Whether waiting could still grow the head's batch."""
+        live = [j for j in self._queue if not j.done]
+        if not live:
+            return False
+        params = self.params_for(live[0])
+        if not params.greedy and params.seed is not None:
+            return False
+        return sum(1 for j in live if self.params_for(j) == params) < self.max_batch
+
+    # ------------------------------------------------------------------ loop
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"decode-{self.name}")
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if self.max_wait_s > 0 and self._fillable():
+                # a short wait lets concurrent requests share the call
+                await asyncio.sleep(self.max_wait_s)
+            taken = self._take_batch()
+            if taken is None:
+                continue
+            params, batch = taken
+            self.running = batch
+            t0 = time.perf_counter()
+            try:
+                outcomes = await self._decode(params, batch)
+            finally:
+                self.running = []
+            try:
+                self._finish(self, batch, outcomes, time.perf_counter() - t0)
+            except Exception as err:  # a routing bug must not stop the position
+                log.exception("routing a batch of %s failed", self.name)
+                for job in batch:
+                    if not job.done:
+                        job.future.set_exception(BatchFailedError(f"routing failed: {err!r}"))
+
+    async def _decode(
+        self, params: GenerationParams, batch: list[GenJob]
+    ) -> list[Generation | BaseException]:
+        loop = asyncio.get_running_loop()
+        prompts = [j.prompt for j in batch]
+        try:
+            gens = await loop.run_in_executor(self._pool, self.model.generate, prompts, params)
+            if len(gens) != len(prompts):
+                raise BatchFailedError(
+                    f"model {self.name!r} returned {len(gens)} generations for {len(prompts)}"
+                )
+            return list(gens)
+        except Exception as err:
+            if len(batch) == 1:
+                return [self._as_request_error(err)]
+        # one request's prompt may be what made the call fail: retry them apart
+        out: list[Generation | BaseException] = []
+        for job in batch:
+            if job.done:
+                out.append(BatchFailedError("request ended before its retry"))
+                continue
+            try:
+                one = await loop.run_in_executor(
+                    self._pool, self.model.generate, [job.prompt], params
+                )
+                out.append(one[0])
+            except Exception as err:
+                out.append(self._as_request_error(err))
+        return out
+
+    def _as_request_error(self, err: Exception) -> BaseException:
+        if isinstance(err, HybridServeError):
+            return InvalidInputError(f"model {self.name!r}: {err}")
+        log.warning("model %s failed on a request: %r", self.name, err)
+        return BatchFailedError(f"model {self.name!r} failed on this prompt ({type(err).__name__})")
+
+    def fail_waiting(self, err: BaseException) -> None:
+        """Fail every waiting (not running) job with ``err``."""
+        while self._queue:
+            job = self._queue.popleft()
+            if not job.done:
+                job.future.set_exception(err)
+
+    async def close(self) -> None:
+        """Stop the loop; a model call in flight finishes in its thread, unwaited."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def warm_up(self) -> None:
+        """One short greedy generation on the position's own thread."""
+        params = GenerationParams(max_new_tokens=1, logprob_temperature=self.logprob_temperature)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._pool, self.model.generate, ["a"], params)

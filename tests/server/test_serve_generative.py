@@ -1,0 +1,78 @@
+"""``hybridserve serve`` of a generative family: what it serves; bad setups exit 2, one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hybridserve.cli import main
+from hybridserve.errors import HybridServeError
+from hybridserve.genserving import (
+    generative_engine,
+    generative_family_path,
+    resolve_generative_target,
+)
+from hybridserve.models.family import bundled_config_path
+from server.gen_harness import ALWAYS_ESCALATE, FAMILY, policy, save_family
+
+pytestmark = pytest.mark.unit
+
+
+def _exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as ex:
+        main(argv)
+    assert ex.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") <= 1  # one message (a long line may wrap once)
+    return err
+
+
+def test_a_generative_family_is_recognised(tmp_path: Path) -> None:
+    kjv = bundled_config_path("kjv-gpt")
+    assert generative_family_path(tmp_path, None, "kjv-gpt", None) == kjv
+    assert generative_family_path(tmp_path, None, "fashion-mnist", None) is None
+    # no family named: the policy names it
+    policy(ALWAYS_ESCALATE).__class__(
+        family="kjv-gpt", chain=("tiny", "giant"), thresholds=(0.5,),
+        calibrators=policy(0.0).calibrators, confidence="min", task="generate",
+    ).save(tmp_path / "policy-ap.json")  # fmt: skip
+    assert generative_family_path(tmp_path, None, None, None) == kjv
+
+
+def test_workdir_policy_or_the_giant_alone(tmp_path: Path) -> None:
+    yaml = save_family(tmp_path / "lms")
+    alone = resolve_generative_target(tmp_path / "wd", yaml)
+    assert alone.policy is None and "giant" in alone.policy_source
+    policy(ALWAYS_ESCALATE).save(tmp_path / "wd" / "policy-ap.json")
+    target = resolve_generative_target(tmp_path / "wd", yaml)
+    assert target.policy is not None and target.policy.chain == ("small", "big")
+    assert resolve_generative_target(tmp_path / "wd", yaml, giant_only=True).policy is None
+    engine = generative_engine(target)
+    assert engine.chain == ("small", "big") and engine.family.name == FAMILY
+    assert generative_engine(alone).family.names == ("big",)  # only the giant is loaded
+    with pytest.raises(HybridServeError, match="--giant-only and --policy"):
+        resolve_generative_target(tmp_path, yaml, policy=tmp_path / "p.json", giant_only=True)
+
+
+def test_bad_setups_exit_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    yaml = save_family(tmp_path / "lms")
+    broken = tmp_path / "broken"
+    save_family(broken)
+    (broken / "big" / "config.json").unlink()
+    capsys.readouterr()  # the tiny models' save-progress bars
+    wd = ["--workdir", str(tmp_path / "wd"), "--port", "0"]
+    base = ["serve", "--config", str(yaml), *wd]
+    assert "not found" in _exit_2([*base, "--policy", str(tmp_path / "none.json")], capsys)
+    assert "'cuda:7'" in _exit_2([*base, "--device", "cuda:7"], capsys)
+    assert "local backend only" in _exit_2([*base, "--backend", "ray"], capsys)
+    assert "--plan" in _exit_2([*base, "--plan", str(tmp_path / "plan.json")], capsys)
+    other = policy(ALWAYS_ESCALATE).to_dict() | {"family": "someone-else"}
+    from hybridserve.tuning.policy import CascadePolicy
+
+    CascadePolicy.from_dict(other).save(tmp_path / "other.json")
+    assert "someone-else" in _exit_2([*base, "--policy", str(tmp_path / "other.json")], capsys)
+    msg = _exit_2(["serve", "--config", str(broken / "family.yaml"), *wd, "--giant-only"], capsys)
+    assert "config.json" in msg
