@@ -41,19 +41,19 @@ _BRIGHTNESS = (0.1, 0.2, 0.3, 0.4, 0.5)  # fraction of full white added
 
 def _share(x: FloatImages, severity: int, rng: np.random.Generator) -> npt.NDArray[np.bool_]:
     # one uniform per image, compared with a rising share: the hit set grows with severity
-    return rng.random(x.shape[0]) < _SHARE[severity - 1]
+    return np.asarray(rng.random(x.shape[0]) < _SHARE[severity - 1], dtype=np.bool_)
 
 
 def _flip(x: FloatImages, severity: int, rng: np.random.Generator) -> FloatImages:
     hit = _share(x, severity, rng)
-    out = x.copy()
+    out: FloatImages = x.copy()
     out[hit] = x[hit, :, ::-1]
     return out
 
 
 def _invert(x: FloatImages, severity: int, rng: np.random.Generator) -> FloatImages:
     hit = _share(x, severity, rng)
-    out = x.copy()
+    out: FloatImages = x.copy()
     out[hit] = 255.0 - x[hit]
     return out
 
@@ -116,7 +116,8 @@ def _blur(x: FloatImages, severity: int, rng: np.random.Generator) -> FloatImage
 
 def _contrast(x: FloatImages, severity: int, rng: np.random.Generator) -> FloatImages:
     mean = x.mean(axis=(1, 2), keepdims=True)
-    return (x - mean) * _CONTRAST[severity - 1] + mean
+    out: FloatImages = (x - mean) * _CONTRAST[severity - 1] + mean
+    return out
 
 
 def _brightness(x: FloatImages, severity: int, rng: np.random.Generator) -> FloatImages:
