@@ -24,7 +24,7 @@ from hybridserve.data import load_eval_split
 from hybridserve.data.corruptions import CORRUPTIONS
 from hybridserve.drift.monitor import DriftMonitor
 from hybridserve.drift.replay import StreamResult, replay_adaptive, replay_static
-from hybridserve.drift.shifted import CLEAN, shifted_logits
+from hybridserve.drift.shifted import shifted_logits
 from hybridserve.models import load_family
 from hybridserve.tuning.search import APSearch
 from hybridserve.tuning.tune import _cached_logits, _calibration, load_costs
@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--corruptions", nargs="+", default=sorted(CORRUPTIONS))
     ap.add_argument("--window", type=int, default=500)
     ap.add_argument("--shadow-fraction", type=float, default=0.04)
+    ap.add_argument("--confidence-k", type=float, default=0.1)
     ap.add_argument("--guard-pairs", type=int, default=600)
     ap.add_argument("--margin-pt", type=float, default=0.3)
     ap.add_argument("--plot", type=Path, default=None)
@@ -70,14 +71,16 @@ def main() -> None:
     tl, ty = _cached_logits(wd, fam_name, names, "test")
     costs = load_costs(wd, fam_name, names)
     policy = APSearch().fit(vl, vy, costs, cals, family=fam_name).policy_
-    monitor = DriftMonitor(shadow_fraction=args.shadow_fraction).fit(policy, vl)
+    monitor = DriftMonitor(
+        shadow_fraction=args.shadow_fraction, confidence_k=args.confidence_k
+    ).fit(policy, vl, vy)
     giant = names[-1]
     giant_cost = costs[giant].energy_j * 1e3
     w = args.window
     report: dict[str, Any] = {
         "policy": {"chain": list(policy.chain), "thresholds": list(policy.thresholds)},
-        "settings": vars(args) | {"workdir": str(args.workdir), "out": str(args.out),
-                                  "plot": str(args.plot)},
+        "settings": vars(args)
+        | {"workdir": str(args.workdir), "out": str(args.out), "plot": str(args.plot)},
         "monitor": monitor.state(),
         "clean": [],
         "shifts": [],
@@ -86,11 +89,21 @@ def main() -> None:
     rng = np.random.default_rng(1)
     false_alarms, clean_total, shadow_e, static_e = 0, 0, 0.0, 0.0
     errs: list[float] = []
+    errs_shift: list[float] = []
     for s in range(args.clean_streams):
         idx = rng.integers(0, ty.size, args.clean_length)
         logits = {m: tl[m][idx] for m in names}
-        res = replay_adaptive(policy, monitor, logits, ty[idx], costs, window=w, seed=100 + s,
-                              guard_pairs=args.guard_pairs, margin_pt=args.margin_pt)
+        res = replay_adaptive(
+            policy,
+            monitor,
+            logits,
+            ty[idx],
+            costs,
+            window=w,
+            seed=100 + s,
+            guard_pairs=args.guard_pairs,
+            margin_pt=args.margin_pt,
+        )
         st = replay_static(policy, logits, ty[idx], costs)
         alarms = [e for e in res.events if e["event"] == "alarm"]
         false_alarms += len(alarms)
@@ -98,9 +111,15 @@ def main() -> None:
         shadow_e += res.shadow_energy_j
         static_e += float(st.energy_j.sum())
         acc = windows(res.correct.astype(float), w)
-        errs += [abs(e - a) for e, a in zip(res.estimates, acc) if e is not None]
-        report["clean"].append({"requests": int(idx.size), "alarms": alarms,
-                                "estimate": res.estimates, "accuracy": acc})
+        errs += [abs(e - a) for e, a in zip(res.estimates, acc, strict=True) if e is not None]
+        report["clean"].append(
+            {
+                "requests": int(idx.size),
+                "alarms": alarms,
+                "estimate": res.estimates,
+                "accuracy": acc,
+            }
+        )
     # shifted streams: clean prefix from the test split's other rows, then the corrupted set
     fam = load_family(fam_name)
     te = load_eval_split("test")
@@ -115,8 +134,17 @@ def main() -> None:
             labels = np.concatenate([ty[pre], y[order]])
             change = pre.size
             st = replay_static(policy, logits, labels, costs)
-            ad = replay_adaptive(policy, monitor, logits, labels, costs, window=w, seed=sev,
-                                 guard_pairs=args.guard_pairs, margin_pt=args.margin_pt)
+            ad = replay_adaptive(
+                policy,
+                monitor,
+                logits,
+                labels,
+                costs,
+                window=w,
+                seed=sev,
+                guard_pairs=args.guard_pairs,
+                margin_pt=args.margin_pt,
+            )
             g_ok = logits[giant].argmax(1) == labels
             alarms = [e["request"] for e in ad.events if e["event"] == "alarm"]
             pre_alarms = [a for a in alarms if a <= change]
@@ -125,23 +153,33 @@ def main() -> None:
             clean_total += change
             gap = 100 * (g_ok[change:].mean() - st.correct[change:].mean())
             acc = windows(ad.correct.astype(float), w)
-            errs += [abs(e - a) for e, a in zip(ad.estimates, acc) if e is not None]
+            errs_shift += [
+                abs(e - a) for e, a in zip(ad.estimates, acc, strict=True) if e is not None
+            ]
             swaps = [e for e in ad.events if e["event"] == "swap"]
             after = swaps[0]["request"] if swaps else labels.size
             row = {
-                "corruption": name, "severity": sev, "change_at": change,
+                "corruption": name,
+                "severity": sev,
+                "change_at": change,
                 "giant_acc_shift": float(g_ok[change:].mean()),
                 "static_acc_shift": float(st.correct[change:].mean()),
                 "static_gap_pt": float(gap),
                 "alarm_delay": post[0] if post else None,
                 "false_alarms_before_change": len(pre_alarms),
-                "adaptive_acc_after_swap": float(ad.correct[after:].mean()) if after < labels.size else None,
+                "adaptive_acc_after_swap": float(ad.correct[after:].mean())
+                if after < labels.size
+                else None,
                 "giant_acc_after_swap": float(g_ok[after:].mean()) if after < labels.size else None,
-                "adaptive_energy_mj_after_swap": float(ad.energy_j[after:].mean() * 1e3) if after < labels.size else None,
+                "adaptive_energy_mj_after_swap": float(ad.energy_j[after:].mean() * 1e3)
+                if after < labels.size
+                else None,
                 "giant_energy_mj": giant_cost,
                 "windows": {
-                    "giant": {"accuracy": windows(g_ok.astype(float), w),
-                              "energy_mj": [giant_cost] * (labels.size // w)},
+                    "giant": {
+                        "accuracy": windows(g_ok.astype(float), w),
+                        "energy_mj": [giant_cost] * (labels.size // w),
+                    },
                     "static": summarise(st, labels.size, w),
                     "adaptive": summarise(ad, labels.size, w) | {"estimate": ad.estimates},
                 },
@@ -150,20 +188,54 @@ def main() -> None:
                 targets["needed"] += 1
                 targets["detected_within_window"] += int(bool(post) and post[0] <= w)
             report["shifts"].append(row)
-            print(f"{name:14s} s{sev} gap {gap:5.1f} delay {row['alarm_delay']} pre-alarms {len(pre_alarms)}"
-                  f" adapt {row['adaptive_acc_after_swap']} giant {row['giant_acc_after_swap']}"
-                  f" E {row['adaptive_energy_mj_after_swap']}", flush=True)
+            print(
+                f"{name:14s} s{sev} gap {gap:5.1f} delay {row['alarm_delay']} "
+                f"pre-alarms {len(pre_alarms)}"
+                f" adapt {row['adaptive_acc_after_swap']} giant {row['giant_acc_after_swap']}"
+                f" E {row['adaptive_energy_mj_after_swap']}",
+                flush=True,
+            )
     report["summary"] = {
         "false_alarms": false_alarms,
         "clean_requests": clean_total,
         "shadow_extra_energy_share": shadow_e / static_e,
-        "estimate_mae_pt": 100 * float(np.mean(errs)) if errs else None,
+        "estimate_mae_pt_clean_streams": 100 * float(np.mean(errs)) if errs else None,
+        "estimate_mae_pt_shift_streams": 100 * float(np.mean(errs_shift)) if errs_shift else None,
         "alarm_targets": targets,
         "seconds": time.time() - t0,
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     print(json.dumps(report["summary"], indent=1))
     args.out.write_text(json.dumps(report, indent=1))
+    if args.plot is not None:
+        plot(report, args.plot, w)
+
+
+def plot(report: dict[str, Any], path: Path, w: int) -> None:
+    """Accuracy and energy per window over each shifted stream (one row of panels each)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["shifts"]
+    fig, axes = plt.subplots(len(rows), 2, figsize=(10, 1.8 * len(rows)), squeeze=False)
+    for ax, row in zip(axes, rows, strict=True):
+        for system, style in (("giant", "k-"), ("static", "b--"), ("adaptive", "r-")):
+            win = row["windows"][system]
+            x = np.arange(len(win["accuracy"])) * w + w
+            ax[0].plot(x, win["accuracy"], style, label=system)
+            ax[1].plot(x, win["energy_mj"], style, label=system)
+        est = [np.nan if e is None else e for e in row["windows"]["adaptive"]["estimate"]]
+        ax[0].plot(np.arange(len(est)) * w + w, est, "r:", label="estimate")
+        for a in ax:
+            a.axvline(row["change_at"], color="grey", lw=0.8)
+        ax[0].set_ylabel(f"{row['corruption']}-s{row['severity']}", fontsize=7)
+    axes[0][0].set_title("accuracy per window")
+    axes[0][1].set_title("energy per request (mJ)")
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from hybridserve.drift.detectors import BernoulliCUSUM, MeanCUSUM
-from hybridserve.drift.shadow import AgreementTracker
+from hybridserve.drift.shadow import AccuracyEstimator, AgreementTracker
 from hybridserve.errors import HybridServeError
 from hybridserve.tuning.policy import CascadePolicy
 from hybridserve.tuning.simulate import walk
@@ -58,8 +58,8 @@ class DriftMonitor:
         logits: Mapping[str, npt.NDArray[Any]],
         labels: npt.ArrayLike | None = None,
     ) -> DriftMonitor:
-        """Learn clean behaviour of ``policy`` from ``logits`` (every chain model; ``labels``
-        are not needed: agreement is with the giant)."""
+        """Learn clean behaviour of ``policy`` from ``logits`` (every chain model). ``labels``
+        (optional: agreement is with the giant) fit the accuracy estimator's ATC threshold."""
         missing = [m for m in policy.chain if m not in logits]
         if missing:
             raise HybridServeError(f"logits: no logits for chain model(s) {missing}")
@@ -88,6 +88,10 @@ class DriftMonitor:
             horizon=self.horizon,
             random_state=self.random_state,
         ).fit(first)
+        self.estimator_ = AccuracyEstimator()
+        if labels is not None:
+            q = policy.probabilities(last, outputs[-1])[np.arange(said.size), said]
+            self.estimator_.fit(q, said == np.asarray(labels))
         self.alarms_: list[dict[str, Any]] = []
         self.requests_ = 0
         return self

@@ -47,7 +47,9 @@ class StreamResult:
 
 
 def replay_static(
-    policy: CascadePolicy, logits: Mapping[str, npt.NDArray[Any]], labels: npt.ArrayLike,
+    policy: CascadePolicy,
+    logits: Mapping[str, npt.NDArray[Any]],
+    labels: npt.ArrayLike,
     costs: CostTable,
 ) -> StreamResult:
     """The static cascade: the policy as tuned, no monitoring."""
@@ -82,6 +84,7 @@ def replay_adaptive(
     giant_label = giant_q.argmax(axis=1)
     sampler = ShadowSampler(monitor.shadow_fraction, seed)
     estimator = AccuracyEstimator()
+    estimator.threshold_ = monitor.estimator_.threshold_
     correct = np.zeros(n, dtype=np.bool_)
     energy = np.zeros(n)
     modes: list[str] = []
@@ -103,8 +106,12 @@ def replay_adaptive(
                 policy = retune(policy, pairs, costs, margin_pt=margin_pt)
                 monitor = _refit(monitor, policy, pairs)
                 out.events.append(
-                    {"request": int(rows[-1]) + 1, "event": "swap", "chain": list(policy.chain),
-                     "summary": policy.summary.get("retune", {})}
+                    {
+                        "request": int(rows[-1]) + 1,
+                        "event": "swap",
+                        "chain": list(policy.chain),
+                        "summary": policy.summary.get("retune", {}),
+                    }
                 )
                 state, guard_rows = WATCH, []
             continue

@@ -38,7 +38,7 @@ def pseudo_labels(
     feedback: Mapping[int, int] | None = None,
 ) -> npt.NDArray[np.int64]:
     """The giant's answers, with ``feedback`` (row → true label) taking precedence."""
-    labels = np.argmax(np.asarray(giant_logits), axis=1).astype(np.int64)
+    labels: npt.NDArray[np.int64] = np.argmax(np.asarray(giant_logits), axis=1).astype(np.int64)
     for row, label in (feedback or {}).items():
         if not 0 <= row < labels.shape[0]:
             raise HybridServeError(f"feedback: row {row} outside 0..{labels.shape[0] - 1}")

@@ -16,8 +16,10 @@ only on shadow-checked requests, so the window's estimate is
 
 with ``r`` the window's share of giant answers and the shadow mean taken over the last
 ``shadow_pool`` checks (one window holds too few). With a perfectly calibrated giant this is
-unbiased; under shift the giant's calibration degrades and so does the estimate (the bench
-measures its error).
+unbiased; under shift the giant grows overconfident, so once fitted (``fit``) each ``q`` is
+replaced by ATC's ``1[q > t]`` (average thresholded confidence, ``t`` set on validation), which
+degrades less. Under strong shifts it still overestimates badly (the bench measures its error):
+only feedback labels can see a giant that is confidently wrong.
 """
 
 from __future__ import annotations
@@ -96,19 +98,35 @@ class AccuracyEstimator:
         if shadow_pool < 1:
             raise HybridServeError(f"shadow_pool: expected at least 1, got {shadow_pool}")
         self.shadow_pool = shadow_pool
+        self.threshold_: float | None = None
         self._pool: deque[float] = deque(maxlen=shadow_pool)
         self._giant: list[float] = []
         self._early = 0
 
+    def fit(self, q_served: npt.ArrayLike, correct: npt.ArrayLike) -> AccuracyEstimator:
+        """ATC (Garg et al. 2022): the threshold ``t`` above which the share of validation's
+        ``q[served]`` equals validation's served accuracy; a request then counts as right iff
+        its ``q[served] > t``. Under shift this tracks accuracy better than the plain average
+        (the giant grows overconfident); unfitted, the plain average is used."""
+        q = np.asarray(q_served, dtype=np.float64)
+        ok = np.asarray(correct, dtype=np.bool_)
+        if q.shape != ok.shape or q.size == 0:
+            raise HybridServeError("q_served and correct: expected equal, non-empty arrays")
+        self.threshold_ = float(np.quantile(q, 1.0 - ok.mean()))
+        return self
+
+    def _score(self, q: float) -> float:
+        return float(q) if self.threshold_ is None else float(q > self.threshold_)
+
     def giant_answer(self, q_served: float) -> None:
         """A request the giant answered: its calibrated confidence."""
-        self._giant.append(float(q_served))
+        self._giant.append(self._score(q_served))
 
     def early_answer(self, q_served: float | None) -> None:
         """A request answered before the giant; ``q_served`` only when shadow-checked."""
         self._early += 1
         if q_served is not None:
-            self._pool.append(float(q_served))
+            self._pool.append(self._score(q_served))
 
     def estimate(self) -> float | None:
         """The current window's estimate (None before any evidence)."""
