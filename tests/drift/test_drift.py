@@ -1,0 +1,141 @@
+"""Drift: detectors keep their false-alarm budget and catch shifts; re-tune keeps the AP
+promise on its pairs; the adaptive replay alarms after (not before) a change and swaps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hybridserve.drift.detectors import BernoulliCUSUM, MeanCUSUM
+from hybridserve.drift.monitor import DriftMonitor
+from hybridserve.drift.replay import replay_adaptive, replay_static
+from hybridserve.drift.retune import pseudo_labels, retune
+from hybridserve.drift.shadow import AccuracyEstimator, AgreementTracker, ShadowSampler
+from hybridserve.errors import HybridServeError
+from hybridserve.tuning.costs import CostTable, ModelCost
+from hybridserve.tuning.search import APSearch
+
+NAMES = ("small", "mid", "giant")
+COSTS = CostTable(
+    "given",
+    None,
+    {"small": ModelCost(1.0, 1.0), "mid": ModelCost(3.0, 1.0), "giant": ModelCost(20.0, 1.0)},
+)
+
+
+def family_logits(n: int, seed: int, small_broken: bool = False) -> tuple[dict, np.ndarray]:
+    """Three models on 4 classes; the giant is sharp, the small one weaker. ``small_broken``:
+    the small model confidently answers a wrong class on half the requests (a shift)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    out = {}
+    for name, signal in zip(NAMES, (3.0, 4.5, 7.0), strict=True):
+        z = rng.normal(0, 1.0, (n, 4))
+        z[np.arange(n), y] += signal * rng.uniform(0.3, 1.5, n)
+        out[name] = z
+    if small_broken:
+        bad = rng.random(n) < 0.5
+        out["small"][bad, (y[bad] + 1) % 4] += 12.0
+    return out, y
+
+
+@pytest.fixture(scope="module")
+def tuned() -> tuple:
+    val, vy = family_logits(3000, 0)
+    policy = APSearch(margin_pt=0.5).fit(val, vy, COSTS, family="toy").policy_
+    return policy, val, vy
+
+
+def test_bernoulli_cusum_quiet_in_control_and_fast_on_a_rise() -> None:
+    rng = np.random.default_rng(3)
+    det = BernoulliCUSUM(alpha=0.05, horizon=2000, random_state=1).fit(rng.random(4000) < 0.01)
+    assert det.p0_upper_ > det.p0_ and det.h_ > 0
+    quiet = sum(det.update(bool(e)) for e in rng.random(2000) < 0.01)
+    assert quiet == 0
+    det.reset()
+    hits = [det.update(bool(e)) for e in rng.random(300) < 0.25]
+    assert any(hits) and hits.index(True) < 100
+
+
+def test_mean_cusum_detects_both_directions() -> None:
+    rng = np.random.default_rng(4)
+    clean = rng.beta(8, 2, 5000)
+    det = MeanCUSUM(k=0.1, alpha=0.05, horizon=5000, random_state=2).fit(clean)
+    assert not any(det.update(s) for s in rng.beta(8, 2, 3000))
+    for shifted in (rng.beta(6, 2, 1000), rng.beta(12, 2, 1000)):
+        det.reset()
+        assert any(det.update(s) for s in shifted)
+
+
+def test_detectors_refuse_bad_settings() -> None:
+    with pytest.raises(HybridServeError, match="alpha"):
+        BernoulliCUSUM(alpha=1.5).fit([0, 1, 0])
+    with pytest.raises(HybridServeError, match="events"):
+        BernoulliCUSUM().fit([0, 2])
+    with pytest.raises(HybridServeError, match="k"):
+        MeanCUSUM(k=0).fit(np.arange(20.0))
+
+
+def test_shadow_sampler_is_seeded_and_near_its_fraction() -> None:
+    a = ShadowSampler(0.05, seed=9).draw(20000)
+    assert np.array_equal(a, ShadowSampler(0.05, seed=9).draw(20000))
+    assert 0.04 < a.mean() < 0.06
+    with pytest.raises(HybridServeError, match="shadow_fraction"):
+        ShadowSampler(1.5)
+
+
+def test_agreement_tracker_compares_with_validation() -> None:
+    t = AgreementTracker(NAMES, window=10).fit([0, 0, 1, 2], [True, False, True, True])
+    assert t.expected_["small"] == 0.5 and t.expected_["overall"] == pytest.approx(2 / 3)
+    for _ in range(12):
+        t.update(0, False)
+    s = t.summary()
+    assert s["small"]["observed"] == 0.0 and s["small"]["checks"] == 10
+
+
+def test_estimator_atc_threshold_and_mix() -> None:
+    est = AccuracyEstimator().fit(np.linspace(0, 1, 101), np.arange(101) >= 21)
+    assert est.threshold_ == pytest.approx(0.2, abs=0.011)
+    est.giant_answer(0.9)  # counts as right
+    est.giant_answer(0.1)  # counts as wrong
+    est.early_answer(0.95)
+    est.early_answer(None)
+    # r = 2/4 giant answers at 1/2 right; early pool 1/1 right
+    assert est.estimate() == pytest.approx(0.75)
+
+
+def test_retune_agrees_with_the_giant_within_its_margin(tuned: tuple) -> None:
+    policy, _, _ = tuned
+    pairs, _ = family_logits(1500, 5, small_broken=True)
+    new = retune(policy, pairs, COSTS, margin_pt=0.5)
+    said = pseudo_labels(pairs["giant"])
+    from hybridserve.tuning.simulate import simulate
+
+    res = simulate(new, pairs, said, COSTS)
+    assert res.accuracy >= 1 - 0.005  # agreement with the giant on the pairs
+    assert new.summary["retune"]["pairs"] == 1500
+    with pytest.raises(HybridServeError, match="shadow pairs"):
+        retune(policy, {k: v[:50] for k, v in pairs.items()}, COSTS)
+
+
+def test_pseudo_labels_take_feedback_first() -> None:
+    z = np.eye(3)
+    assert pseudo_labels(z, {1: 2}).tolist() == [0, 2, 2]
+    with pytest.raises(HybridServeError, match="feedback"):
+        pseudo_labels(z, {5: 0})
+
+
+def test_adaptive_replay_alarms_after_the_change_and_swaps(tuned: tuple) -> None:
+    policy, val, vy = tuned
+    monitor = DriftMonitor(shadow_fraction=0.2, horizon=4000).fit(policy, val, vy)
+    clean, cy = family_logits(2000, 11)
+    bad, by = family_logits(2000, 12, small_broken=True)
+    stream = {m: np.concatenate([clean[m], bad[m]]) for m in NAMES}
+    labels = np.concatenate([cy, by])
+    res = replay_adaptive(policy, monitor, stream, labels, COSTS, guard_pairs=400)
+    alarms = [e["request"] for e in res.events if e["event"] == "alarm"]
+    assert alarms and min(alarms) > 2000
+    assert any(e["event"] == "swap" for e in res.events)
+    static = replay_static(policy, stream, labels, COSTS)
+    assert res.correct[3000:].mean() > static.correct[3000:].mean()
+    assert len(res.estimates) == 8
