@@ -21,7 +21,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -321,8 +321,17 @@ class ServerProcess:
                 p.kill()
 
 
+class Metered(Protocol):
+    """A server the client can load and whose CPU time can be read."""
+
+    @property
+    def port(self) -> int: ...
+
+    def cpu_s(self) -> float: ...
+
+
 def measure(
-    server: ServerProcess,
+    server: Metered,
     requests: Sequence[bytes],
     labels: npt.NDArray[Any],
     kind: str,
