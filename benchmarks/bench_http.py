@@ -87,11 +87,13 @@ if ls is not None:
             return {"label": label, "label_name": self.names[label]}
 
 
-def serve_litserve(port: int, max_batch: int, batch_timeout_s: float) -> None:
+def serve_litserve(port: int, max_batch: int, batch_timeout_s: float, fast_queue: bool) -> None:
     """LitServe with its own dynamic batching, one worker, one API server, on ``port``."""
     assert ls is not None, "litserve is not installed"
     api = GiantAPI(max_batch_size=max_batch, batch_timeout=batch_timeout_s)
-    server = ls.LitServer(api, accelerator="cpu", devices=1, workers_per_device=1, timeout=30)
+    server = ls.LitServer(
+        api, accelerator="cpu", devices=1, workers_per_device=1, timeout=30, fast_queue=fast_queue
+    )
     server.run(
         host="127.0.0.1",
         port=port,
@@ -128,6 +130,7 @@ def start(system: str, args: argparse.Namespace, tmp: Path) -> ServerProcess:
             str(args.max_batch),
             "--lit-batch-timeout-s",
             str(args.lit_batch_timeout_s),
+            *(["--lit-fast-queue"] if args.lit_fast_queue else []),
         ]
         return ServerProcess(system, cmd, port, "/health", log=log, env=env)
     policy = tmp / "policy-giant-only.json" if system == "giant-only" else None
@@ -244,6 +247,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-batch", type=int, default=64, help="LitServe's max_batch_size")
     parser.add_argument("--lit-batch-timeout-s", type=float, default=0.005)
     parser.add_argument(
+        "--lit-fast-queue", action="store_true", help="LitServe's ZeroMQ queue (fast_queue=True)"
+    )
+    parser.add_argument(
         "--serve-arg", action="append", default=[], help="extra `hybridserve serve` argument"
     )
     parser.add_argument("--out", type=Path, default=OUT)
@@ -254,7 +260,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.serve_litserve is not None:
-        serve_litserve(args.serve_litserve, args.max_batch, args.lit_batch_timeout_s)
+        serve_litserve(
+            args.serve_litserve, args.max_batch, args.lit_batch_timeout_s, args.lit_fast_queue
+        )
         return
     names = list(args.systems)
     if "litserve" in names and ls is None:

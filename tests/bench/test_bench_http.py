@@ -150,3 +150,51 @@ def test_stats_summary_without_answers() -> None:
     stats: dict[str, Any] = LoadStats(duration_s=1.0).summary()
     assert stats["requests_per_s"] == 0.0
     assert stats["p99_ms"] is None
+
+
+def _bench_module() -> Any:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_http.py"
+    spec = importlib.util.spec_from_file_location("bench_http", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_table_takes_medians_over_rounds_and_ratios_against_litserve() -> None:
+    bench = _bench_module()
+
+    def row(system: str, kind: str, rps: float, errors: int = 0) -> dict[str, Any]:
+        return {
+            "system": system,
+            "kind": kind,
+            "requests_per_s": rps,
+            "p50_ms": 1.0,
+            "p99_ms": 2.0,
+            "server_cpu_ms_per_request": None,
+            "errors": errors,
+            "wrong_labels": 0,
+            "ok": int(rps),
+        }
+
+    rows = [
+        row("litserve", "lit", 100.0),
+        row("giant-only", "json", 150.0, errors=1),
+        row("litserve", "lit", 200.0),
+        row("giant-only", "json", 250.0),
+        row("litserve", "lit", 150.0),
+        row("giant-only", "json", 300.0),
+    ]
+    table = bench.aggregate(rows)
+    assert [(r["system"], r["kind"]) for r in table] == [
+        ("litserve", "lit"),
+        ("giant-only", "json"),
+    ]
+    assert table[0]["requests_per_s"] == 150.0 and table[1]["requests_per_s"] == 250.0
+    assert table[1]["errors"] == 1 and table[1]["rounds"] == 3
+    assert table[1]["server_cpu_ms_per_request"] is None
+    assert bench.ratios(table) == {"giant-only/json vs litserve": 250.0 / 150.0}
+    assert bench.ratios(table[1:]) == {}  # no LitServe row, no ratio
