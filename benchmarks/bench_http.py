@@ -1,0 +1,337 @@
+"""hybridserve over HTTP against LitServe, in one run, with one client.
+
+Systems: ``litserve`` (LitServe serving the giant, vgg, with its own dynamic batching; the LitAPI
+is below), ``giant-only`` (``hybridserve serve`` with a one-model chain: vgg) and ``cascade-ap``
+(``hybridserve serve`` with the tuned AP policy). Every system gets the same closed-loop client
+(``hybridserve.bench.httpload``: kept-alive connections, one real fashion-mnist test image per
+request, answers checked against the label); hybridserve is loaded with JSON bodies and with
+binary ones (KServe v2 binary tensors, ``.npy``), LitServe with JSON (its API takes JSON).
+
+All servers start first and then take turns, round after round, so drift on a shared machine
+hits every system alike; the servers not being measured are paused (SIGSTOP) so their idle loops
+take no CPU from the one that is. Server CPU is user + system time of the server's whole process
+tree (LitServe's workers are child processes) in the measured window, per answered request.
+
+    PYTHONPATH=src python benchmarks/bench_http.py                     # full run
+    PYTHONPATH=src python benchmarks/bench_http.py --duration-s 5 --rounds 1   # quick look
+
+The workdir needs ``calibration.json``, ``profile.json`` and ``policy-ap.json`` (``hybridserve
+quickstart --workdir W`` writes them). LitServe (``pip install litserve``) is not a dependency of
+hybridserve: without it the ``litserve`` system is skipped with a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import platform
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from hybridserve.bench.httpload import (
+    ServerProcess,
+    env_with_src,
+    free_port,
+    make_request,
+    measure,
+)
+
+FAMILY = "fashion-mnist"
+OUT = Path(__file__).parent / "out" / "bench_http.json"
+SYSTEMS = ("litserve", "giant-only", "cascade-ap")
+HYBRID_KINDS = ("json", "v2bin", "npy")
+
+
+# ---------------------------------------------------------------------------------- LitServe
+try:
+    import litserve as ls
+except ImportError:  # not a dependency of hybridserve: the litserve system is then skipped
+    ls = None
+
+if ls is not None:
+    # at module level: LitServe spawns its workers, which unpickle the API by its import path
+
+    class GiantAPI(ls.LitAPI):  # type: ignore[misc]
+        """The bundled giant behind LitServe: JSON ``{"inputs": [image]}`` in, the label out."""
+
+        def setup(self, device: str) -> None:
+            from hybridserve.models import load_family
+
+            family = load_family(FAMILY, device="cpu")
+            self.model = family.giant  # the same weights and preprocessing hybridserve serves
+            self.names = family.label_names
+
+        # no annotations on the request and the response: LitServe builds its FastAPI endpoint
+        # from them, and this module's postponed (string) annotations would confuse it
+        def decode_request(self, request):  # type: ignore[no-untyped-def]
+            return np.asarray(request["inputs"][0], dtype=np.float32)
+
+        def batch(self, inputs: list[np.ndarray]) -> np.ndarray:
+            return np.stack(inputs)
+
+        def predict(self, x: np.ndarray) -> np.ndarray:
+            return self.model.predict_logits(x).argmax(axis=1)
+
+        def unbatch(self, output: np.ndarray) -> list[int]:
+            return [int(v) for v in output]
+
+        def encode_response(self, label):  # type: ignore[no-untyped-def]
+            return {"label": label, "label_name": self.names[label]}
+
+
+def serve_litserve(port: int, max_batch: int, batch_timeout_s: float, fast_queue: bool) -> None:
+    """LitServe with its own dynamic batching, one worker, one API server, on ``port``."""
+    assert ls is not None, "litserve is not installed"
+    api = GiantAPI(max_batch_size=max_batch, batch_timeout=batch_timeout_s)
+    server = ls.LitServer(
+        api, accelerator="cpu", devices=1, workers_per_device=1, timeout=30, fast_queue=fast_queue
+    )
+    server.run(
+        host="127.0.0.1",
+        port=port,
+        num_api_servers=1,
+        generate_client_file=False,
+        log_level="warning",
+    )
+
+
+# ---------------------------------------------------------------------------------- systems
+def giant_only_policy(workdir: Path, out: Path) -> Path:
+    """The AP policy's giant alone as a one-model chain (as ``hybridserve bench`` builds it)."""
+    from hybridserve.bench.systems import single_model_policy
+    from hybridserve.tuning.policy import CascadePolicy
+
+    ap = CascadePolicy.load(workdir / "policy-ap.json")
+    policy = single_model_policy(ap, ap.giant, ap.calibrators[-1])
+    path = out / "policy-giant-only.json"
+    policy.save(path)
+    return path
+
+
+def start(system: str, args: argparse.Namespace, tmp: Path) -> ServerProcess:
+    port = free_port()
+    env = env_with_src()
+    log = (tmp / f"{system}.log").open("wb")
+    if system == "litserve":
+        cmd = [
+            sys.executable,
+            __file__,
+            "--serve-litserve",
+            str(port),
+            "--max-batch",
+            str(args.max_batch),
+            "--lit-batch-timeout-s",
+            str(args.lit_batch_timeout_s),
+            *(["--lit-fast-queue"] if args.lit_fast_queue else []),
+        ]
+        return ServerProcess(system, cmd, port, "/health", log=log, env=env)
+    policy = tmp / "policy-giant-only.json" if system == "giant-only" else None
+    policy = policy or args.workdir / "policy-ap.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "hybridserve.cli",
+        "serve",
+        "--workdir",
+        str(args.workdir),
+        "--policy",
+        str(policy),
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        *args.serve_arg,
+    ]
+    return ServerProcess(system, cmd, port, "/v2/health/ready", log=log, env=env)
+
+
+@contextlib.contextmanager
+def servers(names: list[str], args: argparse.Namespace, tmp: Path) -> Iterator[dict[str, Any]]:
+    running: dict[str, ServerProcess] = {}
+    try:
+        for name in names:
+            running[name] = start(name, args, tmp)
+        for server in running.values():
+            server.wait_ready()
+            server.pause()
+        yield running
+    finally:
+        for server in running.values():
+            server.stop()
+
+
+# ---------------------------------------------------------------------------------- report
+def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per system and body kind: the median over rounds of each measure, errors summed."""
+    keys = sorted({(r["system"], r["kind"]) for r in rows}, key=lambda k: rows_order(rows, k))
+    table = []
+    for system, kind in keys:
+        mine = [r for r in rows if r["system"] == system and r["kind"] == kind]
+
+        def med(field: str, mine: list[dict[str, Any]] = mine) -> float | None:
+            values = [r[field] for r in mine if r[field] is not None]
+            return float(np.median(values)) if values else None
+
+        table.append(
+            {
+                "system": system,
+                "kind": kind,
+                "rounds": len(mine),
+                "requests_per_s": med("requests_per_s"),
+                "p50_ms": med("p50_ms"),
+                "p99_ms": med("p99_ms"),
+                "server_cpu_ms_per_request": med("server_cpu_ms_per_request"),
+                "errors": sum(r["errors"] for r in mine),
+                "wrong_labels": sum(r["wrong_labels"] for r in mine),
+                "ok": sum(r["ok"] for r in mine),
+            }
+        )
+    return table
+
+
+def rows_order(rows: list[dict[str, Any]], key: tuple[str, str]) -> int:
+    return next(i for i, r in enumerate(rows) if (r["system"], r["kind"]) == key)
+
+
+def ratios(table: list[dict[str, Any]]) -> dict[str, float]:
+    """Requests/s of every hybridserve row over LitServe's (JSON bodies)."""
+    lit = next((r for r in table if r["system"] == "litserve"), None)
+    if lit is None or not lit["requests_per_s"]:
+        return {}
+    return {
+        f"{r['system']}/{r['kind']} vs litserve": r["requests_per_s"] / lit["requests_per_s"]
+        for r in table
+        if r["system"] != "litserve" and r["requests_per_s"] is not None
+    }
+
+
+def _fmt(v: float | None, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def print_table(table: list[dict[str, Any]], rel: dict[str, float]) -> None:
+    head = f"{'system':<12} {'body':<6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+    head += f"{'cpu ms/req':>10} {'errors':>6} {'wrong':>6}"
+    print(head)
+    print("-" * len(head))
+    for r in table:
+        print(
+            f"{r['system']:<12} {r['kind']:<6} {_fmt(r['requests_per_s']):>8} "
+            f"{_fmt(r['p50_ms']):>8} {_fmt(r['p99_ms']):>8} "
+            f"{_fmt(r['server_cpu_ms_per_request'], 2):>10} {r['errors']:>6} "
+            f"{r['wrong_labels']:>6}"
+        )
+    for name, value in rel.items():
+        print(f"{name}: {value:.2f}x")
+
+
+# ---------------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/qs"))
+    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
+    parser.add_argument("--kinds", nargs="+", default=list(HYBRID_KINDS), choices=HYBRID_KINDS)
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--warmup-s", type=float, default=3.0)
+    parser.add_argument("--duration-s", type=float, default=15.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--images", type=int, default=2000, help="test images cycled through")
+    parser.add_argument("--max-batch", type=int, default=64, help="LitServe's max_batch_size")
+    parser.add_argument("--lit-batch-timeout-s", type=float, default=0.005)
+    parser.add_argument(
+        "--lit-fast-queue", action="store_true", help="LitServe's ZeroMQ queue (fast_queue=True)"
+    )
+    parser.add_argument(
+        "--serve-arg", action="append", default=[], help="extra `hybridserve serve` argument"
+    )
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--serve-litserve", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.serve_litserve is not None:
+        serve_litserve(
+            args.serve_litserve, args.max_batch, args.lit_batch_timeout_s, args.lit_fast_queue
+        )
+        return
+    names = list(args.systems)
+    if "litserve" in names and ls is None:
+        print("litserve is not installed (pip install litserve): skipping the litserve system")
+        names.remove("litserve")
+    for needed in ("calibration.json", "profile.json", "policy-ap.json"):
+        if not (args.workdir / needed).is_file():
+            raise SystemExit(
+                f"{args.workdir / needed} not found: run `hybridserve quickstart --workdir W` "
+                "(or calibrate, profile and tune --mode ap) and pass --workdir W"
+            )
+    from hybridserve.models import load_family
+
+    split = load_family(FAMILY).split("test")
+    x, y = split.x[: args.images], split.y[: args.images]
+    kinds = {n: (["lit"] if n == "litserve" else list(args.kinds)) for n in names}
+    requests = {
+        kind: [make_request(kind, x[i : i + 1], FAMILY) for i in range(len(x))]
+        for kind in {k for ks in kinds.values() for k in ks}
+    }
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp_name:
+        tmp = Path(tmp_name)
+        giant_only_policy(args.workdir, tmp)
+        with servers(names, args, tmp) as running:
+            for r in range(args.rounds):
+                for name in names:
+                    server = running[name]
+                    server.resume()
+                    try:
+                        for kind in kinds[name]:
+                            out = measure(
+                                server,
+                                requests[kind],
+                                y,
+                                kind,
+                                clients=args.clients,
+                                warmup_s=args.warmup_s,
+                                duration_s=args.duration_s,
+                            )
+                            rows.append({"round": r, "system": name, "kind": kind, **out})
+                            brief = {k: v for k, v in rows[-1].items() if k != "error_statuses"}
+                            print(json.dumps(brief), flush=True)
+                    finally:
+                        server.pause()
+    table = aggregate(rows)
+    rel = ratios(table)
+    result = {
+        "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": psutil.cpu_count(),
+            "python": platform.python_version(),
+            "load_average": list(psutil.getloadavg()),
+        },
+        "settings": {
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in vars(args).items()
+            if k != "serve_litserve"
+        },
+        "table": table,
+        "ratios_rps": rel,
+        "rows": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print_table(table, rel)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
