@@ -167,7 +167,7 @@ def register(app: typer.Typer) -> None:
                     max_batch_size=max_batch,
                     tune_gc_at_start=True,
                     drift=drift,
-                    drift_guard=drift_guard,  # type: ignore[arg-type]  # pydantic checks it
+                    drift_guard=drift_guard,  # pydantic checks it
                     shadow_fraction=shadow_fraction,
                 ),
                 server=ServerSettings(

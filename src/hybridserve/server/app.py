@@ -245,10 +245,14 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
         result = await eng.predict_result(x)
         answers = answer_dicts(result, eng.family.label_names)
         version = result.policy_version
-        body = {"model": eng.family.name, "answers": answers, "policy_version": version}
+        out: dict[str, object] = {
+            "model": eng.family.name,
+            "answers": answers,
+            "policy_version": version,
+        }
         if result.request_id is not None:  # drift handling on: the id feedback names
-            body["id"] = result.request_id
-        return FastJSONResponse(body)
+            out["id"] = result.request_id
+        return FastJSONResponse(out)
 
     @app.post(
         "/v2/models/{model_name}/infer",

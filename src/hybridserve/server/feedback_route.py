@@ -58,7 +58,7 @@ def install_feedback_route(
     @app.post(
         "/v1/feedback",
         response_model=FeedbackAccepted,
-        responses=responses(token=token, extra=_FEEDBACK_ERRORS),  # type: ignore[arg-type]
+        responses=responses(token=token, extra=_FEEDBACK_ERRORS),
         dependencies=list(auth),
         summary="True labels of answered requests (by id), for drift monitoring and re-tunes",
     )
