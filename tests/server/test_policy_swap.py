@@ -115,6 +115,16 @@ def test_ten_swaps_under_concurrent_load_lose_nothing_and_mix_no_versions(
     asyncio.run(go())
 
 
+def test_ten_swaps_over_ten_thousand_requests_lose_nothing_and_mix_no_versions(
+    tmp_path: Path,
+) -> None:
+    async def go() -> None:
+        async with app_client(_engine(), api_key="s3cret", workdir=tmp_path) as client:
+            await _swap_under_load(client, tmp_path, clients=40, per_client=250)  # 10,000
+
+    asyncio.run(go())
+
+
 def test_ten_swaps_over_real_http_lose_nothing(tmp_path: Path) -> None:
     settings = ServerSettings(api_key="s3cret", workdir=tmp_path, start_in_background=False)
     port = free_port()

@@ -109,6 +109,21 @@ def register(app: typer.Typer) -> None:
         decode_batch: Annotated[
             int, typer.Option(help="generative families: most prompts one decoding call takes")
         ] = 8,
+        drift: Annotated[
+            bool,
+            typer.Option(
+                "--drift/--no-drift",
+                help="drift handling: shadow checks against the giant, drift detectors, a guard "
+                "and live re-tunes (needs the workdir's validation logits); see /v1/policy",
+            ),
+        ] = False,
+        drift_guard: Annotated[
+            str, typer.Option(help="--drift: on an alarm, 'giant' (giant alone) or 'none'")
+        ] = "giant",
+        shadow_fraction: Annotated[
+            float,
+            typer.Option(help="--drift: share of early answers re-checked by the giant"),
+        ] = 0.035,
     ) -> None:
         """Serve the cascade: KServe v2 and /v1/predict, health, /v1/policy and /metrics.
 
@@ -151,6 +166,9 @@ def register(app: typer.Typer) -> None:
                     request_timeout_s=timeout_s,
                     max_batch_size=max_batch,
                     tune_gc_at_start=True,
+                    drift=drift,
+                    drift_guard=drift_guard,  # pydantic checks it
+                    shadow_fraction=shadow_fraction,
                 ),
                 server=ServerSettings(
                     api_key=key,

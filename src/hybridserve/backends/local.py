@@ -15,7 +15,7 @@ import socket
 from collections.abc import Generator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -36,10 +36,43 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def engine_for(
-    target: ServeTarget, config: EngineConfig | None = None, device: str = "cpu"
+    target: ServeTarget,
+    config: EngineConfig | None = None,
+    device: str = "cpu",
+    workdir: Path | None = None,
 ) -> Engine:
-    """An (unstarted) engine for a resolved target; loads the family's weights on ``device``."""
+    """An (unstarted) engine for a resolved target; loads the family's weights on ``device``.
+    With ``config.drift`` its drift monitor is fitted from ``workdir`` (``drift_inputs``)."""
+    if config is not None and config.drift:
+        if workdir is None:
+            raise HybridServeError("--drift: needs the workdir's validation logits (--workdir)")
+        monitor, costs = drift_inputs(workdir, target, config)
+        family = target.load_family(device)
+        return Engine(target.policy, target.plan, family, config, monitor=monitor, costs=costs)
     return Engine(target.policy, target.plan, target.load_family(device), config)
+
+
+def drift_inputs(workdir: Path, target: ServeTarget, config: EngineConfig) -> tuple[Any, Any]:
+    """The served policy's ``DriftMonitor``, fitted on the workdir's cached validation logits
+    (``calibrate`` writes them), and the cost table live re-tunes price chains with."""
+    from hybridserve.drift.monitor import DriftMonitor
+    from hybridserve.tuning.tune import _cached_logits, load_costs
+    from hybridserve.workdir import Workdir
+
+    wd = Workdir(workdir)
+    names = list(target.policy.chain)
+    logits, labels = _cached_logits(wd, target.family_name, names, "val")
+    monitor = DriftMonitor(shadow_fraction=config.shadow_fraction).fit(
+        target.policy, logits, labels
+    )
+    costs = load_costs(wd, target.family_name, names, target.config)
+    log.info(
+        "drift handling on: %.1f %% shadow checks, guard %s, re-tune after %d pairs",
+        100 * config.shadow_fraction,
+        config.drift_guard,
+        config.drift_min_pairs,
+    )
+    return monitor, costs
 
 
 def engine_from_workdir(
@@ -124,7 +157,7 @@ def serve_options(options: ServeOptions, target: ServeTarget) -> None:
     """
     sock = bind_port(options.host, options.port)
     with sock:
-        engine = engine_for(target, options.engine)
+        engine = engine_for(target, options.engine, workdir=options.workdir)
         port = int(sock.getsockname()[1])
         log.info(
             "serving %s (chain %s) on http://%s:%d%s",

@@ -28,6 +28,8 @@ def run_serve(options: ServeOptions, backend: str = "local") -> None:
             "--giant-only applies to generative families (task: generate); a classifier "
             "family serves its policy's chain"
         )
+    if options.engine.drift and backend != "local":
+        raise HybridServeError("--drift: drift handling runs in the local backend only")
     module = get_backend(backend)
     target = resolve_target(
         options.workdir,

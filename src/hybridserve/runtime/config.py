@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -52,4 +54,30 @@ class EngineConfig(BaseModel):
             "OpenMP team); None: sized by the plan, ⌈time_share × torch's thread count⌉ "
             "(a whole-CPU replica keeps torch's default)"
         ),
+    )
+    drift: bool = Field(
+        False,
+        description=(
+            "drift handling (runtime.livedrift): shadow checks, detectors, guard, live re-tune; "
+            "needs a fitted DriftMonitor passed to the engine"
+        ),
+    )
+    shadow_fraction: float = Field(
+        0.035,
+        ge=0,
+        le=1,
+        description="share of inputs answered before the giant that get a shadow check "
+        "(3.5 %: bench_drift measured it at <= 10 % extra energy)",
+    )
+    shadow_queue_rows: int = Field(
+        256, ge=1, description="shadow inputs waiting at most; more are dropped and counted"
+    )
+    drift_guard: Literal["giant", "none"] = Field(
+        "giant", description="on a drift alarm: 'giant' swaps in a giant-only policy; 'none' not"
+    )
+    drift_min_pairs: int = Field(
+        200, ge=10, description="shadow pairs gathered after an alarm before a live re-tune"
+    )
+    drift_margin_pt: float = Field(
+        0.3, ge=0, description="the re-tune's allowed disagreement with the giant, in points"
     )

@@ -16,13 +16,17 @@ running position is refused (``PolicySwapError``: serving it needs a new engine)
 while two versions whose chains order the same two models differently both have requests in
 flight, full queues at both could make their batches wait on each other until the request
 deadlines; chains of one family are ordered by size, so policies of a family never do this.
+
+With ``EngineConfig.drift`` (off by default) the engine also runs ``runtime.livedrift``: request
+ids, shadow checks after answers, drift detection, a guard and live re-tunes (swaps by
+``swap_policy``, like any other).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +47,10 @@ from hybridserve.runtime.observer import EngineObserver, NullObserver
 from hybridserve.runtime.position import Position, Routed
 from hybridserve.runtime.replica import Replica, build_replica, build_replicas
 from hybridserve.runtime.routing import Routing
+
+if TYPE_CHECKING:
+    from hybridserve.runtime.livedrift import LiveDrift
+    from hybridserve.tuning.costs import CostTable
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +74,11 @@ class Engine:
         family: Family,
         config: EngineConfig | None = None,
         observer: EngineObserver | None = None,
+        monitor: Any | None = None,
+        costs: CostTable | None = None,
     ) -> None:
+        """``monitor`` (a fitted ``drift.DriftMonitor`` of ``policy``) and ``costs`` (for live
+        re-tunes) are used only with ``config.drift``."""
         self.plan = plan
         self.family = family
         self.config = config or EngineConfig()
@@ -82,6 +94,25 @@ class Engine:
         self._drained: asyncio.Event | None = None
         self._cores = 1
         self._deadlines = Deadlines(self.config.request_timeout_s, _expire)
+        #: drift handling (None unless ``config.drift``)
+        self.drift: LiveDrift | None = None
+        if self.config.drift:
+            if monitor is None:
+                raise HybridServeError(
+                    "drift: EngineConfig.drift needs a fitted DriftMonitor (Engine(monitor=...))"
+                )
+            from hybridserve.runtime.livedrift import LiveDrift  # scipy: only when asked for
+
+            c = self.config
+            self.drift = LiveDrift(
+                monitor,
+                costs=costs,
+                shadow_fraction=c.shadow_fraction,
+                guard=c.drift_guard,
+                min_pairs=c.drift_min_pairs,
+                margin_pt=c.drift_margin_pt,
+                queue_rows=c.shadow_queue_rows,
+            )
 
     @property
     def policy(self) -> ServedPolicy:
@@ -217,6 +248,8 @@ class Engine:
         if self.config.energy:
             self.energy = EnergyAccount(self.devices, self.config.energy_interval_s)
             self.energy.start()
+        if self.drift is not None:
+            self.drift.start(self, self.positions)
         if self.config.tune_gc_at_start:
             tune_gc_for_serving()
         self._state = "ready"
@@ -236,6 +269,8 @@ class Engine:
         if self._state in ("closing", "closed"):
             return
         self._state = "closing"
+        if self.drift is not None:
+            await self.drift.stop()
         if drain and self._inflight and self._drained is not None:
             self._drained.clear()  # set again by the last request in flight
             try:
@@ -285,7 +320,10 @@ class Engine:
         self._inflight += 1
         timer = self._deadlines.watch(job, timeout_s)
         try:
-            return await future
+            result = await future
+            if self.drift is not None:  # after the answer: shadow checks never hold it back
+                return self.drift.answered(x, result, self.drift.new_request_id())
+            return result
         finally:
             if timer is not None:
                 timer.cancel()
@@ -335,6 +373,8 @@ class Engine:
                 f"{sorted(set(forward.tolist()))}; "
                 f"only later positions < {len(routing.chain)} exist"
             )
+        if at == 0 and self.drift is not None:
+            self.drift.first_scores(routing.policy, routed.score)
         answered, moving = settle(chunks, at, labels, conf, hops, routed.trail, routing)
         for hop, chunk in moving.items():
             await self.positions[routing.slots[hop]].queue.put(chunk)

@@ -44,3 +44,7 @@ class InvalidInputError(HybridServeError):
 
 class BatchTooLargeError(InvalidInputError):
     """More inputs in one request than ``EngineConfig.max_batch_size`` allows."""
+
+
+class UnknownRequestError(HybridServeError):
+    """Feedback for a request id the engine does not know, or no longer remembers (HTTP 404)."""

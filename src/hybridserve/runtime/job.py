@@ -33,6 +33,8 @@ class Result:
     chain: tuple[str, ...] = ()
     #: the version of the policy that routed the request, start to end (0: unversioned)
     policy_version: int = 0
+    #: the request's id, when the engine gives ids (drift handling on: feedback names it)
+    request_id: str | None = None
 
     def __len__(self) -> int:
         return len(self.labels)

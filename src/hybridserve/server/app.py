@@ -38,6 +38,7 @@ from hybridserve.runtime.errors import (
 )
 from hybridserve.server.decode import predict_inputs, v2_tensor
 from hybridserve.server.fastroute import BodyRoute, FastJSONResponse
+from hybridserve.server.feedback_route import install_feedback_route
 from hybridserve.server.frontdoor import FrontDoor
 from hybridserve.server.metrics import ServerMetrics
 from hybridserve.server.openapi import (
@@ -47,7 +48,7 @@ from hybridserve.server.openapi import (
     requires_token,
     responses,
 )
-from hybridserve.server.policy_route import install_policy_routes
+from hybridserve.server.policy_route import install_drift, install_policy_routes
 from hybridserve.server.schemas import (
     InferRequest,
     InferResponse,
@@ -164,6 +165,7 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
             return
         eng.set_observer(metrics)
         metrics.attach(eng.energy_snapshot, eng.queue_depths)
+        install_drift(eng, metrics, settings)
         if settings.start_in_background:
             holder.task = asyncio.create_task(holder.start())
         else:
@@ -242,9 +244,15 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
         x = await predict_inputs(body.inputs, eng.family.input_shape, eng.config.max_batch_size)
         result = await eng.predict_result(x)
         answers = answer_dicts(result, eng.family.label_names)
-        return FastJSONResponse(
-            {"model": eng.family.name, "answers": answers, "policy_version": result.policy_version}
-        )
+        version = result.policy_version
+        out: dict[str, object] = {
+            "model": eng.family.name,
+            "answers": answers,
+            "policy_version": version,
+        }
+        if result.request_id is not None:  # drift handling on: the id feedback names
+            out["id"] = result.request_id
+        return FastJSONResponse(out)
 
     @app.post(
         "/v2/models/{model_name}/infer",
@@ -286,6 +294,7 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
                 "outputs": outputs,
                 "answers": answers,
                 "policy_version": result.policy_version,
+                **({"request_id": result.request_id} if result.request_id is not None else {}),
             }
         )
 
@@ -315,6 +324,7 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
         )
 
     install_policy_routes(app, lambda: holder.engine, holder.serving, settings, auth, token)
+    install_feedback_route(app, holder.serving, auth, token)
 
     # ------------------------------------------------------------------ health
     @app.get(

@@ -35,6 +35,7 @@ _ROUTES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     for pattern, label in (
         (r"^/v1/predict$", "/v1/predict"),
         (r"^/v1/policy$", "/v1/policy"),
+        (r"^/v1/feedback$", "/v1/feedback"),
         (r"^/v1/completions$", "/v1/completions"),
         (r"^/v1/chat/completions$", "/v1/chat/completions"),
         (r"^/v1/models(/[^/]+)?$", "/v1/models"),

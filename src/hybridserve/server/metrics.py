@@ -66,6 +66,56 @@ class _EngineCollector(Collector):
         yield depth
 
 
+class _DriftCollector(Collector):
+    """Drift handling's state (``runtime.livedrift.LiveDrift.state``), read at scrape time."""
+
+    def __init__(self, state: Callable[[], dict[str, Any]]) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[Metric]:
+        st = self._state()
+        shadow = st.get("shadow", {})
+        for name, doc, value in (
+            ("hybridserve_drift_alarm", "Drift alarms raised", st["alarms"]),
+            ("hybridserve_drift_retunes", "Policies re-tuned live and swapped in", st["retunes"]),
+            ("hybridserve_shadow_checks", "Inputs shadow-checked", shadow.get("checked", 0)),
+            (
+                "hybridserve_shadow_dropped",
+                "Shadow checks dropped because the shadow queue was full",
+                shadow.get("dropped", 0),
+            ),
+            (
+                "hybridserve_drift_feedback_labels",
+                "True labels received by POST /v1/feedback",
+                st["feedback"]["labels"],
+            ),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)
+        state = GaugeMetricFamily(
+            "hybridserve_drift_state",
+            "1 for the drift handler's current state (watch, alarm, guard), else 0",
+            labels=["state"],
+        )
+        for name in ("watch", "alarm", "guard"):
+            state.add_metric([name], float(st["state"] == name))
+        yield state
+        agreement = GaugeMetricFamily(
+            "hybridserve_shadow_agreement",
+            "Rolling share of shadow checks agreeing with the giant, by answering model",
+            labels=["model"],
+        )
+        for model, seen in st["monitor"]["agreement"].items():
+            if seen.get("observed") is not None:
+                agreement.add_metric([model], seen["observed"])
+        yield agreement
+        estimate = st.get("estimated_accuracy")
+        yield GaugeMetricFamily(
+            "hybridserve_estimated_accuracy",
+            "Label-free estimate of served accuracy (NaN before any evidence)",
+            value=float("nan") if estimate is None else estimate,
+        )
+
+
 class ServerMetrics(EngineObserver):
     """All metrics of one app; also the engine's observer."""
 
@@ -134,6 +184,10 @@ class ServerMetrics(EngineObserver):
         if self._collector is None:
             self._collector = _EngineCollector(energy, queues)
             self.registry.register(self._collector)
+
+    def attach_drift(self, state: Callable[[], dict[str, Any]]) -> None:
+        """Export drift handling's state (``LiveDrift.state``) at scrape time."""
+        self.registry.register(_DriftCollector(state))
 
     def _children(self, model: str) -> tuple[Any, Any, Any, Any]:
         kids = self._per_model.get(model)

@@ -8,6 +8,9 @@ The policy is validated for the served family (``CascadePolicy.from_dict`` and
 finish under their version, every later one is routed by the new one), then saved in the
 workdir as ``policy-live-v<N>.json``. Any problem is a 422 naming the field, and nothing
 changes. Swaps are serialised, so versions and files match one to one.
+
+With drift handling on (``EngineConfig.drift``) ``GET`` also shows its state, and the policies
+it swaps in (guard, re-tune) are saved the same way (``install_drift``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from fastapi.responses import JSONResponse, Response
 from hybridserve.errors import HybridServeError
 from hybridserve.runtime.contract import ServingEngine
 from hybridserve.runtime.errors import EngineClosedError
+from hybridserve.server.metrics import ServerMetrics
 from hybridserve.server.openapi import POLICY_SWAP, responses
 from hybridserve.server.schemas import PolicyResponse, PolicySwapped
 from hybridserve.server.settings import ServerSettings
@@ -89,6 +93,7 @@ def install_policy_routes(
             version=eng.policy_version,
             policy=eng.policy.to_dict(),
             engine=eng.describe(),
+            drift=drift.state() if (drift := getattr(eng, "drift", None)) is not None else None,
         )
 
     @app.post(
@@ -118,3 +123,23 @@ def install_policy_routes(
         log.info("policy version %d swapped in (chain %s)", version, list(new.chain))
         answer = PolicySwapped(version=version, chain=list(new.chain), file=saved and str(saved))
         return JSONResponse(answer.model_dump())
+
+
+def install_drift(engine: ServingEngine, metrics: ServerMetrics, settings: ServerSettings) -> None:
+    """With drift handling on: export its metrics and save each policy it swaps in."""
+    drift = getattr(engine, "drift", None)
+    if drift is None:
+        return
+    metrics.attach_drift(drift.state)
+    workdir = settings.workdir
+
+    def saved(version: int, policy: CascadePolicy, reason: str) -> None:
+        if workdir is None:
+            return
+        path = live_policy_file(workdir, version)
+        try:
+            policy.save(path)  # small JSON; a swap is rare
+        except OSError as err:
+            log.error("%s policy version %d is live but not saved: %s", reason, version, err)
+
+    drift.on_swap = saved

@@ -59,6 +59,9 @@ class PredictResponse(BaseModel):
     model: str = Field(description="the family served")
     answers: list[AnswerModel]
     policy_version: int = Field(0, description="the policy version that routed every answer")
+    id: str | None = Field(
+        None, description="the request's id (drift handling on): POST /v1/feedback names it"
+    )
 
 
 class TensorInput(BaseModel):
@@ -109,6 +112,9 @@ class InferResponse(BaseModel):
     outputs: list[TensorOutput]
     answers: list[AnswerModel] = Field(description="the same answers, one object per input")
     policy_version: int = Field(0, description="the policy version that routed every answer")
+    request_id: str | None = Field(
+        None, description="the server's id of the request (drift handling on): for feedback"
+    )
 
 
 class TensorMetadata(BaseModel):
@@ -143,6 +149,9 @@ class PolicyResponse(BaseModel):
     version: int = Field(description="the policy version new requests are routed by")
     policy: dict[str, Any]
     engine: dict[str, Any]
+    drift: dict[str, Any] | None = Field(
+        None, description="drift handling's state (None: off; serve --drift turns it on)"
+    )
 
 
 class PolicySwapped(BaseModel):
