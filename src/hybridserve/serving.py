@@ -92,12 +92,6 @@ def resolve_family(family: str | None, config: Path | None) -> tuple[FamilyConfi
     """A family's validated YAML: ``config``'s, else the bundled ``family``'s."""
     if config is not None:
         cfg = read_config(Path(config))
-        if cfg.input_kind == "text":
-            # the HTTP API and the engine's input checks take numeric arrays only
-            raise HybridServeError(
-                f"{config}: family {cfg.family!r} takes text inputs (input_kind: text); "
-                "calibrate and tune support it, serving does not yet"
-            )
         if family is not None and family != cfg.family:
             raise HybridServeError(
                 f"--family {family!r} but --config {config} declares family {cfg.family!r}"

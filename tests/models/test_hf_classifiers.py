@@ -204,9 +204,9 @@ def test_jsonl_errors_name_the_line(tmp_path: Path) -> None:
         load_jsonl_split(path, "val")
 
 
-def test_serving_a_text_family_is_refused_in_one_line(text_yaml: Path) -> None:
+def test_serving_resolves_a_text_family(text_yaml: Path) -> None:
     from hybridserve.serving import resolve_family
 
-    with pytest.raises(HybridServeError, match=r"takes text inputs.*serving does not yet") as e:
-        resolve_family(None, text_yaml)
-    assert "\n" not in str(e.value)
+    # served like any family since the engine checks text inputs (tests/server/...text_family)
+    cfg, path, user = resolve_family(None, text_yaml)
+    assert (cfg.family, cfg.input_kind, path, user) == ("tiny-bert", "text", text_yaml, True)

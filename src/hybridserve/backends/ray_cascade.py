@@ -46,7 +46,7 @@ from hybridserve.runtime.errors import (
     PolicySwapError,
     QueueFullError,
 )
-from hybridserve.runtime.inputs import check_batch
+from hybridserve.runtime.inputs import check_family_batch, example_input
 from hybridserve.runtime.job import Result
 from hybridserve.runtime.observer import EngineObserver, NullObserver
 from hybridserve.runtime.position import Routed, route_batch
@@ -196,8 +196,7 @@ class RayCascade:
         self._idle = asyncio.Event()
         self._idle.set()
         if self.config.warmup:
-            low = self.family.input_range[0] if self.family.input_range else 0.0
-            example = np.full((1, *self.family.input_shape), low, dtype=np.float32)
+            example = example_input(self.family)[None]
             try:
                 for model, route in zip(self.chain, self._routing.routes, strict=True):
                     for caller in route.callers:
@@ -246,10 +245,9 @@ class RayCascade:
         return routing.version
 
     # ------------------------------------------------------------------ requests
-    def check(self, batch: Any) -> npt.NDArray[np.float32]:
-        return check_batch(
-            batch, self.family.input_shape, self.family.input_range, self.config.max_batch_size
-        )
+    def check(self, batch: Any) -> npt.NDArray[Any]:
+        c = self.config
+        return check_family_batch(batch, self.family, c.max_batch_size, c.max_text_chars)
 
     async def predict_result(self, batch: Any, timeout_s: float | None = None) -> Result:
         """Answers of a batch as columns, as ``Engine.predict_result`` gives them."""

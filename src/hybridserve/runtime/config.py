@@ -29,6 +29,12 @@ class EngineConfig(BaseModel):
             "batch's requests fail (504) and the replica is abandoned and replaced"
         ),
     )
+    max_text_chars: int = Field(
+        10_000,
+        ge=1,
+        description="text families: most characters one input may hold (longer ones get 422); "
+        "the models truncate to their token limit anyway",
+    )
     warmup: bool = Field(True, description="run one batch per replica before reporting ready")
     drain_timeout_s: float = Field(
         30.0, ge=0, description="how long stop() waits for accepted requests to finish"

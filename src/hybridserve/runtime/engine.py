@@ -28,7 +28,6 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
 import numpy.typing as npt
 import torch
 
@@ -41,7 +40,7 @@ from hybridserve.runtime.contract import ServedPolicy, check_policy
 from hybridserve.runtime.deadlines import Deadlines
 from hybridserve.runtime.energy import DeviceEnergy, EnergyAccount
 from hybridserve.runtime.errors import DeadlineExceededError, EngineClosedError, PolicySwapError
-from hybridserve.runtime.inputs import check_batch
+from hybridserve.runtime.inputs import check_family_batch, example_input
 from hybridserve.runtime.job import Chunk, Job, Result, fail_all, settle
 from hybridserve.runtime.observer import EngineObserver, NullObserver
 from hybridserve.runtime.position import Position, Routed
@@ -195,9 +194,9 @@ class Engine:
             self._cores,
         )
 
-    def _example(self) -> npt.NDArray[np.float32]:
-        low = self.family.input_range[0] if self.family.input_range else 0.0
-        return np.full(self.family.input_shape, low, dtype=np.float32)
+    def _example(self) -> npt.NDArray[Any]:
+        # one input of the family's kind: numbers at the low end of the range, or a short text
+        return example_input(self.family)
 
     async def start(self) -> Engine:
         """Build the replicas, warm each one up with a batch, and start the batcher loops.
@@ -300,11 +299,11 @@ class Engine:
             pos.observer = observer
 
     # ------------------------------------------------------------------ requests
-    def check(self, batch: Any) -> npt.NDArray[np.float32]:
-        """Validate a raw batch for this family (raises ``InvalidInputError``)."""
-        return check_batch(
-            batch, self.family.input_shape, self.family.input_range, self.config.max_batch_size
-        )
+    def check(self, batch: Any) -> npt.NDArray[Any]:
+        """Validate a raw batch for this family (raises ``InvalidInputError``): float32
+        ``N × input_shape``, or for a text family a 1-D object array of ``str``."""
+        c = self.config
+        return check_family_batch(batch, self.family, c.max_batch_size, c.max_text_chars)
 
     async def predict_result(self, batch: Any, timeout_s: float | None = None) -> Result:
         """Answers of a batch as columns (labels, confidences, chain positions, paths, latency)."""

@@ -1,10 +1,15 @@
-"""Checks on a batch of raw inputs before it enters the cascade; each failure names the problem."""
+"""Checks on a batch of raw inputs before it enters the cascade; each failure names the problem.
+
+A tensor family's batch becomes float32 ``N × input_shape`` (``check_batch``); a text family's
+(``input_kind: text``) a 1-D object array of ``str`` (``check_texts``). ``check_family_batch``
+picks by the family, and ``example_input`` gives the one input the engines warm up with.
+"""
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -71,3 +76,97 @@ def _holds_dtype(input_range: tuple[float, float] | None, dtype: np.dtype[Any]) 
         info = np.iinfo(dtype)
         low, high = int(info.min), int(info.max)
     return input_range[0] <= low and high <= input_range[1]
+
+
+#: A text family's warm-up input: short, so warming up costs little.
+WARMUP_TEXT = "warm up"
+
+
+class InputSpec(Protocol):
+    """What the checks need of a family (``models.family.Family`` has it)."""
+
+    @property
+    def input_kind(self) -> str: ...
+
+    @property
+    def input_shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def input_range(self) -> tuple[float, float] | None: ...
+
+
+def check_family_batch(
+    x: Any, family: InputSpec, max_batch_size: int, max_text_chars: int
+) -> npt.NDArray[Any]:
+    """``x`` checked as the family's inputs: ``check_texts`` for text, else ``check_batch``."""
+    if family.input_kind == "text":
+        return check_texts(x, max_batch_size, max_text_chars)
+    return check_batch(x, family.input_shape, family.input_range, max_batch_size)
+
+
+def example_input(family: InputSpec) -> npt.NDArray[Any]:
+    """One input the family accepts (no batch dimension), for warm-up batches."""
+    if family.input_kind == "text":
+        return np.array(WARMUP_TEXT, dtype=object)
+    low = family.input_range[0] if family.input_range else 0.0
+    return np.full(family.input_shape, low, dtype=np.float32)
+
+
+def check_texts(x: Any, max_batch_size: int, max_chars: int) -> npt.NDArray[np.object_]:
+    """The batch as a 1-D object array of ``str`` (UTF-8 ``bytes`` decoded), or
+    ``InvalidInputError``: not text, not one string per input, empty or too long."""
+    if isinstance(x, (str, bytes)):
+        raise InvalidInputError("inputs: expected a list of strings (one per input), not a string")
+    items = x
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind in "biufc":
+            raise InvalidInputError(
+                f"inputs: this family takes text (one string per input), got numbers ({x.dtype})"
+            )
+        if x.ndim != 1:
+            raise InvalidInputError(
+                f"inputs: expected a 1-D list of strings (one per input), got shape {x.shape}"
+            )
+        items = x.tolist()
+    try:
+        items = list(items)
+    except TypeError:
+        raise InvalidInputError(
+            f"inputs: expected a list of strings (one per input), got {type(x).__name__}"
+        ) from None
+    if not items:
+        raise InvalidInputError("inputs: empty batch; send at least one input")
+    check_count(len(items), max_batch_size)
+    out = np.empty(len(items), dtype=object)
+    for i, item in enumerate(items):
+        out[i] = _text(item, i, max_chars)
+    return out
+
+
+def _text(item: Any, i: int, max_chars: int) -> str:
+    where = f"inputs[{i}]"
+    if isinstance(item, bytes):
+        try:
+            item = item.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInputError(f"{where}: bytes that are not UTF-8 text") from None
+    if not isinstance(item, str):
+        what = (
+            "null"
+            if item is None
+            else "a list"
+            if isinstance(item, (list, tuple))
+            else "a number"
+            if isinstance(item, (int, float))
+            else type(item).__name__
+        )
+        raise InvalidInputError(
+            f"{where}: this family takes text (one string per input), got {what}"
+        )
+    if not item.strip():
+        raise InvalidInputError(f"{where}: empty text; send at least one non-space character")
+    if len(item) > max_chars:
+        raise InvalidInputError(
+            f"{where}: text of {len(item)} characters is longer than the limit of {max_chars}"
+        )
+    return item

@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -36,7 +37,7 @@ from hybridserve.runtime.errors import (
     QueueFullError,
     ServingError,
 )
-from hybridserve.server.decode import predict_inputs, v2_tensor
+from hybridserve.server.decode import predict_inputs, v2_tensor, v2_texts
 from hybridserve.server.fastroute import BodyRoute, FastJSONResponse
 from hybridserve.server.feedback_route import install_feedback_route
 from hybridserve.server.frontdoor import FrontDoor
@@ -237,11 +238,16 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
         response_model=PredictResponse,
         responses=responses(*INFERENCE, token=token),
         dependencies=auth,
-        summary="Answer a batch of inputs (nested lists or base64 PNGs)",
+        summary="Answer a batch of inputs (nested lists, base64 PNGs, or texts)",
     )
     async def predict(body: PredictRequest) -> Response:
         eng = holder.serving()
-        x = await predict_inputs(body.inputs, eng.family.input_shape, eng.config.max_batch_size)
+        x: Any
+        if eng.family.input_kind == "text":
+            x = body.inputs  # strings: the engine checks each (non-empty, length)
+        else:
+            shape = eng.family.input_shape
+            x = await predict_inputs(body.inputs, shape, eng.config.max_batch_size)
         result = await eng.predict_result(x)
         answers = answer_dicts(result, eng.family.label_names)
         version = result.policy_version
@@ -267,7 +273,12 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
             raise InvalidInputError(
                 f"inputs: expected exactly one input tensor, got {len(body.inputs)}"
             )
-        x = v2_tensor(body.inputs[0], eng.family.input_shape, eng.config.max_batch_size)
+        tensor, limit = body.inputs[0], eng.config.max_batch_size
+        x: Any
+        if eng.family.input_kind == "text":
+            x = v2_texts(tensor, limit)
+        else:
+            x = v2_tensor(tensor, eng.family.input_shape, limit)
         result = await eng.predict_result(x)
         answers = answer_dicts(result, eng.family.label_names)
         n = [len(answers)]
@@ -310,11 +321,12 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
     async def metadata(model_name: str) -> ModelMetadata:
         eng = _model(model_name)
         shape = [-1, *eng.family.input_shape]
+        datatype = "BYTES" if eng.family.input_kind == "text" else "FP32"
         return ModelMetadata(
             name=eng.family.name,
             versions=[],
             platform="hybridserve-cascade",
-            inputs=[TensorMetadata(name="input", datatype="FP32", shape=shape)],
+            inputs=[TensorMetadata(name="input", datatype=datatype, shape=shape)],
             outputs=[
                 TensorMetadata(name="label", datatype="INT64", shape=[-1]),
                 TensorMetadata(name="label_name", datatype="BYTES", shape=[-1]),

@@ -100,6 +100,11 @@ def v2_tensor(
     where: str = "inputs[0]",
 ) -> npt.NDArray[Any]:
     """The batch held by a v2 tensor, checked against its declared shape and datatype."""
+    if tensor.datatype not in V2_DTYPES:
+        raise InvalidInputError(
+            f"{where}.datatype: this family takes numbers, not {tensor.datatype} "
+            f"(one of {', '.join(V2_DTYPES)})"
+        )
     dtype = V2_DTYPES[tensor.datatype]
     expected = _check_v2_shape(tensor, input_shape, max_batch_size, where)
     arr = _array(tensor.data, f"{where}.data")
@@ -134,6 +139,30 @@ def v2_tensor(
     return out
 
 
+def v2_texts(tensor: TensorInput, max_batch_size: int, where: str = "inputs[0]") -> list[Any]:
+    """A text family's batch from a v2 ``BYTES`` tensor of shape ``[N]`` (or ``[N, 1]``): its
+    strings, flat, for the engine to check one by one."""
+    if tensor.datatype != "BYTES":
+        raise InvalidInputError(
+            f"{where}.datatype: this family takes text: send a BYTES tensor of strings, "
+            f"not {tensor.datatype}"
+        )
+    shape = tensor.shape
+    if len(shape) not in (1, 2) or any(d < 0 for d in shape) or shape[1:] not in ([], [1]):
+        raise InvalidInputError(f"{where}.shape: expected [N] (one string per input), got {shape}")
+    if shape[0] == 0:
+        raise InvalidInputError(f"{where}.shape: empty batch; send at least one input")
+    check_count(shape[0], max_batch_size)
+    data: list[Any] = tensor.data
+    if len(shape) == 2 and all(isinstance(d, list) and len(d) == 1 for d in data):
+        data = [d[0] for d in data]  # nested [[text], ...]
+    if len(data) != shape[0]:
+        raise InvalidInputError(
+            f"{where}: shape {shape} holds {shape[0]} strings, but data has {len(data)}"
+        )
+    return data
+
+
 def png_size(raw: bytes, where: str) -> tuple[int, int]:
     """Width and height a PNG declares in its header, read before any pixel is decoded."""
     if len(raw) < 24 or raw[:8] != _PNG_SIGNATURE or raw[12:16] != b"IHDR":
@@ -160,7 +189,10 @@ def png(text: str, input_shape: tuple[int, ...], where: str) -> npt.NDArray[np.u
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as err:
-        raise InvalidInputError(f"{where}: not valid base64 ({err})") from err
+        raise InvalidInputError(
+            f"{where}: not valid base64 ({err}); this family takes images (base64 PNGs or "
+            "nested lists of numbers), not text"
+        ) from err
     width, height = png_size(raw, where)
     if (height, width) != tuple(input_shape[:2]):
         # refused on the declared size: a 518 KB PNG can declare 20000×20000 pixels

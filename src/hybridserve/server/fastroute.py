@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from hybridserve.runtime.errors import InvalidInputError
 from hybridserve.server.binary import (
     HEADER_LENGTH,
     NPY,
@@ -81,6 +82,11 @@ def _v2_binary(request: Request, raw: bytes, model: type[BaseModel]) -> BaseMode
     for i, part in parts.items():
         tensor = tensors[i]
         where = f"inputs[{i}]"
+        if tensor.datatype not in V2_DTYPES:  # BYTES: text travels in JSON bodies only
+            raise InvalidInputError(
+                f"{where}.datatype: binary {tensor.datatype} tensors are not taken; send text "
+                "as a JSON BYTES tensor"
+            )
         dtype = V2_DTYPES[tensor.datatype]
         tensor.data = tensor_bytes(part, tensor.shape, dtype, tensor.datatype, where)
     return body

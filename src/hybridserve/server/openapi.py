@@ -76,8 +76,18 @@ def example_input(family: Family) -> Any:
     return np.full(family.input_shape, value).tolist()
 
 
+#: The request examples' input for a text family.
+EXAMPLE_TEXT = "an example text"
+
+
 def request_examples(family: Family, predict: str, infer: str) -> dict[str, Any]:
     """Request-body examples of the two inference routes, by path."""
+    if family.input_kind == "text":
+        tensor = {"name": "input", "shape": [1], "datatype": "BYTES", "data": [EXAMPLE_TEXT]}
+        return {
+            predict: {"inputs": [EXAMPLE_TEXT]},
+            infer: {"id": "example-1", "inputs": [tensor]},
+        }
     one = example_input(family)
     return {
         predict: {"inputs": [one]},

@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-#: KServe v2 numeric datatypes this server accepts (BYTES tensors are not inputs here).
+#: KServe v2 datatypes this server accepts: numeric for tensor families, BYTES (strings, in JSON
+#: bodies) for text families.
 Datatype = Literal[
     "BOOL",
     "UINT8",
@@ -20,6 +21,7 @@ Datatype = Literal[
     "FP16",
     "FP32",
     "FP64",
+    "BYTES",
 ]
 
 
@@ -41,14 +43,16 @@ class AnswerModel(BaseModel):
 
 
 class PredictRequest(BaseModel):
-    """Simple form: a batch of inputs, each a nested list of numbers or a base64 PNG."""
+    """Simple form: a batch of inputs, each a nested list of numbers or a base64 PNG (tensor
+    families), or a string (text families)."""
 
     model_config = ConfigDict(extra="forbid")
 
     inputs: list[list[Any] | str] = Field(
         description=(
             "one entry per input: a nested list with the family's input shape (pixel values "
-            "0-255 for image families) or a base64-encoded PNG string"
+            "0-255 for image families) or a base64-encoded PNG string; for a text family "
+            "(input_kind: text) one string of text per input"
         ),
     )
 
@@ -70,9 +74,11 @@ class TensorInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="tensor name (any; the family has one input)")
-    shape: list[int] = Field(description="[N, *family input shape]")
+    shape: list[int] = Field(description="[N, *family input shape]; [N] for a text family")
     datatype: Datatype
-    data: list[Any] = Field(description="the values, flat or nested, row-major")
+    data: list[Any] = Field(
+        description="the values, flat or nested, row-major; a BYTES tensor's are strings"
+    )
     parameters: dict[str, Any] | None = None
 
 
