@@ -21,7 +21,6 @@ the search, so the saving it reports is the modelled one.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from typing import Any
 
@@ -150,12 +149,9 @@ def run_generative_tune(
     from hybridserve.tuning.tune import (
         _other_policies,
         _search,
-        _write_graph,
         pick_rule,
-        policy_path,
         rule_figures,
-        rule_file_key,
-        rule_graph_paths,
+        save_rule_policies,
     )
 
     rules = generative_rules(confidence)
@@ -210,18 +206,6 @@ def run_generative_tune(
         if mode == "eo":
             summary["max_accuracy_drop_pt"] = float(max_accuracy_drop)
         policies[rule] = replace(search.policy_, summary=summary)
-    wd.ensure()
-    for rule, policy in policies.items():
-        policy.save(wd.policy(rule_file_key(mode, use_skips, rule)))
-    policy = policies[chosen]
-    policy.save(policy_path(wd, mode, use_skips))
-    key = mode if use_skips else f"{mode}-noskip"
-    others[key] = policy
-    for rule, search in searches.items():
-        title = f"{family}: accuracy vs energy on val ({table.source} costs, {rule})"
-        png, csv = rule_graph_paths(wd, rule)
-        _write_graph(search.frontier_, {**others, key: policies[rule]}, csv, png, title)
-        if rule == chosen:
-            shutil.copyfile(png, wd.threshold_graph_png)
-            shutil.copyfile(csv, wd.frontier_csv)
-    return policy
+    return save_rule_policies(
+        wd, family, mode, use_skips, policies, chosen, searches, others, table.source
+    )

@@ -419,6 +419,23 @@ def run_tune(
         if mode == "eo":
             summary["max_accuracy_drop_pt"] = float(max_accuracy_drop)
         policies[rule] = replace(search.policy_, summary=summary)
+    return save_rule_policies(
+        wd, family, mode, use_skips, policies, chosen, searches, others, table.source
+    )
+
+
+def save_rule_policies(
+    wd: Workdir,
+    family: str,
+    mode: str,
+    use_skips: bool,
+    policies: dict[str, CascadePolicy],
+    chosen: str,
+    searches: Mapping[str, ThresholdSearch],
+    others: dict[str, CascadePolicy],
+    cost_source: str,
+) -> CascadePolicy:
+    """Write every rule's policy and graph, and the chosen rule's as the mode's; return it."""
     wd.ensure()
     for rule, policy in policies.items():
         policy.save(wd.policy(rule_file_key(mode, use_skips, rule)))
@@ -427,7 +444,7 @@ def run_tune(
     key = mode if use_skips else f"{mode}-noskip"
     others[key] = policy
     for rule, search in searches.items():
-        title = f"{family}: accuracy vs energy on val ({table.source} costs, {rule} deferral)"
+        title = f"{family}: accuracy vs energy on val ({cost_source} costs, {rule})"
         png, csv = rule_graph_paths(wd, rule)
         _write_graph(search.frontier_, {**others, key: policies[rule]}, csv, png, title)
         if rule == chosen:
