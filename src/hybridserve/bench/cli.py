@@ -116,8 +116,22 @@ def register(app: typer.Typer) -> None:
                 "(cpu, cuda:N) instead of plan.json"
             ),
         ] = None,
+        drift: Annotated[
+            bool,
+            typer.Option(
+                "--drift",
+                help="instead: the drift bench (clean then corrupted streams; giant-only, static "
+                "and adaptive cascade at logit level) → WORKDIR/drift.json, drift.png",
+            ),
+        ] = False,
+        drift_images: Annotated[
+            int, typer.Option(help="--drift: test images per corruption and severity")
+        ] = 2000,
     ) -> None:
         """Serve giant-only, each model alone and the tuned cascades; compare them."""
+        if drift:
+            _bench_drift(Workdir(workdir), drift_images)
+            return
         if rate is not None and saturate:
             raise HybridServeError("--rate and --saturate exclude each other")
         if rate is not None and not rate > 0:
@@ -156,6 +170,38 @@ def register(app: typer.Typer) -> None:
         )
         console.print(comparison_table(body))
         console.print(f"wrote {wd.report} and {wd.report_md}")
+
+
+def _bench_drift(wd: Workdir, images: int) -> None:
+    from hybridserve.bench.drift import DriftOptions, run_drift_bench
+
+    if not 500 <= images <= 5000:
+        raise HybridServeError(f"--drift-images must be in [500, 5000], got {images}")
+    for path in (wd.calibration, wd.profile):
+        if not path.is_file():
+            raise HybridServeError(f"--drift needs {path}: run calibrate and profile first")
+    out, png = wd.root / "drift.json", wd.root / "drift.png"
+    report = run_drift_bench(wd.root, DriftOptions(out=out, plot=png, images=images))
+    summary = report["summary"]
+    table = Table(title="drift bench (logit-level replay; see drift.json)")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    targets = summary["alarm_targets"]
+    rows = {
+        "false alarms / clean requests": f"{summary['false_alarms']} / {summary['clean_requests']}",
+        "alarms within a window / shifts ≥ 2 pt below giant": (
+            f"{targets['detected_within_window']} / {targets['needed']}"
+        ),
+        "shadow extra energy": f"{100 * summary['shadow_extra_energy_share']:.1f} %",
+        "estimate MAE, clean / shifted": (
+            f"{summary['estimate_mae_pt_clean_streams']:.2f} / "
+            f"{summary['estimate_mae_pt_shift_streams']:.2f} pt"
+        ),
+    }
+    for k, v in rows.items():
+        table.add_row(k, v)
+    console.print(table)
+    console.print(f"wrote {out} and {png}")
 
 
 def _bench_url(
