@@ -16,8 +16,9 @@ becomes ``InvalidInputError``; anything else ``BatchFailedError``).
 ``iteration_level=True`` (off by default; ``HFCausalLM`` models only) switches to
 iteration-level batching with ``models.stepdecode.StepDecoder``: waiting requests of any
 parameters join the running batch between decode steps, up to ``max_batch`` rows, and each
-request is routed as soon as its own generation ends. Seeded samples are seeded as row 0, as
-when they decode alone, so they still repeat exactly.
+request is routed as soon as its own generation ends (``max_wait_s`` is not used: a request
+never waits for a batch to form, only for a free row). Seeded samples are seeded as row 0, as
+when they decode alone.
 """
 
 from __future__ import annotations
