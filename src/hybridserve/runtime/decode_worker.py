@@ -12,6 +12,13 @@ repeats exactly whatever else is queued.
 A batch that raises is retried one request at a time, so only the request whose own prompt
 makes the model raise fails (a ``HybridServeError``, e.g. a prompt too long for the model,
 becomes ``InvalidInputError``; anything else ``BatchFailedError``).
+
+``iteration_level=True`` (off by default; ``HFCausalLM`` models only) switches to
+iteration-level batching with ``models.stepdecode.StepDecoder``: waiting requests of any
+parameters join the running batch between decode steps, up to ``max_batch`` rows, and each
+request is routed as soon as its own generation ends (``max_wait_s`` is not used: a request
+never waits for a batch to form, only for a free row). Seeded samples are seeded as row 0, as
+when they decode alone.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +39,9 @@ import numpy.typing as npt
 from hybridserve.errors import HybridServeError
 from hybridserve.models.generative import Generation, GenerationParams, GenerativeModel
 from hybridserve.runtime.errors import BatchFailedError, InvalidInputError
+
+if TYPE_CHECKING:  # the step-wise decoder needs the 'gen' extra: imported only when used
+    from hybridserve.models.stepdecode import StepDecoder
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +85,19 @@ class DecodeWorker:
         *,
         max_batch: int = 8,
         max_wait_s: float = 0.002,
+        iteration_level: bool = False,
     ) -> None:
         if max_batch < 1:
             raise HybridServeError(f"max_batch must be >= 1, got {max_batch!r}")
+        if iteration_level:
+            from hybridserve.models.hf_causal import HFCausalLM
+
+            if not isinstance(model, HFCausalLM):
+                raise HybridServeError(
+                    f"iteration_level: model {model.name!r} is a {type(model).__name__}; "
+                    "iteration-level batching needs a Hugging Face causal LM (HFCausalLM)"
+                )
+        self.iteration_level = iteration_level
         self.model = model
         self.name = model.name
         self.index = index
@@ -151,7 +172,8 @@ class DecodeWorker:
     # ------------------------------------------------------------------ loop
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"decode-{self.name}")
+            loop = self._run_stepwise() if self.iteration_level else self._run()
+            self._task = asyncio.create_task(loop, name=f"decode-{self.name}")
 
     async def _run(self) -> None:
         while True:
@@ -179,6 +201,88 @@ class DecodeWorker:
                 for job in batch:
                     if not job.done:
                         job.future.set_exception(BatchFailedError(f"routing failed: {err!r}"))
+
+    async def _run_stepwise(self) -> None:
+        """Iteration-level batching: waiting jobs join the running batch between decode steps."""
+        from hybridserve.models.stepdecode import StepDecoder
+
+        loop = asyncio.get_running_loop()
+        dec = StepDecoder(self.model)  # type: ignore[arg-type]  # checked in __init__
+        jobs: dict[int, GenJob] = {}  # row id → job, for the rows in ``dec``
+        started: dict[int, float] = {}
+        while True:
+            if not self._queue and not jobs:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            gone = [rid for rid, job in jobs.items() if job.done]
+            if gone:  # cancelled or past its deadline: its row stops costing steps at once
+                dec.drop(gone)
+                for rid in gone:
+                    del jobs[rid], started[rid]
+            await self._admit(dec, jobs, started)
+            self.running = list(jobs.values())
+            if not jobs:
+                continue
+            try:
+                finished = await loop.run_in_executor(self._pool, dec.step)
+            except Exception as err:
+                log.warning("model %s failed on a decode step: %r", self.name, err)
+                failed = BatchFailedError(f"model {self.name!r} failed ({type(err).__name__})")
+                batch = list(jobs.values())
+                dec, jobs, started = StepDecoder(self.model), {}, {}  # type: ignore[arg-type]
+                self.running = []
+                self._route_outcomes(batch, [failed] * len(batch), 0.0)
+                continue
+            if finished:
+                now = time.perf_counter()
+                batch = [jobs.pop(rid) for rid in finished]
+                service = max(now - started.pop(rid) for rid in finished)
+                self.running = list(jobs.values())
+                self._route_outcomes(batch, list(finished.values()), service)
+
+    async def _admit(
+        self, dec: StepDecoder, jobs: dict[int, GenJob], started: dict[int, float]
+    ) -> None:
+        """Prefill waiting jobs into free rows (one forward pass); a prompt the model refuses
+        fails alone."""
+        while self._queue and self._queue[0].done:
+            self._queue.popleft()
+        take: list[GenJob] = []
+        while self._queue and len(jobs) + len(take) < self.max_batch:
+            job = self._queue.popleft()
+            if not job.done:
+                take.append(job)
+        if not take:
+            return
+        loop = asyncio.get_running_loop()
+        # all together first; if that fails, one at a time so only a bad prompt fails
+        for group in [take] if len(take) == 1 else [take, *([j] for j in take)]:
+            params = [self.params_for(j) for j in group]
+            try:
+                rids = await loop.run_in_executor(
+                    self._pool, dec.add, [j.prompt for j in group], params, [0] * len(group)
+                )
+            except Exception as err:
+                if len(group) == 1:
+                    self._route_outcomes(group, [self._as_request_error(err)], 0.0)
+                continue
+            now = time.perf_counter()
+            for rid, job in zip(rids, group, strict=True):
+                jobs[rid], started[rid] = job, now
+            if group is take:
+                return
+
+    def _route_outcomes(
+        self, batch: list[GenJob], outcomes: list[Generation | BaseException], service_s: float
+    ) -> None:
+        try:
+            self._finish(self, batch, outcomes, service_s)
+        except Exception as err:  # a routing bug must not stop the position
+            log.exception("routing a batch of %s failed", self.name)
+            for job in batch:
+                if not job.done:
+                    job.future.set_exception(BatchFailedError(f"routing failed: {err!r}"))
 
     async def _decode(
         self, params: GenerationParams, batch: list[GenJob]

@@ -105,6 +105,7 @@ class GenerativeEngine:
         *,
         max_batch: int = 8,
         max_wait_ms: float = 2.0,
+        iteration_level: bool = False,
     ) -> None:
         if policy.task != "generate":
             raise HybridServeError(
@@ -120,6 +121,8 @@ class GenerativeEngine:
         self._scorer = get_scorer(family.scorer)
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
+        #: refill decode batches between steps (``DecodeWorker(iteration_level=True)``)
+        self.iteration_level = iteration_level
         self._observer: EngineObserver = NullObserver()
         self._workers: list[DecodeWorker] = []
         self._state = "new"  # new → starting → ready → stopping → stopped
@@ -209,6 +212,7 @@ class GenerativeEngine:
                     self._finish,
                     max_batch=self.max_batch,
                     max_wait_s=self.max_wait_s,
+                    iteration_level=self.iteration_level,
                 )
                 for i, name in enumerate(self.chain)
             ]
