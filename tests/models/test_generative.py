@@ -6,7 +6,6 @@ the models are random ``save_pretrained`` directories, and the socket layer refu
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -25,19 +24,7 @@ from hybridserve.models.generative_family import load_generative_family
 from hybridserve.models.hf_causal import HFCausalLM
 from models.tiny_lms import CHARS, KINDS, PROMPTS, save_tiny, tiny_model
 
-pytestmark = pytest.mark.unit
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No hub access: offline mode set, and any socket connection fails the test."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError(f"network use attempted: {args}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("no_network")]
 
 
 @pytest.fixture(scope="module")
