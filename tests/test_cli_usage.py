@@ -50,7 +50,7 @@ def run_script(args: list[str]) -> subprocess.CompletedProcess[str]:
     "args, needles",
     [
         (["calibrate", "--bogus"], ["Usage: hybridserve calibrate", "No such option", "--bogus"]),
-        (["bench", "--drift"], ["Usage: hybridserve bench", "No such option", "--drift"]),
+        (["bench", "--drfit"], ["Usage: hybridserve bench", "No such option", "--drfit"]),
         (["bench", "--passs", "2"], ["Usage: hybridserve bench", "--passs", "--passes"]),
         (["nosuchcmd"], ["Usage: hybridserve", "No such command", "nosuchcmd"]),
         # click reports a missing value without the command's context, so no usage line here
