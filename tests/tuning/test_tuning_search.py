@@ -13,6 +13,7 @@ from hybridserve.tuning.chains import ChainProblem
 from hybridserve.tuning.costs import CostTable
 from hybridserve.tuning.guard import AccuracyGuard
 from hybridserve.tuning.search import AP_CONFIDENCE_LEVEL, APSearch, EOSearch
+from hybridserve.tuning.seeding import quantile_grid
 from hybridserve.tuning.simulate import simulate
 from hybridserve.tuning.synthetic import synthetic_family
 
@@ -82,7 +83,7 @@ def test_no_worse_than_exact_best_two_model_chain(fitted: dict[str, object], dat
         prob = ChainProblem(
             conf[[m, 3]], correct[[m, 3]], np.array([ENERGY[names[m]], 1.0]), correct[3]
         )
-        thetas = search._grid(conf[m], search.n_levels)[:, None]  # type: ignore[attr-defined]
+        thetas = quantile_grid(conf[m], search.n_levels)[:, None]
         cost, _, wins, losses = prob.evaluate_many(thetas)
         ok = guard.feasible(wins, losses, len(labels))
         best = min(best, float(cost[ok].min()))

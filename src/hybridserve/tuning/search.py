@@ -70,6 +70,7 @@ from hybridserve.tuning.frontier import Frontier
 from hybridserve.tuning.guard import AccuracyGuard
 from hybridserve.tuning.policy import CascadePolicy, SkipRule
 from hybridserve.tuning.searchreport import search_report
+from hybridserve.tuning.seeding import coarse_seeds, quantile_grid
 from hybridserve.tuning.seqrules import LEARNED, SEQ_RULES, SeqLearnedRule
 from hybridserve.tuning.simulate import LogitsLike
 from hybridserve.tuning.skips import greedy_skips
@@ -306,10 +307,20 @@ class ThresholdSearch(ABC):
         grids = (
             None
             if self.n_levels is None
-            else [self._grid(conf[i], self.n_levels) for i in range(len(chain) - 1)]
+            else [quantile_grid(conf[i], self.n_levels) for i in range(len(chain) - 1)]
         )
         prob = ChainProblem(conf, correct, cost[idx], ev.correct[giant], order, grids)
-        seeds = self._seeds(ev, prob, chain, guard, frontier, rng)
+        seeds = coarse_seeds(
+            prob,
+            [ev.names[m] for m in chain],
+            guard,
+            frontier,
+            rng,
+            seed_budget=self.seed_budget,
+            n_levels=self.n_levels or 64,
+            cloud=self.cloud_per_chain,
+            n_starts=self.n_starts,
+        )
         e_scale = float(cost[giant])
         lambdas = e_scale * np.geomspace(5000.0, 0.5, self.n_lambdas)
 
@@ -360,52 +371,6 @@ class ThresholdSearch(ABC):
             if best is None or _better(cand, best):
                 best = cand
         return best
-
-    def _grid(self, conf: npt.NDArray[np.float64], levels: int) -> npt.NDArray[np.float64]:
-        """Allowed thresholds of one model: quantiles of its validation confidence, and NEVER."""
-        qs = np.quantile(conf, np.linspace(0.0, 1.0, levels + 1))
-        return np.append(np.unique(qs), NEVER)
-
-    def _seeds(
-        self,
-        ev: Evidence,
-        prob: ChainProblem,
-        chain: tuple[int, ...],
-        guard: AccuracyGuard,
-        frontier: Frontier,
-        rng: np.random.Generator,
-    ) -> list[tuple[float, ...]]:
-        """Score a coarse full-factorial grid of thresholds; return the cheapest passing ones.
-
-        Coordinate moves only find a local optimum; starting them from the best cells of a
-        coarse grid (about ``seed_budget`` cells per chain) escapes most poor ones. A random
-        subset of the cells becomes the graph's sampled cloud.
-        """
-        depth = len(chain) - 1
-        levels = max(2, int(self.seed_budget ** (1.0 / depth)))
-        axes = []
-        for i in range(depth):
-            full = self._grid(prob.conf[i], self.n_levels or 64)
-            pick = np.unique(np.round(np.linspace(0, len(full) - 1, levels)).astype(int))
-            axes.append(full[pick])
-        cells = np.stack([a.ravel() for a in np.meshgrid(*axes, indexing="ij")], axis=1)
-        costs, correct, wins, losses = [], [], [], []
-        for lo in range(0, len(cells), 256):  # bounded memory: 256 settings × N at a time
-            c, ok, w, ls = prob.evaluate_many(cells[lo : lo + 256])
-            costs.append(c)
-            correct.append(ok)
-            wins.append(w)
-            losses.append(ls)
-        cost, ok_all = np.concatenate(costs), np.concatenate(correct)
-        names = [ev.names[m] for m in chain]
-        shown = rng.permutation(len(cells))[: self.cloud_per_chain]
-        for j in shown:
-            frontier.add("sample", names, cells[j], ok_all[j] / ev.n, cost[j] / ev.n)
-        feasible = np.flatnonzero(
-            guard.feasible(np.concatenate(wins), np.concatenate(losses), ev.n)
-        )
-        best = feasible[np.argsort(cost[feasible], kind="stable")[: self.n_starts]]
-        return [tuple(float(t) for t in cells[j]) for j in best]
 
     # ---- skips ----------------------------------------------------------------------------
 
