@@ -167,15 +167,7 @@ def serve_options(options: ServeOptions, target: ServeTarget) -> None:
             port,
             " with bearer-token auth" if options.server.api_key is not None else "",
         )
-        serve(
-            create_app(engine, options.server),
-            options.host,
-            port,
-            sock=sock,
-            log_level=options.log_level,
-            access_log=options.access_log,
-            graceful_timeout_s=options.engine.drain_timeout_s or None,
-        )
+        _serve_on(create_app(engine, options.server), sock, port, options)
 
 
 def serve_generative(options: ServeOptions, target: GenerativeTarget) -> None:
@@ -198,12 +190,17 @@ def serve_generative(options: ServeOptions, target: GenerativeTarget) -> None:
             port,
             " with bearer-token auth" if options.server.api_key is not None else "",
         )
-        serve(
-            create_generative_app(engine, options.server),
-            options.host,
-            port,
-            sock=sock,
-            log_level=options.log_level,
-            access_log=options.access_log,
-            graceful_timeout_s=options.engine.drain_timeout_s or None,
-        )
+        _serve_on(create_generative_app(engine, options.server), sock, port, options)
+
+
+def _serve_on(app: FastAPI, sock: socket.socket, port: int, options: ServeOptions) -> None:
+    """Run ``app`` under uvicorn on the socket bound before the models were loaded."""
+    serve(
+        app,
+        options.host,
+        port,
+        sock=sock,
+        log_level=options.log_level,
+        access_log=options.access_log,
+        graceful_timeout_s=options.engine.drain_timeout_s or None,
+    )

@@ -45,14 +45,19 @@ from hybridserve.process import process_settings
 from hybridserve.profiling.devices import describe_device
 from hybridserve.profiling.generative_costs import GenerativeCosts, GenerativeRow
 from hybridserve.profiling.probes import (
-    FOREIGN_CPU_WARN,
     DeviceProbe,
     ForeignCpu,
     PointStats,
     load_average,
 )
 from hybridserve.profiling.profile import ModelProfile, Profile
-from hybridserve.profiling.profiler import ProfilerSettings, ProgressFn, fit_model, point_row
+from hybridserve.profiling.profiler import (
+    ProfilerSettings,
+    ProgressFn,
+    fit_model,
+    point_row,
+    warn_if_shared,
+)
 
 __all__ = [
     "GENERATIVE_BATCH_SIZES",
@@ -298,12 +303,7 @@ def profile_generative(
     finally:
         torch.set_num_threads(old_threads)
     foreign_share = foreign.share()
-    if spec.type == "cpu" and foreign_share > FOREIGN_CPU_WARN:
-        log.warning(
-            "other processes used %.0f%% of the CPU while profiling: the figures are distorted; "
-            "profile again on a quiet machine (--force)",
-            100 * foreign_share,
-        )
+    warn_if_shared(spec.type, foreign_share)
     models: list[ModelProfile] = []
     for m in fam.models:
         rows = [point_row(probe, points[m.name, b].full) for b in sizes]

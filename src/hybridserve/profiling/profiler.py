@@ -166,6 +166,18 @@ def point_row(probe: DeviceProbe, stats: PointStats) -> ProfileRow:
     )
 
 
+def warn_if_shared(device_type: str, foreign_share: float) -> None:
+    """Log that the profile is distorted when other processes took much of the CPU."""
+    if device_type == "cpu" and foreign_share > FOREIGN_CPU_WARN:
+        # torch's thread pool waits on its descheduled threads when other work shares the
+        # cores: latencies then come out quantised to scheduler slices, often many times too high
+        log.warning(
+            "other processes used %.0f%% of the CPU while profiling: the figures are distorted; "
+            "profile again on a quiet machine (--force)",
+            100 * foreign_share,
+        )
+
+
 def fit_model(
     model: Model | GenerativeModel,
     rows: Sequence[ProfileRow],
@@ -262,14 +274,7 @@ def profile_family(
     finally:
         torch.set_num_threads(old_threads)
     foreign_share = foreign.share()
-    if spec.type == "cpu" and foreign_share > FOREIGN_CPU_WARN:
-        # torch's thread pool waits on its descheduled threads when other work shares the
-        # cores: latencies then come out quantised to scheduler slices, often many times too high
-        log.warning(
-            "other processes used %.0f%% of the CPU while profiling: the figures are distorted; "
-            "profile again on a quiet machine (--force)",
-            100 * foreign_share,
-        )
+    warn_if_shared(spec.type, foreign_share)
     profiles = tuple(
         fit_model(m, [point_row(probe, stats[m.name, b]) for b in sizes], serving_batch_size,
                   fit_u_max=not probe.cuda)
