@@ -25,7 +25,6 @@ models (at least ``min_repeats`` each); ``hybridserve profile`` prints the count
 from __future__ import annotations
 
 import functools
-import logging
 import math
 import random
 import time
@@ -69,7 +68,6 @@ __all__ = [
     "profile_generative",
 ]
 
-log = logging.getLogger(__name__)
 
 GENERATIVE_BATCH_SIZES = (1, 4, 16, 64)
 #: A cascade's later models see a fraction of the traffic, and a batch of long prompts is
