@@ -181,15 +181,26 @@ def test_serve_passes_address_host_and_a_fixed_port(
     _two_node_plan().save(tmp_path / "plan.json")
     seen: dict[str, Any] = {}
     monkeypatch.setattr(ray_backend, "require_ray", lambda: None)
-    monkeypatch.setattr(ray_backend, "serve_ray", lambda *args: seen.update(args=args))
+
+    def fake_serve_ray(*args: Any) -> None:
+        sock = args[6]  # closed once serve_ray returns: read its port now
+        seen.update(args=args, port=None if sock is None else sock.getsockname()[1])
+
+    monkeypatch.setattr(ray_backend, "serve_ray", fake_serve_ray)
     options = ServeOptions(workdir=tmp_path, port=0, address="ray://head:10001")
     # a cluster's devices are its nodes', so a two-node GPU plan passes the checks here
     run_serve(options, "ray")
-    policy, plan, ref, config, _, _ = seen["args"]
+    policy, plan, ref, config, _, _, _ = seen["args"]
     assert plan == _two_node_plan()
     assert (policy, ref) == (POLICY, BUNDLED)
     assert config.address == "ray://head:10001"
-    assert config.port > 0  # Serve's proxies cannot take "any port"
+    assert config.port > 0 and config.front == "process"
+    assert seen["port"] == config.port  # bound before anything loads, kept to serve on
+    seen.clear()
+    run_serve(options.model_copy(update={"ray_front": "serve"}), "ray")
+    config = seen["args"][3]
+    assert config.front == "serve" and config.port > 0  # Serve's proxies cannot take "any port"
+    assert seen["port"] is None
     # without an address Ray runs on this machine, which has one node
     local = ServeOptions(workdir=tmp_path, port=0)
     with pytest.raises(HybridServeError, match=r"plan places models on 2 nodes"):

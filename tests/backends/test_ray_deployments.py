@@ -1,10 +1,9 @@
-"""``ModelPart`` without a Ray cluster: a batch that raises fails only the calls that make it."""
+"""``ModelPart`` without a Ray cluster: one call is one batch, and a cut model's parts chain."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -13,32 +12,19 @@ import pytest
 
 pytest.importorskip("ray.serve", reason="the Ray backend needs: pip install 'hybridserve[ray]'")
 
-from hybridserve.backends.ray_cascade import ModelReply
-from hybridserve.backends.ray_deployments import ModelPart
+from hybridserve.backends.ray_deployments import ModelPart, remote_replicas
 from hybridserve.backends.ray_family import FamilyRef
-from hybridserve.backends.ray_resources import PartSpec
+from hybridserve.backends.ray_replicas import ModelReply
+from hybridserve.backends.ray_resources import GroupSpec, PartSpec
 from hybridserve.data.fashion_mnist import load_eval_split
 
 pytestmark = pytest.mark.unit
 
 BUNDLED = FamilyRef("fashion-mnist")
-CALLS = 6
-BAD = 3  # the call whose image makes the model raise
-
-
-@pytest.fixture(autouse=True)
-def _replica_context(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``serve.batch`` reads the replica's config (to warn about its batch size) from here."""
-    from ray import serve
-
-    config = SimpleNamespace(max_ongoing_requests=1024)
-    monkeypatch.setattr(
-        serve, "get_replica_context", lambda: SimpleNamespace(_deployment_config=config)
-    )
 
 
 class _Handle:
-    """A deployment handle that calls another ``ModelPart`` in this process."""
+    """A deployment handle that calls a ``ModelPart`` in this process."""
 
     def __init__(self, part: ModelPart, method: str = "infer") -> None:
         self.part, self.method = part, method
@@ -51,60 +37,54 @@ class _Handle:
         return call(x)
 
 
+def _spec(model: str, part: int, num_parts: int, batch_size: int = 64) -> PartSpec:
+    return PartSpec(model, 0, part, num_parts, "local/cpu", "local", "cpu", batch_size, 5.0, 1.0)
+
+
 def _part(model: str, part: int, num_parts: int, downstream: Any = None) -> ModelPart:
-    spec = PartSpec(model, 0, part, num_parts, "local/cpu", "local", "cpu", 64, 200.0, 1.0)
-    return ModelPart(BUNDLED, spec, downstream)
+    return ModelPart(BUNDLED, _spec(model, part, num_parts), downstream)
 
 
-def _fail_on_nan(part: ModelPart) -> list[int]:
-    """Make ``part`` raise on a batch holding NaN; return the row counts it is called with."""
-    inner, seen = part._fn, []
-
-    def fn(x: npt.NDArray[Any]) -> npt.NDArray[Any]:
-        seen.append(len(x))
-        if np.isnan(np.asarray(x, dtype=np.float32)).any():
-            raise ValueError("NaN in the batch")
-        return inner(x)
-
-    part._fn = fn
-    return seen
+def _images(n: int) -> npt.NDArray[np.float32]:
+    return load_eval_split("test").x[:n].astype(np.float32)
 
 
-def _calls() -> list[npt.NDArray[np.float32]]:
-    images = load_eval_split("test").x[: 2 * CALLS].astype(np.float32)
-    calls = [images[2 * k : 2 * k + 2].copy() for k in range(CALLS)]
-    calls[BAD][1, 5, 5] = np.nan
-    return calls
+def test_a_call_is_one_batch_and_answers_the_models_logits() -> None:
+    part = _part("linear", 0, 1)
+    x = _images(40)
+    reply = asyncio.run(part.infer(x))
+    expected = BUNDLED.load_model("linear").predict_logits(x)
+    np.testing.assert_allclose(reply.logits, expected, atol=1e-5)
+    assert reply.service_s > 0
 
 
-async def _infer_all(entry: ModelPart, calls: list[npt.NDArray[np.float32]]) -> list[Any]:
-    return list(await asyncio.gather(*(entry.infer(x) for x in calls), return_exceptions=True))
-
-
-def _check(replies: list[Any], calls: list[npt.NDArray[np.float32]], model: str) -> None:
-    whole = BUNDLED.load_model(model)
-    for k, (reply, x) in enumerate(zip(replies, calls, strict=True)):
-        if k == BAD:
-            assert isinstance(reply, ValueError) and "NaN" in str(reply)
-        else:
-            assert isinstance(reply, ModelReply), reply
-            np.testing.assert_allclose(reply.logits, whole.predict_logits(x), atol=1e-4)
-
-
-def test_one_bad_call_fails_alone_when_its_batch_raises() -> None:
-    entry = _part("linear", 0, 1)
-    seen = _fail_on_nan(entry)
-    calls = _calls()
-    replies = asyncio.run(_infer_all(entry, calls))
-    assert seen[0] == 2 * CALLS  # every call shared the first batch, which raised
-    _check(replies, calls, "linear")
-
-
-def test_a_later_parts_failure_is_retried_per_call() -> None:
+def test_a_cut_model_hands_its_activations_on_and_answers_the_last_parts_logits() -> None:
     last = _part("mlp", 1, 2)
-    seen = _fail_on_nan(last)  # NaN in the image is NaN in the activations the last part gets
     entry = _part("mlp", 0, 2, _Handle(last))
-    calls = _calls()
-    replies = asyncio.run(_infer_all(entry, calls))
-    assert seen[0] == 2 * CALLS
-    _check(replies, calls, "mlp")
+    x = _images(24)
+    reply = asyncio.run(entry.infer(x))
+    np.testing.assert_allclose(reply.logits, BUNDLED.load_model("mlp").predict_logits(x), atol=1e-4)
+
+
+def test_a_model_error_reaches_the_caller() -> None:
+    """The engine's position isolates the requests that make a batch raise; the part only has
+    to report the error."""
+    part = _part("linear", 0, 1)
+    with pytest.raises(RuntimeError, match="invalid for input"):
+        asyncio.run(part.infer(np.zeros((2, 3), dtype=np.float32)))
+
+
+def test_remote_replicas_follow_the_groups_replica_counts_and_batching() -> None:
+    groups = {
+        "linear": [GroupSpec("linear", 0, 2, (_spec("linear", 0, 1, 32),))],
+        "mlp": [GroupSpec("mlp", 0, 1, (_spec("mlp", 0, 2), _spec("mlp", 1, 2)))],
+    }
+    handles = {"linear": _Handle(_part("linear", 0, 1)), "mlp.p0": _Handle(_part("mlp", 0, 1))}
+    source = remote_replicas(groups, handles, retries=1, retry_backoff_s=0.0)
+    linear = source.build("linear", 1)
+    assert [r.name for r in linear] == ["linear/0", "linear/1"]
+    assert {r.batch_size for r in linear} == {32} and {r.slots for r in linear} == {1}
+    (mlp,) = source.build("mlp", 1)
+    assert mlp.slots == 2 and mlp.devices == ["ray:local/cpu", "ray:local/cpu"]
+    logits, _ = asyncio.run(mlp.run([_images(3)], lambda z: z))
+    assert logits.shape == (3, 10)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from hybridserve.backends.ray_family import FamilyRef, part_function, run_in_chunks
+from hybridserve.backends.ray_replicas import RemoteModel
 from hybridserve.data.fashion_mnist import load_eval_split
 from hybridserve.errors import HybridServeError
 from hybridserve.models import CallableModel
@@ -38,12 +39,13 @@ def test_a_ref_is_small_and_picklable_and_loads_only_the_named_model(images: np.
     np.testing.assert_array_equal(model.predict_logits(images), expected.predict_logits(images))
 
 
-def test_info_has_labels_and_input_shape_without_models() -> None:
+def test_info_has_labels_input_shape_and_names_without_loading_models() -> None:
     info = BUNDLED.info()
     assert (info.name, info.input_shape, info.input_range) == ("fashion-mnist", (28, 28), (0, 255))
     assert info.label_names[0] == "T-shirt/top" and len(info.label_names) == 10
-    assert info.models == ()
+    assert info.names == BUNDLED.model_names()
     assert BUNDLED.model_names()[:2] == ("linear", "mlp")
+    assert all(isinstance(m, RemoteModel) for m in info.models)  # stubs: no weights here
 
 
 def test_info_counts_classes_when_the_yaml_has_no_labels(tiny_family_yaml: Path) -> None:

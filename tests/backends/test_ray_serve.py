@@ -1,7 +1,7 @@
 """The bundled family's AP policy on a local Ray Serve instance, over HTTP.
 
 One local Ray instance (2 CPUs, no dashboard, small object store) serves the policy with 2
-replicas of the chain's first model and the giant cut into 2 pipeline parts. 500 test-split
+replicas of the chain's first model and the giant cut into 2 pipeline parts. 1,000 test-split
 requests must get the local backend's answers; then a replica is killed under load and the
 deployment must answer (200 or a clear 503), recover and serve again. Skipped without Ray.
 """
@@ -23,18 +23,15 @@ pytest.importorskip("ray.serve", reason="the Ray backend needs: pip install 'hyb
 
 from hybridserve.backends.ray_backend import RayBackendConfig, RayDeployment
 from hybridserve.backends.ray_family import FamilyRef
-from hybridserve.calibration.fit import run_calibration
 from hybridserve.data.fashion_mnist import load_eval_split
 from hybridserve.models.family import load_family
 from hybridserve.planning import DeviceAssignment, Placement, Plan
 from hybridserve.runtime import Engine, EngineConfig
 from hybridserve.tuning.policy import CascadePolicy
-from hybridserve.tuning.tune import run_tune
-from hybridserve.workdir import Workdir
 
 pytestmark = pytest.mark.integration
 
-N_REQUESTS = 500
+N_REQUESTS = 1000
 CONCURRENCY = 16
 
 
@@ -63,11 +60,8 @@ def _plan(policy: CascadePolicy) -> Plan:
 
 
 @pytest.fixture(scope="module")
-def policy(tmp_path_factory: pytest.TempPathFactory) -> CascadePolicy:
-    """The bundled family's AP policy, calibrated and tuned by the pipeline's own functions."""
-    wd = Workdir(tmp_path_factory.mktemp("ray-workdir"))
-    run_calibration(load_family("fashion-mnist"), wd, "temperature", progress=False)
-    return run_tune(wd, "ap")
+def policy(ap_policy: CascadePolicy) -> CascadePolicy:
+    return ap_policy
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
-"""One suite over every ``ServingEngine``: the local ``Engine`` and the Ray backend's cascade.
+"""One suite over every ``ServingEngine``: the local ``Engine`` with its own replicas, and with
+the Ray backend's (``RemoteReplicas``).
 
-``RayCascade`` runs here without Ray: each chain model is reached through an in-process caller
-that runs the model in a thread, as a Ray Serve handle would run it in a replica.
+The remote replicas run here without Ray: each chain model is reached through an in-process
+caller that runs the model in a thread, as a Ray Serve handle would run it in a replica.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from hybridserve.backends.ray_cascade import ModelReply, RayCascade
+from hybridserve.backends.ray_replicas import ModelReply, RemoteGroup, RemoteReplicas
 from hybridserve.models import Model
 from hybridserve.runtime import (
     Answer,
@@ -66,14 +67,18 @@ def _caller(model: Model) -> Callable[[npt.NDArray[np.float32]], Coroutine[Any, 
     async def call(x: npt.NDArray[np.float32]) -> ModelReply:
         t0 = time.perf_counter()
         logits = await asyncio.to_thread(model.predict_logits, x)
-        return ModelReply(logits, f"{model.name}:{id(x)}:{t0}", len(x), time.perf_counter() - t0)
+        return ModelReply(logits, time.perf_counter() - t0)
 
     return call
 
 
 def _ray(models: list[Model], config: EngineConfig, batch_size: int = 8) -> ServingEngine:
-    callers = {m.name: [(1, _caller(m))] for m in models}
-    return RayCascade(POLICY, make_family(models), callers, config)
+    groups = {
+        m.name: [RemoteGroup(m.name, 1, 1, batch_size, 50.0, ("local/cpu",), _caller(m))]
+        for m in models
+    }
+    plan = one_replica_plan(batch_size=batch_size, max_wait_ms=50)
+    return Engine(POLICY, plan, make_family(models), config, replicas=RemoteReplicas(groups))
 
 
 @pytest.fixture(params=[_local, _ray], ids=["local", "ray"])

@@ -1,9 +1,10 @@
-"""One decision rule everywhere: on random logits and random policies, the simulator, the local
-runtime ``Engine`` and ``RayCascade`` (driven without Ray) give every request the same answering
-model and label.
+"""One decision rule everywhere: on random logits and random policies, the simulator and the
+runtime ``Engine`` with local replicas and with the Ray backend's remote ones (driven without
+Ray) give every request the same answering model and label.
 
-Each input carries its row index; the models are ``CallableModel``s (and, for ``RayCascade``,
-in-process callers) that look the row's recorded logits up, so all three see the same outputs.
+Each input carries its row index; the models are ``CallableModel``s (and, for the remote
+replicas, in-process callers) that look the row's recorded logits up, so all see the same
+outputs.
 Policies: random chains of a three-model family, random thresholds and skips, and either the
 max-prob rule or a fitted learned rule (answering with the last model or the running mean).
 """
@@ -21,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from hybridserve.backends.ray_cascade import ModelReply, RayCascade
+from hybridserve.backends.ray_replicas import ModelReply, RemoteGroup, RemoteReplicas
 from hybridserve.models import CallableModel, Family
 from hybridserve.planning import Plan
 from hybridserve.runtime import Answer, Engine, EngineConfig
@@ -128,22 +129,22 @@ def engine_answers(
 def ray_answers(
     policy: CascadePolicy, family: Family, x: npt.NDArray[np.float32], sizes: list[int]
 ) -> list[Answer]:
-    ids = itertools.count()
-
     def caller(name: str) -> Any:
         model = family.model(name)
 
         async def call(batch: npt.NDArray[np.float32]) -> ModelReply:
             await asyncio.sleep(0)
-            return ModelReply(model.predict_logits(batch), f"b{next(ids)}", len(batch), 0.0)
+            return ModelReply(model.predict_logits(batch), 0.0)
 
         return call
 
-    callers = {m: [(1, caller(m))] for m in policy.chain}
+    groups = {m: [RemoteGroup(m, 1, 1, 4, 1.0, ("local/cpu",), caller(m))] for m in policy.chain}
+    source = RemoteReplicas(groups, retries=0)
+    plan = Plan.default(FAMILY_NAME, policy.chain, batch_size=4, max_wait_ms=1.0)
 
     async def go() -> list[Answer]:
-        async with RayCascade(policy, family, callers, CONFIG, retries=0) as cascade:
-            return await _gather(cascade, x, sizes)
+        async with Engine(policy, plan, family, CONFIG, replicas=source) as engine:
+            return await _gather(engine, x, sizes)
 
     return asyncio.run(go())
 
@@ -155,7 +156,7 @@ def ray_answers(
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(cases())
-def test_simulator_engine_and_ray_cascade_route_alike(
+def test_simulator_and_engines_with_local_and_remote_replicas_route_alike(
     case: tuple[CascadePolicy, dict[str, npt.NDArray[np.float32]], list[int]],
 ) -> None:
     policy, logits, sizes = case

@@ -11,6 +11,7 @@ import errno
 import importlib
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,6 +41,9 @@ class ServeOptions(BaseModel):
     address: str | None = Field(
         None,
         description="Ray cluster address ('auto', 'ray://head:10001'); None starts a local Ray",
+    )
+    ray_front: Literal["process", "serve"] = Field(
+        "process", description="Ray backend: HTTP in this process, or Serve's proxies"
     )
     giant_only: bool = Field(False, description="generative families: serve the giant alone")
     device: str = Field("cpu", description="generative families: device of every chain model")

@@ -61,6 +61,13 @@ def register(app: typer.Typer) -> None:
                 "default: start a local Ray instance and stop it on exit"
             ),
         ] = None,
+        ray_front: Annotated[
+            str,
+            typer.Option(
+                help="--backend ray: where HTTP is served: 'process' (this process; the "
+                "fastest on one machine) or 'serve' (Ray Serve's proxies, one per node)"
+            ),
+        ] = "process",
         host: Annotated[
             str, typer.Option(help="address to bind; 0.0.0.0 exposes the server")
         ] = "127.0.0.1",
@@ -144,6 +151,10 @@ def register(app: typer.Typer) -> None:
             raise HybridServeError(f"--log-level {log_level!r}: expected one of {list(LOG_LEVELS)}")
         if address is not None and backend != "ray":
             raise HybridServeError("--address only applies to --backend ray")
+        if ray_front not in ("process", "serve"):
+            raise HybridServeError(f"--ray-front {ray_front!r}: expected 'process' or 'serve'")
+        if ray_front != "process" and backend != "ray":
+            raise HybridServeError("--ray-front only applies to --backend ray")
         key = api_key_from(api_key)
         logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
         try:
@@ -158,6 +169,7 @@ def register(app: typer.Typer) -> None:
                 log_level=level,
                 access_log=access_log,
                 address=address,
+                ray_front=ray_front,
                 giant_only=giant_only,
                 device=device,
                 decode_batch=decode_batch,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import threading
 from collections.abc import Generator
 from contextlib import contextmanager
 from pathlib import Path
@@ -147,6 +148,49 @@ def serve(
         raise HybridServeError(failure)
     if not server.started:
         raise HybridServeError(f"could not serve on {host}:{port} (see the log above)")
+
+
+class ServerThread:
+    """``app`` under uvicorn in a background thread, on a socket bound beforehand.
+
+    For servers whose process has other work on its main thread (the Ray backend waits for
+    signals there). uvicorn installs no signal handlers off the main thread; ``stop`` asks it
+    to shut down gracefully, which drains the app's engine (its lifespan's shutdown).
+    """
+
+    def __init__(self, app: FastAPI, sock: socket.socket, log_level: str = "warning") -> None:
+        config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on")
+        self.app = app
+        self.server = uvicorn.Server(config)
+        self._sock = sock
+        self._thread = threading.Thread(
+            target=self.server.run,
+            kwargs={"sockets": [sock]},
+            name="hybridserve-http",
+            daemon=True,
+        )
+        on_engine_failure(app, self._engine_failed)
+
+    def _engine_failed(self, _: str) -> None:
+        self.server.should_exit = True
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def failure(self) -> str | None:
+        """Why the app's engine could not start (None: it did, or has not yet)."""
+        return engine_failure(self.app)
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        self.server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
 
 
 def serve_options(options: ServeOptions, target: ServeTarget) -> None:

@@ -1,9 +1,17 @@
 """``hybridserve serve --backend ray``: the policy and plan deployed on a Ray Serve cluster.
 
 One Serve application holds a deployment per model part (``ray_deployments.ModelPart``;
-replicas, devices and batching from the plan, see ``ray_resources``) and an ingress deployment
-that serves the same FastAPI app as the local backend around a ``RayCascade``. Without an
-address a local Ray instance is started, and stopped again at the end.
+replicas, devices and batching from the plan, see ``ray_resources``). The engine is the local
+backend's (``runtime.Engine``): it batches requests, routes each batch's rows by the policy and
+sends the rows that continue on as the next batch, with one handle call per batch
+(``ray_replicas``). Where the HTTP front runs is ``RayBackendConfig.front``:
+
+- ``process`` (default): the app and engine run in this process under uvicorn, as the local
+  backend's do. Nothing per request crosses a process boundary; one front serves the cluster.
+- ``serve``: an ingress deployment runs the same app and engine behind Serve's HTTP proxies
+  (one per node), for ingress on several nodes; each request then pays the proxy's hop.
+
+Without an address a local Ray instance is started, and stopped again at the end.
 
     with RayDeployment(policy, plan, FamilyRef("fashion-mnist")) as dep:
         httpx.post(dep.url + "/v1/predict", json={"inputs": [...]})
@@ -14,17 +22,22 @@ from __future__ import annotations
 import importlib
 import logging
 import signal
+import socket
 import threading
 import time
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from hybridserve.backends import ServeOptions, bind_port
+from hybridserve.backends.local import ServerThread
 from hybridserve.backends.ray_family import FamilyRef
+from hybridserve.backends.ray_replicas import RemoteReplicas
 from hybridserve.backends.ray_resources import (
+    RESOURCE_PREFIX,
     GroupSpec,
     deployment_groups,
     is_gpu,
@@ -35,6 +48,7 @@ from hybridserve.backends.ray_resources import (
 from hybridserve.errors import HybridServeError
 from hybridserve.planning.plan import Plan
 from hybridserve.runtime.config import EngineConfig
+from hybridserve.runtime.engine import Engine
 from hybridserve.server.settings import ServerSettings
 from hybridserve.serving import ServeTarget
 from hybridserve.tuning.policy import CascadePolicy
@@ -57,20 +71,33 @@ class RayBackendConfig(BaseModel):
     host: str = Field("127.0.0.1", description="address Serve's HTTP proxies bind")
     port: int = Field(8000, ge=0, le=65535, description="HTTP port of Serve's proxies")
     app_name: str = Field("hybridserve", min_length=1, description="Serve application name")
+    front: Literal["process", "serve"] = Field(
+        "process",
+        description="HTTP front: 'process' (this process, uvicorn) or 'serve' (Serve's proxies "
+        "and an ingress deployment)",
+    )
     ingress_replicas: int = Field(
-        1, ge=1, description="HTTP ingress replicas (1 keeps /metrics in one place)"
+        1, ge=1, description="front 'serve': ingress replicas (1 keeps /metrics in one place)"
     )
     ingress_max_ongoing_requests: int = Field(
-        1024, ge=1, description="requests one ingress replica holds at once"
+        1024, ge=1, description="front 'serve': requests one ingress replica holds at once"
     )
-    part_max_ongoing_requests: int | None = Field(
-        None, ge=1, description="calls one part replica holds (None: 4 × its batch size, ≥ 16)"
+    part_max_ongoing_requests: int = Field(
+        16, ge=1, description="batches one part replica holds (computing, queued, handed on)"
     )
     num_cpus_per_part: float = Field(
         0.0, ge=0, description="Ray CPUs each part actor reserves (the device resource pins it)"
     )
     torch_threads: int | None = Field(
         None, ge=1, description="torch threads per part actor (None: Ray's default)"
+    )
+    call_min_rows: int = Field(
+        64,
+        ge=1,
+        description="rows a model call carries at least, when queued (see remote_replicas)",
+    )
+    call_min_wait_ms: float = Field(
+        10.0, ge=0, description="batch wait of a model call at least (ms)"
     )
     retries: int = Field(3, ge=0, description="retries of a call whose replica died")
     retry_backoff_s: float = Field(0.1, ge=0, description="first retry wait; doubles each try")
@@ -118,8 +145,24 @@ def describe_groups(groups: dict[str, list[GroupSpec]]) -> dict[str, Any]:
     }
 
 
+def ray_engine(
+    policy: CascadePolicy,
+    plan: Plan,
+    family: FamilyRef,
+    source: RemoteReplicas,
+    config: EngineConfig | None = None,
+) -> Engine:
+    """The local engine over actors: the family's names, labels and input checks come from its
+    YAML (no weights load here); model calls go to ``source``."""
+    return Engine(policy, plan, family.info(), config, replicas=source)
+
+
 class RayDeployment:
-    """The cascade deployed on Ray Serve; a context manager that undeploys (and stops Ray)."""
+    """The cascade deployed on Ray Serve; a context manager that undeploys (and stops Ray).
+
+    With ``front="process"`` the HTTP app runs in a thread of this process on ``sock`` (bound
+    by the caller, else on ``config.host:config.port``); ``engine`` is then its engine.
+    """
 
     def __init__(
         self,
@@ -129,15 +172,21 @@ class RayDeployment:
         config: RayBackendConfig | None = None,
         engine: EngineConfig | None = None,
         server: ServerSettings | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self.policy = policy
         self.plan = plan
         self.family = family
         self.config = config or RayBackendConfig()
-        self.engine = engine or EngineConfig()
+        self.engine_config = engine or EngineConfig()
         self.server = server or ServerSettings()
         self.groups = self._check()
         self.url = ""
+        self.engine: Engine | None = None
+        self.source: RemoteReplicas | None = None
+        self._sock = sock
+        self._http: ServerThread | None = None
+        self._failure: str | None = None
         self._ray: ModuleType | None = None
         self._started_ray = False  # a local instance this deployment started (and stops)
         self._connected = False  # ray.init called here (else the caller's session is reused)
@@ -203,15 +252,17 @@ class RayDeployment:
             )
 
     # ------------------------------------------------------------------ deploy
-    def _application(self) -> Any:
+    def _parts(self) -> dict[str, Any]:
+        """Every part's bound deployment; keyed by the deployment name of each group's first
+        part (what the engine calls)."""
         from ray import serve
 
-        from hybridserve.backends.ray_deployments import CascadeIngress, ModelPart
+        from hybridserve.backends.ray_deployments import ModelPart
 
         cfg = self.config
         part_deployment: Any = serve.deployment(ModelPart)
-        entries: dict[str, list[tuple[int, Any]]] = {}
-        for model, groups in self.groups.items():
+        entries: dict[str, Any] = {}
+        for groups in self.groups.values():
             for group in groups:
                 downstream: Any = None
                 for spec in reversed(group.parts):
@@ -222,18 +273,28 @@ class RayDeployment:
                     if is_gpu(spec.device):
                         options["num_gpus"] = spec.num_gpus
                         options["runtime_env"] = {"env_vars": {NOSET_CUDA: "1"}}
-                    ongoing = cfg.part_max_ongoing_requests or max(16, 4 * spec.batch_size)
-                    # as in the local engine, only the entry refuses work (503) when full;
-                    # later parts hold what they are handed
-                    entry = model == self.policy.chain[0] and spec.part == 0
+                    # the engine queues and refuses work (503) at its entry; parts hold what
+                    # they are handed
                     downstream = part_deployment.options(
                         name=group.deployment_name(spec.part),
                         num_replicas=group.num_replicas,
                         ray_actor_options=options,
-                        max_ongoing_requests=ongoing,
-                        max_queued_requests=self.engine.queue_size if entry else -1,
+                        max_ongoing_requests=cfg.part_max_ongoing_requests,
+                        max_queued_requests=-1,
                     ).bind(self.family, spec, downstream, cfg.torch_threads)
-                entries.setdefault(model, []).append((group.num_replicas, downstream))
+                entries[group.deployment_name(0)] = downstream
+        return entries
+
+    def _application(self) -> Any:
+        from ray import serve
+
+        from hybridserve.backends.ray_deployments import CascadeIngress, Roster
+
+        cfg = self.config
+        entries = self._parts()
+        if cfg.front == "process":
+            roster: Any = serve.deployment(Roster)
+            return roster.options(name="roster", ray_actor_options={"num_cpus": 0}).bind(entries)
         ingress_deployment: Any = serve.deployment(CascadeIngress)
         ingress = ingress_deployment.options(
             name="ingress",
@@ -243,13 +304,16 @@ class RayDeployment:
         )
         return ingress.bind(
             self.policy.to_dict(),
+            self.plan.to_dict(),
             self.family,
+            self.groups,
             entries,
-            self.engine,
+            self.engine_config,
             self.server,
             cfg.retries,
             cfg.retry_backoff_s,
-            describe_groups(self.groups),
+            cfg.call_min_rows,
+            cfg.call_min_wait_ms,
         )
 
     def start(self) -> RayDeployment:
@@ -260,20 +324,59 @@ class RayDeployment:
             serve: Any = importlib.import_module("ray.serve")
             cfg = self.config
             self._deployed = True
-            serve.start(http_options={"host": cfg.host, "port": cfg.port})
+            if cfg.front == "serve":
+                serve.start(http_options={"host": cfg.host, "port": cfg.port})
+            else:
+                serve.start(proxy_location="Disabled")
             try:
-                serve.run(self._application(), name=cfg.app_name, route_prefix="/")
+                serve.run(
+                    self._application(),
+                    name=cfg.app_name,
+                    route_prefix="/" if cfg.front == "serve" else None,
+                )
             except RuntimeError as err:
                 why = self._failure_detail(serve)
                 raise HybridServeError(
                     f"Ray Serve could not deploy the cascade: {err}" + (f" ({why})" if why else "")
                 ) from err
-            self.url = self._http_url()
+            if cfg.front == "process":
+                self._serve_here(serve)
+            else:
+                self.url = self._http_url(cfg.port)
             self._wait_ready()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _serve_here(self, serve: Any) -> None:
+        """The engine over the parts' handles and its HTTP app, in this process."""
+        from hybridserve.backends.ray_deployments import remote_replicas
+        from hybridserve.server.app import create_app
+
+        cfg = self.config
+        handles = {
+            g.deployment_name(0): serve.get_deployment_handle(g.deployment_name(0), cfg.app_name)
+            for groups in self.groups.values()
+            for g in groups
+        }
+        self.source = remote_replicas(
+            self.groups,
+            handles,
+            cfg.retries,
+            cfg.retry_backoff_s,
+            cfg.call_min_rows,
+            cfg.call_min_wait_ms,
+        )
+        self.engine = ray_engine(
+            self.policy, self.plan, self.family, self.source, self.engine_config
+        )
+        app = create_app(self.engine, self.server)
+        if self._sock is None:
+            self._sock = bind_port(cfg.host, cfg.port)
+        port = int(self._sock.getsockname()[1])
+        self._http = ServerThread(app, self._sock).start()
+        self.url = self._http_url(port)
 
     def _failure_detail(self, serve: Any) -> str:
         """The last line of each failed deployment's error (a replica constructor's exception)."""
@@ -290,15 +393,18 @@ class RayDeployment:
                 reasons.append(f"{name}: {lines[-1]}")
         return "; ".join(reasons)
 
-    def _http_url(self) -> str:
-        cfg = self.config
-        host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
-        return f"http://{host}:{cfg.port}"
+    def _http_url(self, port: int) -> str:
+        host = self.config.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        return f"http://{host}:{port}"
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.config.ready_timeout_s
         detail = "no answer"
         while time.monotonic() < deadline:
+            if self._http is not None and self._http.failure is not None:
+                detail = self._http.failure
+                break
             try:
                 r = httpx.get(f"{self.url}/v2/health/ready", timeout=5.0)
                 if r.status_code == 200:
@@ -308,11 +414,25 @@ class RayDeployment:
                 detail = str(err)
             if detail.startswith("engine failed"):
                 break
-            time.sleep(0.5)
+            time.sleep(0.2)
         raise HybridServeError(f"the Ray deployment did not become ready: {detail}")
 
+    @property
+    def failure(self) -> str | None:
+        """Why the front's engine could not start (front 'process'; None otherwise)."""
+        return self._http.failure if self._http is not None else self._failure
+
+    @property
+    def serving(self) -> bool:
+        """The HTTP front is up (front 'serve': Serve's, as far as this process can tell)."""
+        return self._http.running if self._http is not None else self._deployed
+
     def stop(self) -> None:
-        """Undeploy; stop Serve and Ray too when this deployment started them."""
+        """Drain and stop the HTTP front; undeploy; stop Serve and Ray when started here."""
+        if self._http is not None:
+            self._http.stop(self.engine_config.drain_timeout_s + 5.0)
+            self._failure = self._http.failure
+            self._http = None
         ray = self._ray
         if ray is None or not ray.is_initialized():
             return
@@ -364,13 +484,39 @@ class RayDeployment:
             name: int(d.replica_states.get("RUNNING", 0)) for name, d in app.deployments.items()
         }
 
+    def placement(self, calls_per_replica: int = 4) -> dict[str, set[str]]:
+        """The plan node each part deployment's replicas run on, as Ray reports it.
 
-def wait_for_signal() -> None:
-    """Block until SIGINT or SIGTERM."""
+        Each part is asked ``where`` it runs (``calls_per_replica`` times per replica, so the
+        router reaches every replica with high probability); Ray node ids are mapped to plan
+        nodes through the device resources each node advertises.
+        """
+        assert self._ray is not None
+        serve: Any = importlib.import_module("ray.serve")
+        node_of: dict[str, str] = {}
+        for node in self._ray.nodes():
+            for res in node.get("Resources", {}):
+                if res.startswith(RESOURCE_PREFIX):
+                    node_of[node["NodeID"]] = res[len(RESOURCE_PREFIX) :].split("/", 1)[0]
+        out: dict[str, set[str]] = {}
+        for groups in self.groups.values():
+            for g in groups:
+                for s in g.parts:
+                    name = g.deployment_name(s.part)
+                    where = serve.get_deployment_handle(name, self.config.app_name).options(
+                        method_name="where"
+                    )
+                    calls = [where.remote() for _ in range(calls_per_replica * g.num_replicas)]
+                    out[name] = {node_of.get(c.result()["node_id"], "?") for c in calls}
+        return out
+
+
+def wait_for_signal(serving: Callable[[], bool] = lambda: True) -> None:
+    """Block until SIGINT or SIGTERM, or until ``serving()`` turns false."""
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while not stop.wait(1.0):
+        while not stop.wait(0.5) and serving():
             pass
     finally:
         for s, handler in previous.items():
@@ -384,14 +530,16 @@ def serve_ray(
     config: RayBackendConfig,
     engine: EngineConfig | None = None,
     server: ServerSettings | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
-    """Deploy, print where, serve until SIGINT/SIGTERM, then undeploy (the CLI's entry)."""
+    """Deploy, print where, serve until SIGINT/SIGTERM, then drain and undeploy (the CLI's
+    entry). ``sock``: the front's socket, bound before anything loads (front 'process')."""
     from rich.console import Console
     from rich.table import Table
 
     console = Console(stderr=True)
     with console.status("deploying on Ray Serve"):
-        dep = RayDeployment(policy, plan, family, config, engine, server).start()
+        dep = RayDeployment(policy, plan, family, config, engine, server, sock).start()
     try:
         table = Table(title=f"{policy.family} on Ray Serve")
         for header in ("deployment", "replicas", "device", "batch", "wait ms", "share"):
@@ -408,9 +556,11 @@ def serve_ray(
                 )
         console.print(table)
         console.print(f"serving at {dep.url} (Ctrl-C stops)", highlight=False)
-        wait_for_signal()
+        wait_for_signal(lambda: dep.serving)
     finally:
         dep.stop()
+    if not dep.serving and dep.failure is not None:
+        raise HybridServeError(dep.failure)
 
 
 def family_ref(target: ServeTarget) -> FamilyRef:
@@ -422,13 +572,20 @@ def family_ref(target: ServeTarget) -> FamilyRef:
 def serve_options(options: ServeOptions, target: ServeTarget) -> None:
     """``hybridserve serve --backend ray``: serve the resolved ``target`` on Ray.
 
-    ``options.address`` None starts a local Ray instance. The port is checked free first;
-    Serve's proxies then bind it (they need a fixed port, so 0 picks a free one here).
+    ``options.address`` None starts a local Ray instance. The port is bound first, so a taken
+    port is reported in a second; with front 'process' this process keeps it and serves on
+    it, with front 'serve' it is released for Serve's proxies (they need a fixed port, so 0
+    picks a free one here).
     """
     require_ray()
-    with bind_port(options.host, options.port) as sock:
-        port = int(sock.getsockname()[1])
-    config = RayBackendConfig(address=options.address, host=options.host, port=port)
-    serve_ray(
-        target.policy, target.plan, family_ref(target), config, options.engine, options.server
+    sock = bind_port(options.host, options.port)
+    port = int(sock.getsockname()[1])
+    config = RayBackendConfig(
+        address=options.address, host=options.host, port=port, front=options.ray_front
     )
+    if config.front == "serve":
+        sock.close()
+    policy, plan, family = target.policy, target.plan, family_ref(target)
+    with sock:
+        kept = sock if config.front == "process" else None
+        serve_ray(policy, plan, family, config, options.engine, options.server, kept)

@@ -1,24 +1,24 @@
-"""The Ray Serve deployments: one per model part (``ModelPart``) and the HTTP ingress.
+"""The Ray Serve deployments: one per model part (``ModelPart``), a root, and an HTTP ingress.
 
 Imports Ray at module level: import it only through ``ray_backend``, which checks the extra.
 
-``ModelPart`` serves one pipeline part of one group of identical replicas. Calls are batched
-with ``serve.batch`` at the plan's ``batch_size`` and ``max_wait_ms`` for that part; a part
-with a successor hands each whole batch on (one call per batch) and is free for the next batch
-at once, so a model cut into parts pipelines its batches as in the local runtime.
+``ModelPart`` runs one pipeline part of one group of identical replicas on the plan's device.
+A call is one batch the engine formed (``ray_replicas``): the part computes it in its worker
+thread and, if the model has a later part, hands its activations on and answers with the last
+part's logits. The part is free for the next batch as soon as it has handed one on, so a model
+cut into parts pipelines batches as in the local runtime.
 
-``CascadeIngress`` builds a ``RayCascade`` over handles of every model's first part and serves
-``hybridserve.server.create_app`` around it through ``serve.ingress``: the HTTP routes and the
-answers are the local backend's own code.
+The application's root is ``Roster`` when the HTTP front runs in the serving process (the
+default: it holds the parts so Serve deploys them, and nothing else) or ``CascadeIngress`` when
+Serve's HTTP proxies are the front: it builds the same engine over the same handles inside an
+ingress replica and serves ``hybridserve.server.create_app`` around it (``serve.ingress``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -29,28 +29,22 @@ import torch
 from fastapi import FastAPI
 from ray import serve
 
-from hybridserve.backends.ray_cascade import Caller, Kind, ModelReply, RayCascade
 from hybridserve.backends.ray_family import FamilyRef, part_function, run_in_chunks
-from hybridserve.backends.ray_resources import PartSpec
+from hybridserve.backends.ray_replicas import (
+    Caller,
+    Kind,
+    ModelReply,
+    RemoteGroup,
+    RemoteReplicas,
+)
+from hybridserve.backends.ray_resources import GroupSpec, PartSpec
 from hybridserve.runtime.config import EngineConfig
 from hybridserve.server.settings import ServerSettings
 
-#: A later part answers with the futures of its successor: (task, activations, first row, end
-#: row); the activations let a call retry its own rows alone when the shared batch failed.
-_Handoff = tuple["asyncio.Future[ModelReply]", npt.NDArray[Any], int, int]
-#: Per call: its answer (or hand-off), or the error its own inputs raised.
-_Outcome = ModelReply | _Handoff | Exception
-
 
 class ModelPart:
-    """One pipeline part of a model on the plan's device, batched with ``serve.batch``.
-
-    ``serve.batch`` fails every call of a batch together when the batch raises, so one call
-    whose inputs make the model raise would fail the innocent calls batched with it. A failed
-    batch is therefore rerun in halves (split between calls) until only the calls that make it
-    raise fail; a later part's failure is retried per call, outside its batcher
-    (``infer_alone``), for the same reason.
-    """
+    """One pipeline part of a model on the plan's device: a batch in, logits (or the next
+    part's answer) out."""
 
     def __init__(
         self,
@@ -65,103 +59,40 @@ class ModelPart:
         self.spec = spec
         self._fn = part_function(model, spec.part, spec.num_parts, spec.device)
         self._next = downstream.options(method_name="infer") if downstream is not None else None
-        self._next_alone = (
-            downstream.options(method_name="infer_alone") if downstream is not None else None
-        )
-        # torch releases the GIL: one worker thread computes while the loop keeps batching
+        # torch releases the GIL: one worker thread computes while the actor's loop takes the
+        # next call and hands finished batches on
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"hybridserve-{spec.model}")
-        self._replica = uuid.uuid4().hex[:12]
-        self._batches = 0
-        # decorated per instance, so the batch size and wait are the plan's for this part
-        batch: Any = serve.batch(
-            max_batch_size=spec.batch_size, batch_wait_timeout_s=spec.max_wait_ms / 1000.0
-        )
-        self._batched: Callable[[npt.NDArray[Any]], Awaitable[_Outcome]] = batch(self._run_batch)
 
-    async def _compute(self, x: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], float]:
+    async def infer(self, x: npt.NDArray[Any]) -> ModelReply:
+        """Logits of batch ``x`` through this part and every later one."""
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         out = await loop.run_in_executor(
             self._pool, run_in_chunks, self._fn, x, self.spec.batch_size
         )
-        return out, time.perf_counter() - t0
-
-    async def _run_batch(self, xs: list[npt.NDArray[Any]]) -> list[_Outcome]:
-        try:
-            return await self._run_group(xs)
-        except Exception as err:
-            if len(xs) == 1:
-                return [err]
-            return await isolate_calls(self._run_group, xs, err)
-
-    async def _run_group(self, xs: list[npt.NDArray[Any]]) -> list[_Outcome]:
-        sizes = [len(x) for x in xs]
-        x = xs[0] if len(xs) == 1 else np.concatenate(xs)
-        out, service_s = await self._compute(x)
-        self._batches += 1
-        spans = list(itertools.pairwise(np.cumsum([0, *sizes]).tolist()))
+        service_s = time.perf_counter() - t0
         if self._next is None:
-            batch_id = f"{self._replica}:{self._batches}"
-            return [ModelReply(out[a:b], batch_id, len(x), service_s) for a, b in spans]
-        forward: asyncio.Future[ModelReply] = asyncio.ensure_future(self._forward(out))
-        return [(forward, out, a, b) for a, b in spans]
+            return ModelReply(out, service_s)
+        later: ModelReply = await self._next.remote(out)
+        return ModelReply(later.logits, later.service_s + service_s)
 
-    async def _forward(self, h: npt.NDArray[Any]) -> ModelReply:
-        assert self._next is not None
-        reply: ModelReply = await self._next.remote(h)
-        return reply
-
-    async def infer(self, x: npt.NDArray[Any]) -> ModelReply:
-        """This call's rows through this part and every later one: their logits."""
-        out = await self._batched(x)
-        if isinstance(out, Exception):
-            raise out
-        if isinstance(out, ModelReply):
-            return out
-        forward, h, a, b = out
-        try:
-            whole = await asyncio.shield(forward)
-        except Exception:
-            if (a, b) == (0, len(h)):
-                raise  # the batch was this call alone: its own inputs failed
-            return await self._forward_alone(h[a:b])  # only this call's rows, unbatched
-        return ModelReply(whole.logits[a:b], whole.batch_id, whole.batch_rows, whole.service_s)
-
-    async def infer_alone(self, x: npt.NDArray[Any]) -> ModelReply:
-        """``infer`` for one call outside the batcher: a retry that no other call can fail."""
-        out, service_s = await self._compute(x)
-        self._batches += 1
-        if self._next_alone is None:
-            return ModelReply(out, f"{self._replica}:{self._batches}", len(x), service_s)
-        return await self._forward_alone(out)
-
-    async def _forward_alone(self, h: npt.NDArray[Any]) -> ModelReply:
-        assert self._next_alone is not None
-        reply: ModelReply = await self._next_alone.remote(h)
-        return reply
+    def where(self) -> dict[str, str]:
+        """The Ray node this replica runs on and the plan's device it stands for."""
+        return {
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "device_id": self.spec.device_id,
+            "device": self.spec.device,
+        }
 
 
-async def isolate_calls(
-    run: Callable[[list[npt.NDArray[Any]]], Awaitable[list[_Outcome]]],
-    xs: list[npt.NDArray[Any]],
-    err: Exception,
-) -> list[_Outcome]:
-    """Outcomes of calls ``xs`` whose batch raised ``err``: halves rerun until only bad calls fail.
+class Roster:
+    """The application's root when the HTTP front is outside Serve: it only holds the parts."""
 
-    A half that runs gets its outcomes; one that raises is halved again, down to single calls,
-    which get the error their own inputs raised. Innocent calls cost at most one extra model
-    call per halving level.
-    """
-    if len(xs) == 1:
-        return [err]
-    mid = len(xs) // 2
-    out: list[_Outcome] = []
-    for half in (xs[:mid], xs[mid:]):
-        try:
-            out += await run(half)
-        except Exception as again:
-            out += await isolate_calls(run, half, again)
-    return out
+    def __init__(self, entries: Mapping[str, Sequence[tuple[int, Any]]]) -> None:
+        self.models = sorted(entries)
+
+    def served(self) -> list[str]:
+        return self.models
 
 
 def classify_ray_error(err: BaseException) -> Kind:
@@ -187,58 +118,92 @@ def classify_ray_error(err: BaseException) -> Kind:
     return "fatal"
 
 
-def _caller(handle: Any) -> Caller:
+def handle_caller(handle: Any) -> Caller:
+    """One batch per call to the deployment behind ``handle`` (its first part's)."""
     infer = handle.options(method_name="infer")
 
-    async def call(x: npt.NDArray[np.float32]) -> ModelReply:
-        reply: ModelReply = await infer.remote(x)
+    async def call(x: npt.NDArray[Any]) -> ModelReply:
+        reply: ModelReply = await infer.remote(np.ascontiguousarray(x))
         return reply
 
     return call
 
 
-#: The cascade of the ingress replica running in this process, for the app builder below.
+def remote_replicas(
+    groups: Mapping[str, Sequence[GroupSpec]],
+    handles: Mapping[str, Any],
+    retries: int,
+    retry_backoff_s: float,
+    call_min_rows: int = 1,
+    call_min_wait_ms: float = 0.0,
+) -> RemoteReplicas:
+    """The engine's replica source over ``handles`` (deployment name of each group's first
+    part → its handle).
+
+    A call to an actor costs milliseconds of CPU (serialisation, the handle's router, the
+    actor's loop) where a thread hand-off costs microseconds, so a call carries at least
+    ``call_min_rows`` rows when they are queued, waiting at least ``call_min_wait_ms`` for
+    them; the actor still computes in the plan's batch size (``run_in_chunks``).
+    """
+    remote = {
+        model: [
+            RemoteGroup(
+                model=model,
+                replicas=g.num_replicas,
+                parts=len(g.parts),
+                batch_size=max(g.parts[0].batch_size, call_min_rows),
+                max_wait_ms=max(g.parts[0].max_wait_ms, call_min_wait_ms),
+                devices=tuple(s.device_id for s in g.parts),
+                caller=handle_caller(handles[g.deployment_name(0)]),
+            )
+            for g in model_groups
+        ]
+        for model, model_groups in groups.items()
+    }
+    return RemoteReplicas(
+        remote, classify=classify_ray_error, retries=retries, retry_backoff_s=retry_backoff_s
+    )
+
+
+#: The app of the ingress replica running in this process, for the app builder below.
 _INGRESS: dict[str, Any] = {}
 
 
 def _build_app() -> FastAPI:
     """Called by Serve in the ingress replica after ``CascadeIngress.__init__``."""
-    from hybridserve.server.app import create_app
-
-    cascade: RayCascade = _INGRESS["cascade"]
-    settings: ServerSettings = _INGRESS["settings"]
-    return create_app(lambda: cascade, settings)
+    app: FastAPI = _INGRESS["app"]
+    return app
 
 
 class _Ingress:
-    """Builds the ``RayCascade`` this replica's HTTP app serves."""
+    """Builds the engine this replica's HTTP app serves (Serve's proxies are the front)."""
 
     def __init__(
         self,
         policy: Mapping[str, Any],
+        plan: Mapping[str, Any],
         family: FamilyRef,
-        models: Mapping[str, Sequence[tuple[int, Any]]],
+        groups: Mapping[str, Sequence[GroupSpec]],
+        entries: Mapping[str, Any],
         engine: EngineConfig,
         settings: ServerSettings,
         retries: int,
         retry_backoff_s: float,
-        description: Mapping[str, Any],
+        call_min_rows: int,
+        call_min_wait_ms: float,
     ) -> None:
+        from hybridserve.backends.ray_backend import ray_engine
+        from hybridserve.planning.plan import Plan
+        from hybridserve.server.app import create_app
         from hybridserve.tuning.policy import CascadePolicy
 
-        routing = CascadePolicy.from_dict(policy)
-        callers = {m: [(w, _caller(h)) for w, h in groups] for m, groups in models.items()}
-        _INGRESS["cascade"] = RayCascade(
-            routing,
-            family.info(),
-            callers,
-            engine,
-            classify=classify_ray_error,
-            retries=retries,
-            retry_backoff_s=retry_backoff_s,
-            description=description,
+        source = remote_replicas(
+            groups, entries, retries, retry_backoff_s, call_min_rows, call_min_wait_ms
         )
-        _INGRESS["settings"] = settings
+        served = ray_engine(
+            CascadePolicy.from_dict(policy), Plan.from_dict(plan), family, source, engine
+        )
+        _INGRESS["app"] = create_app(served, settings)
 
 
 CascadeIngress = serve.ingress(_build_app)(_Ingress)

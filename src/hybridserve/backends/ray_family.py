@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from hybridserve.backends.ray_replicas import RemoteModel
 from hybridserve.errors import HybridServeError
 from hybridserve.models.base import Model
 from hybridserve.models.family import (
@@ -62,7 +63,8 @@ class FamilyRef:
         return build_family(one, self.path.parent, device).models[0]
 
     def info(self) -> Family:
-        """The family's name, labels and input shape and range, without loading every model."""
+        """The family's name, labels, input shape and range, and its models' names (stubs that
+        run nothing: ``ray_replicas.RemoteModel``), without loading every model."""
         cfg = self.read()
         labels = cfg.labels
         if labels is None:  # count the classes with the first model
@@ -71,10 +73,11 @@ class FamilyRef:
             labels = [str(i) for i in range(first.predict_logits(probe).shape[1])]
         return Family(
             name=cfg.family,
-            models=(),
+            models=tuple(RemoteModel(m.name) for m in cfg.models),
             label_names=tuple(labels),
             input_shape=tuple(cfg.input_shape),
             input_range=cfg.input_range,
+            input_kind=cfg.input_kind,
         )
 
     def model_names(self) -> tuple[str, ...]:

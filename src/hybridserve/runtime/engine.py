@@ -44,7 +44,7 @@ from hybridserve.runtime.inputs import check_family_batch, example_input
 from hybridserve.runtime.job import Chunk, Job, Result, fail_all, settle
 from hybridserve.runtime.observer import EngineObserver, NullObserver
 from hybridserve.runtime.position import Position, Routed
-from hybridserve.runtime.replica import Replica, build_replica, build_replicas
+from hybridserve.runtime.replica import LocalReplicas, Replica, ReplicaSource
 from hybridserve.runtime.routing import Routing
 
 if TYPE_CHECKING:
@@ -75,14 +75,20 @@ class Engine:
         observer: EngineObserver | None = None,
         monitor: Any | None = None,
         costs: CostTable | None = None,
+        replicas: ReplicaSource | None = None,
     ) -> None:
         """``monitor`` (a fitted ``drift.DriftMonitor`` of ``policy``) and ``costs`` (for live
-        re-tunes) are used only with ``config.drift``."""
+        re-tunes) are used only with ``config.drift``. ``replicas`` (default: threads running
+        the family's models on this machine, as the plan places them) is where model calls go;
+        the Ray backend passes actors."""
         self.plan = plan
         self.family = family
         self.config = config or EngineConfig()
         self.observer = observer or NullObserver()
         self.positions: list[Position] = []
+        self.replica_source: ReplicaSource = replicas or LocalReplicas(
+            family, plan, self.config.cpu_threads_per_replica
+        )
         self.energy: EnergyAccount | None = None
         #: the models served, one position each, in the first policy's chain order
         self.models: tuple[str, ...] = tuple(policy.chain)
@@ -169,30 +175,11 @@ class Engine:
             )
 
     def _build_replicas(self, cpu_cores: int) -> list[list[Replica]]:
-        threads = self.config.cpu_threads_per_replica
-        return [
-            build_replicas(
-                self.family.model(name),
-                list(self.plan.replicas(name)),
-                "hybridserve-",
-                threads,
-                cpu_cores,
-            )
-            for name in self.models
-        ]
+        return [self.replica_source.build(name, cpu_cores) for name in self.models]
 
     def _respawn(self, old: Replica) -> Replica:
-        """A fresh copy of replica ``old`` on its planned devices (runs in a worker thread)."""
-        model = old.name.rsplit("/", 1)[0]
-        parts = list(self.plan.replicas(model))[old.index]
-        return build_replica(
-            self.family.model(model),
-            old.index,
-            parts,
-            "hybridserve-",
-            self.config.cpu_threads_per_replica,
-            self._cores,
-        )
+        """A fresh replica in place of ``old`` on its planned devices (runs in a worker thread)."""
+        return self.replica_source.respawn(old, self._cores)
 
     def _example(self) -> npt.NDArray[Any]:
         # one input of the family's kind: numbers at the low end of the range, or a short text
@@ -244,7 +231,7 @@ class Engine:
                 await pos.warmup(example)
         for pos in self.positions:
             pos.start()
-        if self.config.energy:
+        if self.config.energy and self.replica_source.metered:
             self.energy = EnergyAccount(self.devices, self.config.energy_interval_s)
             self.energy.start()
         if self.drift is not None:
@@ -386,6 +373,7 @@ class Engine:
     def describe(self) -> dict[str, Any]:
         """Positions, replicas, devices and batching, for health pages and logs."""
         return {
+            **self.replica_source.describe(),
             "family": self.family.name,
             "state": self._state,
             "policy_version": self.policy_version,

@@ -25,6 +25,11 @@ class EngineClosedError(ServingError):
     """The engine is not started or is shutting down (HTTP 503)."""
 
 
+class ModelUnavailableError(EngineClosedError):
+    """No replica of a model could take a batch (remote replicas died or restart); HTTP 503.
+    The batch's requests fail whole: their inputs are not at fault, so nothing is isolated."""
+
+
 class BatchTimeoutError(DeadlineExceededError):
     """A model call outlived the batch watchdog (a hung replica); HTTP 504, retry later."""
 

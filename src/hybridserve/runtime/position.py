@@ -29,7 +29,13 @@ import numpy as np
 import numpy.typing as npt
 
 from hybridserve.runtime.batcher import RowQueue
-from hybridserve.runtime.errors import BatchFailedError, BatchTimeoutError, EngineClosedError
+from hybridserve.runtime.errors import (
+    BatchFailedError,
+    BatchTimeoutError,
+    EngineClosedError,
+    ModelUnavailableError,
+    QueueFullError,
+)
 from hybridserve.runtime.job import Chunk, fail_all
 from hybridserve.runtime.observer import EngineObserver
 from hybridserve.runtime.replica import Replica, concat
@@ -297,7 +303,8 @@ class Position:
         try:
             try:
                 decided, service_s = await self._routed(replica, chunks)
-            except BatchTimeoutError as err:
+            except (BatchTimeoutError, ModelUnavailableError, QueueFullError) as err:
+                # the model, not the inputs, could not answer: nothing to isolate
                 self._failed(chunks, size, err, err)
             except Exception as err:
                 await self._isolate(replica, chunks, size, waiting, err)
@@ -369,9 +376,9 @@ class Position:
             for part in alive.split(cut):
                 try:
                     decided, service_s = await self._routed(replica, [part])
-                except BatchTimeoutError as hung:
+                except (BatchTimeoutError, ModelUnavailableError, QueueFullError) as gone:
                     rest = [part, *(g for g, _ in failing)]
-                    fail_all(rest, hung)
+                    fail_all(rest, gone)
                     return
                 except Exception as again:
                     failing.append((part, again))

@@ -341,3 +341,52 @@ def _generic(model: Model) -> Callable[[Any], Any]:
         return model.predict_logits(concat(xs))
 
     return whole
+
+
+class ReplicaSource(Protocol):
+    """Where an engine's replicas come from (``LocalReplicas``: threads on this machine's
+    devices; ``backends.ray_replicas``: actors elsewhere). The engine batches and routes the
+    same way whatever the source."""
+
+    #: the replicas compute in this process, so its device meters see their energy
+    metered: bool
+
+    def build(self, model: str, cores: int) -> list[Replica]:
+        """Every planned replica of chain model ``model`` (``cores``: this process's torch
+        thread count, read on the loop's thread)."""
+        ...
+
+    def respawn(self, old: Replica, cores: int) -> Replica:
+        """A fresh replica in place of the abandoned ``old`` (runs in a worker thread)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """What the engine's description adds about where its models run."""
+        ...
+
+
+class LocalReplicas:
+    """Replicas of a loaded family's models in worker threads, placed as the plan says."""
+
+    metered = True
+
+    def __init__(self, family: Any, plan: Any, threads_per_replica: int | None = None) -> None:
+        self.family = family
+        self.plan = plan
+        self.threads = threads_per_replica
+
+    def build(self, model: str, cores: int) -> list[Replica]:
+        placements = list(self.plan.replicas(model))
+        return build_replicas(
+            self.family.model(model), placements, "hybridserve-", self.threads, cores
+        )
+
+    def respawn(self, old: Replica, cores: int) -> Replica:
+        model = old.name.rsplit("/", 1)[0]
+        parts = list(self.plan.replicas(model))[old.index]
+        return build_replica(
+            self.family.model(model), old.index, parts, "hybridserve-", self.threads, cores
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "local"}

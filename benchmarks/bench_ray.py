@@ -1,0 +1,331 @@
+"""hybridserve on Ray against plain Ray Serve, in one run, with one client.
+
+Systems (``--systems``):
+
+- ``plain-ray``: plain Ray Serve serving the giant (vgg) alone: one deployment with
+  ``@serve.batch`` (``--plain-max-batch`` 64, ``--plain-wait-ms`` 5) behind Serve's HTTP proxy,
+  JSON ``{"inputs": [image]}`` in, the label out (the deployment is below).
+- ``ray-giant-only``: ``hybridserve serve --backend ray`` with a one-model chain (vgg).
+- ``ray-cascade-ap``: ``hybridserve serve --backend ray`` with the workdir's AP policy.
+- ``ray-serve-front-cascade-ap``: the same with ``--ray-front serve`` (Serve's proxies and an
+  ingress deployment in front of the same engine), to price the proxy hop.
+- ``local-cascade-ap``: ``hybridserve serve`` (the local backend) with the AP policy.
+
+Every system gets the same closed-loop client (``hybridserve.bench.httpload``: kept-alive
+connections, one real fashion-mnist test image per request, JSON bodies, labels checked). The
+systems take turns, round after round, each started fresh, warmed up, measured and stopped
+(a Ray instance does not survive being paused, so the others are not kept up meanwhile); drift
+on a shared machine then hits every system alike over the rounds. Server CPU is user + system
+time of the server's whole process tree (Ray's GCS, raylet and workers are children of the
+serving process) in the measured window, per answered request.
+
+    PYTHONPATH=src python benchmarks/bench_ray.py --workdir W               # full run
+    PYTHONPATH=src python benchmarks/bench_ray.py --workdir W --duration-s 5 --rounds 1
+
+The workdir needs ``calibration.json``, ``profile.json`` and ``policy-ap.json`` (``hybridserve
+quickstart --workdir W`` writes them); its ``plan.json`` is used when present.
+"""
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+from fastapi import Request  # at module level: FastAPI resolves the endpoint's annotations here
+
+from hybridserve.bench.httpload import ServerProcess, env_with_src, free_port, make_request, measure
+
+FAMILY = "fashion-mnist"
+OUT = Path(__file__).parent / "out" / "bench_ray.json"
+SYSTEMS = (
+    "plain-ray",
+    "ray-giant-only",
+    "ray-cascade-ap",
+    "ray-serve-front-cascade-ap",
+    "local-cascade-ap",
+)
+#: the request format each system takes (plain Ray Serve: the LitServe-style API below)
+KIND = {name: "lit" if name == "plain-ray" else "json" for name in SYSTEMS}
+
+
+# ---------------------------------------------------------------------------------- plain Ray
+def serve_plain_ray(port: int, max_batch: int, wait_ms: float, replicas: int, cpus: int) -> None:
+    """Plain Ray Serve serving the giant on ``port`` until SIGTERM."""
+    import signal
+    import threading
+
+    import ray
+    from fastapi import FastAPI
+    from ray import serve
+
+    app = FastAPI()
+
+    @serve.deployment(num_replicas=replicas, max_ongoing_requests=1024)
+    @serve.ingress(app)
+    class Giant:
+        def __init__(self) -> None:
+            from hybridserve.models import load_family
+
+            self.model = load_family(FAMILY, device="cpu").giant
+
+        @serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=wait_ms / 1000.0)
+        async def classify(self, images: list[np.ndarray]) -> list[int]:
+            labels = self.model.predict_logits(np.stack(images)).argmax(axis=1)
+            return [int(v) for v in labels]
+
+        @app.post("/predict")
+        async def predict(self, request: Request) -> dict[str, int]:
+            body = await request.json()
+            label: int = await self.classify(np.asarray(body["inputs"][0], dtype=np.float32))
+            return {"label": label}
+
+        @app.get("/health")
+        def health(self) -> str:
+            return "ok"
+
+    ray.init(
+        num_cpus=cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        _system_config={"worker_niceness": 0},
+    )
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(Giant.bind(), name="plain", route_prefix="/")  # type: ignore[attr-defined]
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    serve.shutdown()
+    ray.shutdown()
+
+
+# ---------------------------------------------------------------------------------- systems
+def giant_only(workdir: Path, out: Path) -> Path:
+    """A workdir serving the AP policy's giant alone: the one-model policy (as ``hybridserve
+    bench`` builds it) and its own plan from the workdir's profile (``hybridserve plan``), so
+    the giant gets the replicas the planner gives it when it takes all the traffic."""
+    import shutil
+    import subprocess
+
+    from hybridserve.bench.systems import single_model_policy
+    from hybridserve.tuning.policy import CascadePolicy
+
+    wd = out / "giant-only"
+    wd.mkdir()
+    for name in ("calibration.json", "profile.json"):
+        shutil.copy(workdir / name, wd / name)
+    ap = CascadePolicy.load(workdir / "policy-ap.json")
+    # the one-model policy carries no tuning summary: the plan is told the giant's reach
+    cmd = [sys.executable, "-m", "hybridserve.cli", "plan", "--workdir", str(wd)]
+    cmd += ["--family", ap.family, "--reach", f"{ap.giant}=1"]
+    subprocess.run(cmd, check=True, env=env_with_src(), capture_output=True)
+    single_model_policy(ap, ap.giant, ap.calibrators[-1]).save(wd / "policy-ap.json")
+    return wd
+
+
+def start(system: str, args: argparse.Namespace, tmp: Path) -> ServerProcess:
+    port = free_port()
+    env = env_with_src()
+    log = (tmp / f"{system}.log").open("ab")
+    if system == "plain-ray":
+        cmd = [
+            sys.executable,
+            __file__,
+            "--serve-plain-ray",
+            str(port),
+            "--plain-max-batch",
+            str(args.plain_max_batch),
+            "--plain-wait-ms",
+            str(args.plain_wait_ms),
+            "--plain-replicas",
+            str(args.plain_replicas),
+            "--ray-cpus",
+            str(args.ray_cpus),
+        ]
+        return ServerProcess(system, cmd, port, "/health", log=log, env=env)
+    workdir = tmp / "giant-only" if system == "ray-giant-only" else args.workdir
+    backend = ["--backend", "local"] if system.startswith("local") else ["--backend", "ray"]
+    front = ["--ray-front", "serve"] if "serve-front" in system else []
+    cmd = [
+        sys.executable,
+        "-m",
+        "hybridserve.cli",
+        "serve",
+        "--workdir",
+        str(workdir),
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        *backend,
+        *front,
+        *args.serve_arg,
+    ]
+    return ServerProcess(system, cmd, port, "/v2/health/ready", log=log, env=env)
+
+
+# ---------------------------------------------------------------------------------- report
+def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per system: the median over rounds of each measure, errors summed."""
+    names = list(dict.fromkeys(r["system"] for r in rows))
+    table = []
+    for system in names:
+        mine = [r for r in rows if r["system"] == system]
+
+        def med(field: str, mine: list[dict[str, Any]] = mine) -> float | None:
+            values = [r[field] for r in mine if r.get(field) is not None]
+            return float(np.median(values)) if values else None
+
+        table.append(
+            {
+                "system": system,
+                "rounds": len(mine),
+                "requests_per_s": med("requests_per_s"),
+                "p50_ms": med("p50_ms"),
+                "p99_ms": med("p99_ms"),
+                "server_cpu_ms_per_request": med("server_cpu_ms_per_request"),
+                "start_s": med("start_s"),
+                "errors": sum(r["errors"] for r in mine),
+                "wrong_labels": sum(r["wrong_labels"] for r in mine),
+                "ok": sum(r["ok"] for r in mine),
+            }
+        )
+    return table
+
+
+def ratios(table: list[dict[str, Any]]) -> dict[str, float]:
+    """Requests/s of ``ray-cascade-ap`` against the baselines the issue names, and more."""
+    rps = {r["system"]: r["requests_per_s"] for r in table if r["requests_per_s"]}
+    pairs = [
+        ("ray-cascade-ap", "plain-ray"),
+        ("ray-cascade-ap", "ray-giant-only"),
+        ("ray-giant-only", "plain-ray"),
+        ("ray-serve-front-cascade-ap", "plain-ray"),
+        ("ray-cascade-ap", "local-cascade-ap"),
+    ]
+    return {f"{a} / {b}": rps[a] / rps[b] for a, b in pairs if a in rps and b in rps}
+
+
+def _fmt(v: float | None, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def print_table(table: list[dict[str, Any]], rel: dict[str, float]) -> None:
+    head = f"{'system':<28} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms/req':>10} "
+    head += f"{'errors':>6} {'wrong':>6}"
+    print(head)
+    print("-" * len(head))
+    for r in table:
+        print(
+            f"{r['system']:<28} {_fmt(r['requests_per_s']):>8} {_fmt(r['p50_ms']):>8} "
+            f"{_fmt(r['p99_ms']):>8} {_fmt(r['server_cpu_ms_per_request'], 2):>10} "
+            f"{r['errors']:>6} {r['wrong_labels']:>6}"
+        )
+    for name, value in rel.items():
+        print(f"{name}: {value:.2f}x")
+
+
+# ---------------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/qs"))
+    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--warmup-s", type=float, default=3.0)
+    parser.add_argument("--duration-s", type=float, default=15.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--images", type=int, default=2000, help="test images cycled through")
+    parser.add_argument("--plain-max-batch", type=int, default=64)
+    parser.add_argument("--plain-wait-ms", type=float, default=5.0)
+    parser.add_argument("--plain-replicas", type=int, default=1)
+    parser.add_argument("--ray-cpus", type=int, default=psutil.cpu_count() or 2)
+    parser.add_argument(
+        "--serve-arg", action="append", default=[], help="extra `hybridserve serve` argument"
+    )
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--serve-plain-ray", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.serve_plain_ray is not None:
+        serve_plain_ray(
+            args.serve_plain_ray,
+            args.plain_max_batch,
+            args.plain_wait_ms,
+            args.plain_replicas,
+            args.ray_cpus,
+        )
+        return
+    for needed in ("calibration.json", "profile.json", "policy-ap.json"):
+        if not (args.workdir / needed).is_file():
+            raise SystemExit(
+                f"{args.workdir / needed} not found: run `hybridserve quickstart --workdir W` "
+                "(or calibrate, profile and tune --mode ap) and pass --workdir W"
+            )
+    from hybridserve.models import load_family
+
+    split = load_family(FAMILY).split("test")
+    x, y = split.x[: args.images], split.y[: args.images]
+    requests = {
+        kind: [make_request(kind, x[i : i + 1], FAMILY) for i in range(len(x))]
+        for kind in {KIND[n] for n in args.systems}
+    }
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp_name:
+        tmp = Path(tmp_name)
+        if "ray-giant-only" in args.systems:
+            giant_only(args.workdir, tmp)
+        for r in range(args.rounds):
+            for name in args.systems:
+                t0 = time.monotonic()
+                server = start(name, args, tmp)
+                try:
+                    server.wait_ready()
+                    started = time.monotonic() - t0
+                    kind = KIND[name]
+                    out = measure(
+                        server,
+                        requests[kind],
+                        y,
+                        kind,
+                        clients=args.clients,
+                        warmup_s=args.warmup_s,
+                        duration_s=args.duration_s,
+                    )
+                finally:
+                    server.stop(timeout_s=60.0)
+                rows.append({"round": r, "system": name, "start_s": started, **out})
+                brief = {k: v for k, v in rows[-1].items() if k != "error_statuses"}
+                print(json.dumps(brief), flush=True)
+    table = aggregate(rows)
+    rel = ratios(table)
+    result = {
+        "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": psutil.cpu_count(),
+            "python": platform.python_version(),
+            "load_average": list(psutil.getloadavg()),
+        },
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "table": table,
+        "ratios_rps": rel,
+        "rows": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print_table(table, rel)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
