@@ -232,7 +232,9 @@ def test_test_generations_of_other_prompts_are_refused(
     text = yaml.read_text().replace("path: small", f"path: {yaml.parent / 'small'}")
     other.write_text(text.replace("path: big", f"path: {yaml.parent / 'big'}"))
     load = LoadSettings(mode="saturate", concurrency=2, rounds=1)
-    with pytest.raises(HybridServeError, match="test generations were made from other prompts"):
+    with pytest.raises(
+        HybridServeError, match=r"test generations of .small. were made from other prompts"
+    ):
         run_generative_bench(wd, load, config=other, limit=2)
 
 

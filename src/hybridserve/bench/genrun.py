@@ -125,7 +125,7 @@ def _test_outcomes(
         want = records_fingerprint(model, digest, scorer, family.max_new_tokens, t)
         if records[model.name].fingerprint != want:
             raise HybridServeError(
-                f"{wd.calibration}: {model.name!r}'s test generations were made from other "
+                f"{wd.calibration}: the test generations of {model.name!r} were made from other "
                 "prompts, weights, scorer or token budget than the family served here; run "
                 "`hybridserve calibrate` with the same --family/--config first"
             )
