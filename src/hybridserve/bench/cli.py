@@ -1,4 +1,8 @@
-"""``hybridserve bench``: every system served in turn, measured, written to ``report.json``."""
+"""``hybridserve bench``: every system served in turn, measured, written to ``report.json``.
+
+A generative family (``task: generate``, named by ``--family``/``--config`` or by the workdir's
+``calibration.json``) is benched by ``bench/genrun.py``, with ``--limit`` and ``--decode-batch``.
+"""
 
 from __future__ import annotations
 
@@ -73,24 +77,28 @@ def register(app: typer.Typer) -> None:
             float | None,
             typer.Option(
                 help="open loop: seconds of arrivals per system (default 10); saturation: a cap "
-                "on each system's run, which is --passes over the test split (default 120)"
+                "on each system's run, which is --passes over the test split (default 120; "
+                "generative: 600)"
             ),
         ] = None,
         concurrency: Annotated[
             int | None,
             typer.Option(
                 help="clients in saturation mode (default: two full batches per pipeline part "
-                f"of the largest plan, at least {MIN_CLIENTS})"
+                f"of the largest plan, at least {MIN_CLIENTS}; generative: two decode batches "
+                "per position of the longest chain)"
             ),
         ] = None,
         max_requests: Annotated[int | None, typer.Option(help="cap on requests per system")] = None,
         passes: Annotated[
-            int,
+            int | None,
             typer.Option(
-                help="saturation: passes over the test split per system, one image per request "
-                "(one pass of the cheap models lasts well under a second here, too short to settle)"
+                help="saturation: passes over the test split per system, one input per request "
+                "(default 4: one pass of the cheap models lasts well under a second here, too "
+                "short to settle; generative: 1)",
+                show_default=False,
             ),
-        ] = 4,
+        ] = None,
         rounds: Annotated[
             int,
             typer.Option(
@@ -127,27 +135,69 @@ def register(app: typer.Typer) -> None:
         drift_images: Annotated[
             int, typer.Option(help="--drift: test images per corruption and severity")
         ] = 2000,
+        limit: Annotated[
+            int | None,
+            typer.Option(
+                help="generative families: this many test prompts, spread evenly over the file "
+                "(default: all)",
+                show_default=False,
+            ),
+        ] = None,
+        decode_batch: Annotated[
+            int | None,
+            typer.Option(
+                help="generative families: most prompts one decoding call takes (default: the "
+                "profile's serving batch size)",
+                show_default=False,
+            ),
+        ] = None,
     ) -> None:
-        """Serve giant-only, each model alone and the tuned cascades; compare them."""
+        """Serve giant-only, each model alone and the tuned cascades; compare them.
+
+        A generative family (task: generate) is served by the engine of `hybridserve serve`,
+        one test prompt per request; the report adds tokens per second."""
+        if limit is not None and limit < 1:
+            raise HybridServeError(f"--limit must be ≥ 1, got {limit}")
+        if decode_batch is not None and decode_batch < 1:
+            raise HybridServeError(f"--decode-batch must be ≥ 1, got {decode_batch}")
         if drift:
+            if _generative(Workdir(workdir), family, config):
+                raise HybridServeError("--drift: the drift bench is for classifier families")
             _bench_drift(Workdir(workdir), drift_images)
             return
         if rate is not None and saturate:
             raise HybridServeError("--rate and --saturate exclude each other")
         if rate is not None and not rate > 0:
             raise HybridServeError(f"--rate must be positive, got {rate}")
-        if duration_s is None:
-            duration_s = 10.0 if rate is not None else 120.0
-        if not duration_s > 0:
+        if duration_s is not None and not duration_s > 0:
             raise HybridServeError(f"--duration-s must be positive, got {duration_s}")
         if concurrency is not None and concurrency < 1:
             raise HybridServeError(f"--concurrency must be ≥ 1, got {concurrency}")
-        if passes < 1:
+        if passes is not None and passes < 1:
             raise HybridServeError(f"--passes must be ≥ 1, got {passes}")
         if rounds < 1:
             raise HybridServeError(f"--rounds must be ≥ 1, got {rounds}")
         if arrivals not in ("poisson", "gamma"):
             raise HybridServeError(f"--arrivals must be poisson or gamma, got {arrivals!r}")
+        if url is not None and device is not None:
+            raise HybridServeError("--device places in-process serving; --url benches a server")
+        generative = _generative(Workdir(workdir), family, config)
+        if generative and url is not None:
+            raise HybridServeError(
+                "--url: benching a running server is for classifier families; a generative "
+                "family is benched in-process"
+            )
+        if not generative:
+            for value, option in ((limit, "--limit"), (decode_batch, "--decode-batch")):
+                if value is not None:
+                    raise HybridServeError(
+                        f"{option} applies to generative families (task: generate) only"
+                    )
+        if duration_s is None:
+            from hybridserve.bench.genrun import DEFAULT_DURATION_S
+
+            saturation_cap = DEFAULT_DURATION_S if generative else 120.0
+            duration_s = 10.0 if rate is not None else saturation_cap
         load = LoadSettings(
             mode="open-loop" if rate is not None else "saturate",
             rate_rps=rate or 0.0,
@@ -157,11 +207,20 @@ def register(app: typer.Typer) -> None:
             process=arrivals,
             cv=cv,
             rounds=rounds,
-            passes=passes,
+            passes=passes or (1 if generative else 4),
         )
-        if url is not None and device is not None:
-            raise HybridServeError("--device places in-process serving; --url benches a server")
         wd = Workdir(workdir).ensure()
+        if generative:
+            from hybridserve.bench.genrun import run_generative_bench
+
+            body = run_generative_bench(
+                wd, load, family_name=family, config=config, systems=systems, device=device,
+                limit=limit, decode_batch=decode_batch, console=console,
+            )  # fmt: skip
+            console.print(comparison_table(body))
+            console.print(token_summary(body))
+            console.print(f"wrote {wd.report} and {wd.report_md}")
+            return
         if url is not None:
             _bench_url(wd, url, load, family, config, api_key)
             return
@@ -170,6 +229,34 @@ def register(app: typer.Typer) -> None:
         )
         console.print(comparison_table(body))
         console.print(f"wrote {wd.report} and {wd.report_md}")
+
+
+def _generative(wd: Workdir, family: str | None, config: Path | None) -> bool:
+    """Whether the bench is a generative family's: the YAML of ``--config`` (else ``--family``)
+    says so, else (no family named) the workdir's calibration does."""
+    from hybridserve.models.family import family_path, is_generative
+    from hybridserve.tuning.gentune import is_generative_workdir
+
+    if family is None and config is None:
+        return is_generative_workdir(wd)
+    return is_generative(family_path(family or "fashion-mnist", config))
+
+
+def token_summary(body: dict[str, Any]) -> Table:
+    """Generative benches: tokens per second and per request, per system."""
+    table = Table(title="tokens (answers that stood; generated: every model's, escalations too)")
+    for col in ("system", "tokens/s", "tokens/request", "generated/request"):
+        table.add_column(col, justify="left" if col == "system" else "right")
+    for name, s in body["systems"].items():
+        tps, per = s.get("tokens_per_s"), s.get("tokens_per_request")
+        generated = s.get("generated_tokens_per_request") or {}
+        table.add_row(
+            system_label(name, s),
+            "—" if tps is None else f"{tps:.0f}",
+            "—" if per is None else f"{per:.2f}",
+            f"{sum(generated.values()):.2f}" if generated else "—",
+        )
+    return table
 
 
 def _bench_drift(wd: Workdir, images: int) -> None:

@@ -2,11 +2,16 @@
 
 ``report.json`` (format kind ``report``)::
 
-    {"machine": {...}, "energy_source": "nvml|rapl|modelled", "mode": "saturate|open-loop",
+    {"task": "classify|generate", "machine": {...}, "energy_source": "nvml|rapl|modelled",
+     "load": {"mode": "saturate|open-loop", ...},
      "systems": {NAME: {"accuracy", "energy_j_per_request", "throughput_rps",
                         "latency_ms": {"p50", "p90", "p99"}, "requests", "errors",
                         "reach_fraction": {model: fraction},
                         "chain": [model, ...], "deferral": "maxprob|learned|...", ...}}}
+
+Version 2 added ``task`` (version 1 files are classifier reports); a generative report
+(``task: generate``, ``bench/genrun.py``) keeps every field above and adds per system
+``tokens_per_s``, ``tokens_per_request`` and ``generated_tokens_per_request``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from hybridserve.bench.loadgen import RunResult
 from hybridserve.process import process_settings
 from hybridserve.workdir import read_json, write_json
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
+#: Versions ``read_report`` accepts (1: before ``task``; classifier reports only).
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -120,11 +127,15 @@ def machine_description() -> dict[str, Any]:
 
 
 def write_report(path: Path, report: Mapping[str, Any]) -> None:
-    write_json(path, "report", REPORT_VERSION, dict(report))
+    """Write a report; one without ``task`` is a classifier's."""
+    write_json(path, "report", REPORT_VERSION, {"task": "classify", **report})
 
 
 def read_report(path: Path) -> dict[str, Any]:
-    return read_json(path, "report", (REPORT_VERSION,))
+    """A report of any readable version, ``task`` filled in for version 1 files."""
+    body = read_json(path, "report", READABLE_VERSIONS)
+    body.setdefault("task", "classify")
+    return body
 
 
 def system_label(name: str, s: Mapping[str, Any]) -> str:
@@ -160,5 +171,26 @@ def markdown_table(systems: Mapping[str, Mapping[str, Any]], baseline: str = "gi
             f"| {'—' if energy is None else f'{energy:.5f}'} | {e_ratio} "
             f"| {'—' if thr is None else f'{thr:.0f}'} | {t_ratio} | {ms('p50')} | {ms('p90')} "
             f"| {ms('p99')} | {s.get('requests', '—')} | {s.get('errors', '—')} |"
+        )
+    return "\n".join(rows)
+
+
+def token_table(systems: Mapping[str, Mapping[str, Any]], baseline: str = "giant-only") -> str:
+    """Generative reports: tokens per second and per request beside the comparison table."""
+    base = systems.get(baseline) or {}
+    rows = [
+        "| system | tokens/s | × giant | answer tokens / request | tokens generated / request |",
+        "|---|---|---|---|---|",
+    ]
+    for name, s in systems.items():
+        tps, base_tps = s.get("tokens_per_s"), base.get("tokens_per_s")
+        ratio = f"{tps / base_tps:.2f}" if tps and base_tps else "—"
+        per = s.get("tokens_per_request")
+        generated = s.get("generated_tokens_per_request") or {}
+        total = sum(generated.values()) if generated else None
+        rows.append(
+            f"| {system_label(name, s)} | {'—' if tps is None else f'{tps:.0f}'} | {ratio} "
+            f"| {'—' if per is None else f'{per:.2f}'} "
+            f"| {'—' if total is None else f'{total:.2f}'} |"
         )
     return "\n".join(rows)

@@ -224,22 +224,26 @@ class _Tally:
         )
 
 
-def bench_systems(
+def serve_systems(
     systems: Mapping[str, CascadePolicy],
     make_engine: Callable[[CascadePolicy], Any],
-    family: Family,
-    test_logits: LogitSet,
+    x: np.ndarray,
+    y: np.ndarray,
     energy_j: Mapping[str, float],
     load: LoadSettings,
     *,
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Serve and load every system one after another; return the report body."""
-    test = family.split("test")
+    """Serve and load every system in turns on inputs ``x`` (labels ``y``); the report body.
+
+    ``make_engine(policy)`` is an async context manager with ``predict`` (see ``loadgen``); the
+    body has ``machine``, ``energy_source``, ``load``, ``systems`` and ``_latencies`` (ms per
+    answered request, per system, for the plots).
+    """
     results: dict[str, dict[str, Any]] = {}
     latencies: dict[str, np.ndarray] = {}
     sources: list[str] = []
-    turns = split_rounds(test.x, test.y, load)
+    turns = split_rounds(x, y, load)
     tallies = {name: _Tally() for name in systems}
     with Progress(console=console, transient=True) as bar:
         if load.mode == "saturate":
@@ -277,18 +281,6 @@ def bench_systems(
         }
         results[name] = {**summary.to_dict(), **extra}
         latencies[name] = np.array([(r.done_s - r.sent_s) * 1e3 for r in run.completed])
-    acc, e_oracle, shares = oracle(test_logits, energy_j)
-    results["oracle"] = {
-        "accuracy": acc,
-        "energy_j_per_request": e_oracle,
-        "energy_j_per_request_profile": e_oracle,
-        "energy_basis": "profile (computed from test logits; never served)",
-        "throughput_rps": None,
-        "latency_ms": None,
-        "requests": len(test_logits.labels),
-        "errors": 0,
-        "reach_fraction": shares,
-    }
     return {
         "machine": machine_description(),
         "energy_source": "+".join(dict.fromkeys(sources)) or "unavailable",
@@ -305,6 +297,47 @@ def bench_systems(
         "systems": results,
         "_latencies": latencies,
     }
+
+
+def oracle_entry(
+    accuracy: float, energy_j: float, shares: Mapping[str, float], requests: int, basis: str
+) -> dict[str, Any]:
+    """The ``oracle`` row of a report: computed from the models' recorded outputs, never served."""
+    return {
+        "accuracy": accuracy,
+        "energy_j_per_request": energy_j,
+        "energy_j_per_request_profile": energy_j,
+        "energy_basis": basis,
+        "throughput_rps": None,
+        "latency_ms": None,
+        "requests": requests,
+        "errors": 0,
+        "reach_fraction": dict(shares),
+    }
+
+
+def bench_systems(
+    systems: Mapping[str, CascadePolicy],
+    make_engine: Callable[[CascadePolicy], Any],
+    family: Family,
+    test_logits: LogitSet,
+    energy_j: Mapping[str, float],
+    load: LoadSettings,
+    *,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Serve and load every system one after another; return the report body."""
+    test = family.split("test")
+    body = serve_systems(systems, make_engine, test.x, test.y, energy_j, load, console=console)
+    acc, e_oracle, shares = oracle(test_logits, energy_j)
+    body["systems"]["oracle"] = oracle_entry(
+        acc,
+        e_oracle,
+        shares,
+        len(test_logits.labels),
+        "profile (computed from test logits; never served)",
+    )
+    return body
 
 
 def bench_url(

@@ -3,9 +3,9 @@
 ``giant-only`` and every single model are one-model chains; ``cascade-ap``, ``cascade-eo`` and
 ``cascade-ap-noskip`` are the tuned policies; ``cascade-ap-maxprob`` is the AP policy tuned with
 the max-prob rule (``policy-ap-maxprob.json``, which ``tune`` writes beside the chosen one), so a
-learned rule is measured against it in the same run; ``oracle`` is computed from test logits
-(each request answered by the cheapest model that is right, else the giant) and bounds any
-router.
+learned rule is measured against it in the same run; ``oracle`` is computed from test logits,
+or a generative family's cached test generations (each request answered by the cheapest model
+that is right, else the giant), and bounds any router.
 """
 
 from __future__ import annotations
@@ -34,17 +34,21 @@ def single_model_policy(
 ) -> CascadePolicy:
     """A chain of one model: every request is answered by ``model``.
 
-    Its rule is max-prob whatever the template's: a lone model's answer always stands, and a
-    learned rule's state is fitted to the template's chain, not to this one.
+    Its rule is a fixed score whatever the template's (max-prob for classifiers, the ``min``
+    aggregate for a generative family): a lone model's answer always stands, and a learned
+    rule's state is fitted to the template's chain, not to this one. A generative model keeps
+    its calibrator, whose token temperature its position decodes with.
     """
+    generative = template.task == "generate"
     return CascadePolicy(
         family=template.family,
         chain=(model,),
         thresholds=(),
         calibrators=(dict(calibrator),),
-        confidence="maxprob",
+        confidence="min" if generative else "maxprob",
         mode="manual",
         cost_source=template.cost_source,
+        task=template.task,
     )
 
 
@@ -76,6 +80,14 @@ def oracle(
     """Accuracy, energy per request and answer shares of the oracle router on ``logits``."""
     names = logits.names
     correct = np.stack([logits.logits[n].argmax(1) == logits.labels for n in names])  # M×N
+    return oracle_of(correct, names, energy_j)
+
+
+def oracle_of(
+    correct: npt.NDArray[np.bool_], names: tuple[str, ...], energy_j: Mapping[str, float]
+) -> tuple[float, float, dict[str, float]]:
+    """The oracle on an M×N matrix of which model (rows, in ``names`` order) got which request
+    right: each request goes to the cheapest model that is right, else to the giant (last)."""
     costs = np.array([energy_j[n] for n in names])
     order = np.argsort(costs, kind="stable")
     chosen: npt.NDArray[np.int64] = np.full(correct.shape[1], len(names) - 1, dtype=np.int64)
