@@ -56,6 +56,16 @@ from hybridserve.tuning.policy import CascadePolicy
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'hybridserve[ray]'"
+#: Settings of a local Ray instance. Ray runs workers at nice 15 by default; here they *are* the
+#: server, so they get the priority the local backend's process has. Arguments up to 4 MiB
+#: travel inside the call instead of through the object store: a batch of inputs is a few
+#: hundred kB, and the store's put and get cost about 2 ms of CPU per call
+#: (``ray start --system-config`` sets the same on a cluster).
+LOCAL_SYSTEM_CONFIG: dict[str, Any] = {
+    "worker_niceness": 0,
+    "max_direct_call_object_size": 4 * 1024 * 1024,
+    "task_rpc_inlined_bytes_limit": 16 * 1024 * 1024,
+}
 #: Lets a part's actor see every GPU of its node, so the plan's ``cuda:N`` is the real GPU N.
 NOSET_CUDA = "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"
 
@@ -237,9 +247,7 @@ class RayDeployment:
             resources=node_resources(self.plan),
             include_dashboard=False,
             log_to_driver=False,
-            # Ray runs workers at nice 15 by default; here they *are* the server, so they
-            # get the priority the local backend's process has
-            _system_config={"worker_niceness": 0},
+            _system_config=LOCAL_SYSTEM_CONFIG,
         )
 
     def _check_capacity(self, ray: ModuleType) -> None:

@@ -1,9 +1,8 @@
 """The serving-engine contract: what the HTTP app, the bench and the tests may ask of an engine.
 
-Two engines implement it: ``runtime.Engine`` (positions and replicas in this process) and
-``backends.ray_cascade.RayCascade`` (the chain routed over Ray Serve handles).
-``tests/runtime/test_engine_contract.py`` runs one suite over both. The app is typed against
-``ServingEngine`` only, so a third engine (a generation task, a remote one) plugs in by
+``runtime.Engine`` implements it, whether its replicas are threads in this process or Ray
+actors (``backends.ray_replicas``); ``tests/runtime/test_engine_contract.py`` runs one suite
+over both. The app is typed against ``ServingEngine`` only, so another engine plugs in by
 implementing these members.
 
 Errors are the runtime's (``runtime.errors``): ``InvalidInputError`` for inputs that do not fit

@@ -5,8 +5,8 @@ Errors are JSON ``{"error": ...}``: 400 malformed JSON, 422 inputs that do not f
 compressed body, 503 overloaded or not ready (with Retry-After), 504 deadline passed, 500 a model
 failed on the request's inputs. ``server/openapi.py`` documents them per route.
 
-The app is typed against ``runtime.contract.ServingEngine`` (the local ``Engine`` or the Ray
-backend's ``RayCascade``). An engine that cannot be built or started is reported by readiness
+The app is typed against ``runtime.contract.ServingEngine`` (``runtime.Engine``, with local or
+Ray replicas). An engine that cannot be built or started is reported by readiness
 and to ``on_engine_failure``'s callback, which the local backend uses to end the process.
 """
 
