@@ -171,6 +171,16 @@ class GenerativeModel(ABC):
         )
 
     @property
+    def chat_template(self) -> str | None:
+        """The model's own chat template (Jinja), if its tokenizer has one."""
+        return None
+
+    def render_chat(self, messages: list[dict[str, str]], template: str | None = None) -> str:
+        """The prompt text of a chat: ``messages`` through ``template`` (default: the model's
+        own), ending where the assistant's reply begins."""
+        raise HybridServeError(f"model {self.name!r} cannot render chat messages")
+
+    @property
     def fingerprint(self) -> str:
         """Identifies the weights, so caches of this model's outputs can be invalidated."""
         return self.name

@@ -7,6 +7,7 @@ A family YAML with ``task: generate`` lists causal LMs saved in local directorie
     data: {val: val.jsonl, test: test.jsonl}   # optional; {prompt, answer} lines
     scorer: exact                              # optional: exact (default), next-word, mod:fn
     max_new_tokens: 32                         # optional: generation budget per request
+    chat_template: "{% for m in messages %}..." # optional Jinja; default: the giant's tokenizer's
     models:                                    # cascade order, smallest first, the giant last
       - name: small
         loader: hf-causal-lm                   # a transformers causal LM + tokenizer directory
@@ -65,6 +66,12 @@ class GenerativeFamilyConfig(BaseModel):
         "does; or a registered scorer's name, or module:function (text, answer) -> bool",
     )
     max_new_tokens: int = Field(default=32, ge=1, le=4096)
+    chat_template: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Jinja chat template for /v1/chat/completions (default: the giant's "
+        "tokenizer's, if it has one)",
+    )
     models: list[GenerativeModelEntry] = Field(min_length=2)
 
     @field_validator("scorer")
@@ -93,10 +100,24 @@ class GenerativeFamily:
     data_paths: dict[str, Path] = field(default_factory=dict, compare=False)
     scorer: str = "exact"
     max_new_tokens: int = 32
+    #: the YAML's chat template; ``chat_prompt`` falls back to the giant's tokenizer's
+    chat_template: str | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(m.name for m in self.models)
+
+    @property
+    def chats(self) -> bool:
+        """The family has a chat template (its own, or the giant's tokenizer's)."""
+        return (self.chat_template or self.giant.chat_template) is not None
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """The one prompt every chain model gets for a chat: rendered once, by the giant's
+        tokenizer, with the family's template (a cascade routes one prompt)."""
+        if not self.chats:
+            raise HybridServeError(f"family {self.name!r} has no chat template")
+        return self.giant.render_chat(messages, self.chat_template)
 
     @property
     def giant(self) -> GenerativeModel:
@@ -141,6 +162,7 @@ def build_generative_family(
         data_paths={split: (base / p).resolve() for split, p in data.items()},
         scorer=cfg.scorer,
         max_new_tokens=cfg.max_new_tokens,
+        chat_template=cfg.chat_template,
     )
 
 

@@ -311,6 +311,24 @@ class HFCausalLM(GenerativeModel):
     def _decode(self, token_ids: list[int]) -> str:
         return str(self.tokenizer.decode(token_ids, skip_special_tokens=True))
 
+    @property
+    def chat_template(self) -> str | None:
+        template = getattr(self.tokenizer, "chat_template", None)
+        return template if isinstance(template, str) and template else None
+
+    def render_chat(self, messages: list[dict[str, str]], template: str | None = None) -> str:
+        """transformers' ``apply_chat_template`` (a sandboxed Jinja environment), as text."""
+        try:
+            text = self.tokenizer.apply_chat_template(
+                messages, chat_template=template, tokenize=False, add_generation_prompt=True
+            )
+        except Exception as err:  # jinja2 and transformers raise many kinds; all are the template's
+            raise HybridServeError(
+                f"model {self.name!r}: the chat template failed on these messages "
+                f"({_one_line(err)})"
+            ) from err
+        return str(text)
+
     def decode(self, token_ids: list[int]) -> str:
         return self._decode(list(token_ids))
 

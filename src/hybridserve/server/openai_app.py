@@ -1,7 +1,8 @@
 """``create_generative_app``: a generative cascade behind OpenAI-compatible routes.
 
 Routes: ``POST /v1/completions`` (OpenAI's legacy completions, streamed or not),
-``POST /v1/chat/completions`` (400: no chat template is served yet), ``GET /v1/models``,
+``POST /v1/chat/completions`` (for a family with a chat template, ``server/openai_chat.py``;
+400 for the others), ``GET /v1/models``,
 ``GET /v1/models/{model}``, and, as on the classifier server, ``/v2/health/live``,
 ``/v2/health/ready`` and ``/metrics``. The same ``FrontDoor`` guards them (bearer token, body
 limits, load shedding), with errors in OpenAI's body shape (``openai_schemas.openai_error``):
@@ -41,6 +42,13 @@ from hybridserve.runtime.errors import (
 from hybridserve.runtime.genengine import Completion, GenerativeEngine
 from hybridserve.server.frontdoor import FrontDoor
 from hybridserve.server.genmetrics import GenerativeMetrics
+from hybridserve.server.openai_chat import (
+    ChatCompletionRequest,
+    chat_body,
+    chat_choice,
+    chat_chunk,
+    new_chat_id,
+)
 from hybridserve.server.openai_schemas import (
     CompletionRequest,
     choice,
@@ -211,34 +219,51 @@ def create_generative_app(
                 f"at most {eng.config.max_batch_size} prompts per request, got {len(prompts)}",
                 "prompt",
             )
-        if eng.inflight + len(prompts) > eng.config.queue_size:
-            raise QueueFullError("server overloaded: the queue is full; retry later")
         try:
             params = body.params(eng.family.max_new_tokens)
         except HybridServeError as err:
             raise OpenAIError(400, str(err)) from err
-        tasks = [asyncio.ensure_future(eng.complete(p, params)) for p in prompts]
         decode = {m.name: m.decode for m in eng.family.models}
-        cid = new_id()
 
         def one(i: int, done: Completion) -> dict[str, Any]:
             return choice(i, done, decode[done.model], prompts[i], body.logprobs)
 
-        if not body.stream:
+        cid = new_id()
+        return await _answer(
+            eng,
+            prompts,
+            params,
+            body.stream,
+            one,
+            lambda choices, dones: completion_body(cid, body.model, choices, dones),
+            lambda c: chunk_body(cid, body.model, c),
+        )
+
+    async def _answer(
+        eng: GenerativeEngine,
+        prompts: Sequence[str],
+        params: Any,
+        stream: bool,
+        one: Callable[[int, Completion], dict[str, Any]],
+        whole: Callable[[list[dict[str, Any]], list[Completion]], dict[str, Any]],
+        chunk: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> Response:
+        """Complete ``prompts`` through the cascade: one response, or a stream of chunks."""
+        if eng.inflight + len(prompts) > eng.config.queue_size:
+            raise QueueFullError("server overloaded: the queue is full; retry later")
+        tasks = [asyncio.ensure_future(eng.complete(p, params)) for p in prompts]
+        if not stream:
             try:
                 dones = list(await asyncio.gather(*tasks))
             finally:
                 for t in tasks:
                     t.cancel()  # the others, when one failed: nothing waits for them
-            choices = [one(i, d) for i, d in enumerate(dones)]
-            return JSONResponse(completion_body(cid, body.model, choices, dones))
-        return await _stream(cid, body.model, tasks, one)
+            return JSONResponse(whole([one(i, d) for i, d in enumerate(dones)], dones))
+        return await _stream(tasks, lambda i, done: chunk(one(i, done)))
 
     async def _stream(
-        cid: str,
-        model: str,
         tasks: Sequence[asyncio.Future[Completion]],
-        one: Callable[[int, Completion], dict[str, Any]],
+        chunk_of: Callable[[int, Completion], dict[str, Any]],
     ) -> Response:
         index = {id(t): i for i, t in enumerate(tasks)}
         try:
@@ -256,7 +281,7 @@ def create_generative_app(
             if err is not None:
                 status, code = _error_status(err)
                 return json.dumps(openai_error(status, str(err), None, code)), True
-            return json.dumps(chunk_body(cid, model, one(index[id(t)], t.result()))), False
+            return json.dumps(chunk_of(index[id(t)], t.result())), False
 
         async def events() -> AsyncIterator[str]:
             ready, waiting = first, pending
@@ -282,14 +307,40 @@ def create_generative_app(
             events(), media_type="text/event-stream", headers={"cache-control": "no-cache"}
         )
 
-    @app.post("/v1/chat/completions", summary="OpenAI chat completions (not for these families)")
-    async def chat_completions() -> Response:
-        raise OpenAIError(
-            400,
-            f"family {engine.family.name!r} has no chat template: its models complete plain "
-            "text; use POST /v1/completions with a prompt",
-            "messages",
-            "chat_not_supported",
+    @app.post("/v1/chat/completions", summary="OpenAI-compatible chat completion")
+    async def chat_completions(body: ChatCompletionRequest) -> Response:
+        bad = body.unsupported()
+        if bad is not None:
+            raise OpenAIError(400, bad[1], bad[0], "unsupported")
+        eng = serving(body.model)
+        if not eng.family.chats:
+            raise OpenAIError(
+                400,
+                f"family {eng.family.name!r} has no chat template: its models complete plain "
+                "text; use POST /v1/completions with a prompt (or declare chat_template in the "
+                "family YAML)",
+                "messages",
+                "chat_not_supported",
+            )
+        try:
+            prompt = eng.family.chat_prompt(body.plain_messages())
+            params = body.params(eng.family.max_new_tokens)
+        except HybridServeError as err:
+            raise OpenAIError(400, str(err), "messages") from err
+        decode = {m.name: m.decode for m in eng.family.models}
+
+        def one(_: int, done: Completion) -> dict[str, Any]:
+            return chat_choice(done, decode[done.model], body)
+
+        cid = new_chat_id()
+        return await _answer(
+            eng,
+            [prompt],
+            params,
+            body.stream,
+            one,
+            lambda choices, dones: chat_body(cid, body.model, choices, dones),
+            lambda c: chat_chunk(cid, body.model, c),
         )
 
     @app.get("/v1/models", summary="The model this server serves (the whole cascade)")
