@@ -245,3 +245,14 @@ def test_family_without_val_prompts_is_a_clear_error(family_yaml: Path, tmp_path
     )
     with pytest.raises(HybridServeError, match="profiling needs prompts"):
         profile_generative("x", config=tmp_path / "family.yaml", batch_sizes=(1,), settings=FAST)
+
+
+def test_the_planner_reserves_a_full_batchs_kv_caches(profile: Profile) -> None:
+    from hybridserve.planning.costs import ModelCost
+
+    for m in profile.models:
+        cost = ModelCost.from_profile(m)
+        g = m.generative
+        assert g is not None and cost.kv_bytes_per_sequence == g.kv_bytes_per_sequence > 0
+        big = 10_000  # far past every measured batch: the fit alone could undershoot
+        assert cost.memory_bytes(big) >= m.weight_bytes + big * g.kv_bytes_per_sequence

@@ -58,6 +58,8 @@ class ModelCost:
     p90_ratio: float = 1.0
     #: Measured energy per request (CPU profiles); ``None`` for tables.
     measured: ModelProfile | None = field(default=None, compare=False)
+    #: KV cache one request of a generative model holds at its end (0 for classifiers).
+    kv_bytes_per_sequence: int = 0
 
     def _row(self, b: float) -> ProfileRow | None:
         """The measured row at batch ``b``, if the profile measured it."""
@@ -75,9 +77,11 @@ class ModelCost:
         return 1000.0 * float(b) / self.latency_ms(b)
 
     def memory_bytes(self, b: float) -> float:
+        """Peak bytes at batch ``b``; a generative model reserves at least the weights plus a
+        full batch's KV caches (every sequence decoded to the end), whatever the fit says."""
         row = self._row(b)
         peak = float(row.memory_bytes) if row is not None else self.memory(b)
-        return max(peak, float(self.weight_bytes))
+        return max(peak, float(self.weight_bytes + b * self.kv_bytes_per_sequence))
 
     def utilisation(self, b: float) -> float:
         row = self._row(b)
@@ -105,6 +109,7 @@ class ModelCost:
             activation_bytes=act,
             p90_ratio=max(statistics.median(ratios), 1.0) if ratios else 1.0,
             measured=m,
+            kv_bytes_per_sequence=m.generative.kv_bytes_per_sequence if m.generative else 0,
         )
 
 
@@ -151,6 +156,9 @@ class TableModel(BaseModel):
     weight_bytes: int = Field(ge=0)
     activation_bytes: int = Field(ge=0)
     p90_ratio: float = Field(1.0, ge=1.0)
+    kv_bytes_per_sequence: int = Field(
+        0, ge=0, description="generative models: KV cache a request holds"
+    )
     latency_ms: _Fit
     memory_bytes: _Fit
     utilisation: _Util
@@ -181,6 +189,7 @@ class ProfileTable(BaseModel):
                 weight_bytes=m.weight_bytes,
                 activation_bytes=m.activation_bytes,
                 p90_ratio=m.p90_ratio,
+                kv_bytes_per_sequence=m.kv_bytes_per_sequence,
             )
             for m in self.models
         }
