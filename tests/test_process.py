@@ -77,7 +77,8 @@ def test_gc_tuning_freezes_live_objects_and_raises_the_young_threshold() -> None
     gc.set_threshold(700, 10, 10)
     try:
         frozen = process.tune_gc_for_serving()
-        assert frozen == gc.get_freeze_count() > 0
+        # frozen objects can only die since (threads other tests left, e.g. Ray's, still run)
+        assert frozen >= gc.get_freeze_count() > 0
         assert gc.get_threshold() == (process.GC_GEN0_THRESHOLD, 10, 10)
         settings = process.process_settings()
         assert settings["gc_frozen_objects"] == frozen
