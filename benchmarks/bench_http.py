@@ -4,8 +4,10 @@ Systems: ``litserve`` (LitServe serving the giant, vgg, with its own dynamic bat
 is below), ``giant-only`` (``hybridserve serve`` with a one-model chain: vgg) and ``cascade-ap``
 (``hybridserve serve`` with the tuned AP policy). Every system gets the same closed-loop client
 (``hybridserve.bench.httpload``: kept-alive connections, one real fashion-mnist test image per
-request, answers checked against the label); hybridserve is loaded with JSON bodies and with
-binary ones (KServe v2 binary tensors, ``.npy``), LitServe with JSON (its API takes JSON).
+request, answers checked against the label, every request encoded before the load starts);
+hybridserve is loaded with JSON bodies and with binary ones (KServe v2 binary tensors in the
+images' own UINT8 with binary outputs, ``.npy``; ``--kinds`` also takes ``v2json`` and
+``v2bin-f32``), LitServe with JSON (its API takes JSON).
 
 All servers start first and then take turns, round after round, so drift on a shared machine
 hits every system alike; the servers not being measured are paused (SIGSTOP) so their idle loops
@@ -37,6 +39,7 @@ import numpy as np
 import psutil
 
 from hybridserve.bench.httpload import (
+    KINDS,
     ServerProcess,
     env_with_src,
     free_port,
@@ -238,7 +241,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/qs"))
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
-    parser.add_argument("--kinds", nargs="+", default=list(HYBRID_KINDS), choices=HYBRID_KINDS)
+    hybrid = [k for k in KINDS if k != "lit"]
+    parser.add_argument("--kinds", nargs="+", default=list(HYBRID_KINDS), choices=hybrid)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--warmup-s", type=float, default=3.0)
     parser.add_argument("--duration-s", type=float, default=15.0)

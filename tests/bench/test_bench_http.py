@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 import psutil
 import pytest
 import uvicorn
@@ -77,7 +78,7 @@ def _labels(port: int, x: np.ndarray) -> np.ndarray:
     )
 
 
-@pytest.mark.parametrize("kind", ["json", "v2bin", "npy"])
+@pytest.mark.parametrize("kind", ["json", "v2json", "v2bin", "v2bin-f32", "npy"])
 def test_client_loads_a_real_server_and_checks_every_answer(kind: str) -> None:
     x = make_inputs(12)
     with tiny_server() as server:
@@ -142,6 +143,21 @@ def test_label_readers_and_request_framing() -> None:
     assert make_request("lit", x).startswith(b"POST /predict ")
     assert label_of("lit")(b'{"label": 3}') == 3
     assert label_of("json")(b'{"answers": [{"label": 2}]}') == 2
+    # a v2 binary request carries the images' own datatype and asks for binary outputs
+    length = int(head.split(b"Inference-Header-Content-Length: ")[1].split(b"\r\n")[0])
+    header = orjson.loads(body[:length])
+    assert len(body) == length + x.size  # one byte a pixel
+    assert header["inputs"][0]["datatype"] == "UINT8"
+    assert header["parameters"] == {"binary_data_output": True}
+    assert b'"datatype":"FP32"' in make_request("v2bin-f32", x, "fam")
+    outputs = [
+        {"name": "label", "datatype": "INT64", "shape": [1], "parameters": {"binary_data_size": 8}},
+        {"name": "model", "datatype": "BYTES", "shape": [1], "data": ["m"]},
+    ]
+    reply_head = orjson.dumps({"outputs": outputs})
+    reply = reply_head + (7).to_bytes(8, "little", signed=True)
+    assert label_of("v2bin")(reply, len(reply_head)) == 7
+    assert label_of("v2bin")(b'{"answers": [{"label": 4}]}') == 4  # a JSON answer
     with pytest.raises(ValueError, match="unknown body kind"):
         make_request("xml", x)
 
