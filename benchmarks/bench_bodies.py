@@ -24,6 +24,12 @@ from hybridserve.bench.httpload import KINDS, closed_loop, label_of, make_reques
 from hybridserve.models import load_family
 
 
+def _main_thread_cpu_s(proc: psutil.Process) -> float:
+    """CPU seconds of the server's main thread: uvicorn's event loop."""
+    main = next(t for t in proc.threads() if t.id == proc.pid)
+    return float(main.user_time + main.system_time)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", action="append", required=True, help="PORT:PID, repeatable")
@@ -56,6 +62,7 @@ def main() -> None:
                         warmup_s=args.warmup_s,
                         duration_s=args.seconds,
                         cpu_s=lambda proc=proc: sum(proc.cpu_times()[:2]),
+                        loop_cpu_s=lambda proc=proc: _main_thread_cpu_s(proc),
                     )
                 )
                 row = {"round": r, "server": server, "kind": kind, **stats.summary()}

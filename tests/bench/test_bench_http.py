@@ -36,6 +36,7 @@ FIELDS = {
     "p50_ms",
     "p99_ms",
     "server_cpu_ms_per_request",
+    "loop_cpu_ms_per_request",
 }
 
 
@@ -214,3 +215,28 @@ def test_the_table_takes_medians_over_rounds_and_ratios_against_litserve() -> No
     assert table[1]["server_cpu_ms_per_request"] is None
     assert bench.ratios(table) == {"giant-only/json vs litserve": 250.0 / 150.0}
     assert bench.ratios(table[1:]) == {}  # no LitServe row, no ratio
+
+
+def test_formats_are_compared_with_json_inside_each_round() -> None:
+    bench = _bench_module()
+
+    def row(r: int, kind: str, rps: float, cpu: float) -> dict[str, Any]:
+        return {
+            "round": r,
+            "system": "cascade-ap",
+            "kind": kind,
+            "requests_per_s": rps,
+            "server_cpu_ms_per_request": cpu,
+            "loop_cpu_ms_per_request": None,
+        }
+
+    # the machine was twice as fast in round 1: the per-round ratios do not see it
+    rows = [row(0, "json", 100.0, 1.0), row(0, "npy", 120.0, 0.8)]
+    rows += [row(1, "json", 200.0, 0.5), row(1, "npy", 240.0, 0.4), row(1, "v2bin", 300.0, 0.3)]
+    rows.append({**row(0, "lit", 50.0, 2.0), "system": "litserve"})
+    out = bench.against_json(rows)
+    assert set(out) == {"cascade-ap/npy vs json", "cascade-ap/v2bin vs json"}
+    assert out["cascade-ap/npy vs json"] == pytest.approx(
+        {"requests_per_s": 1.2, "server_cpu_ms_per_request": 0.8}
+    )
+    assert out["cascade-ap/v2bin vs json"]["requests_per_s"] == pytest.approx(1.5)

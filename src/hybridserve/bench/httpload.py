@@ -156,6 +156,9 @@ class LoadStats:
     latencies_s: list[float] = field(default_factory=list)
     #: CPU seconds the server's process tree spent in the window (None: not metered)
     server_cpu_s: float | None = None
+    #: CPU seconds of the server's main thread (its event loop: HTTP, bodies, engine hand-off;
+    #: not the models) in the window (None: not metered)
+    loop_cpu_s: float | None = None
 
     @property
     def rps(self) -> float:
@@ -166,6 +169,9 @@ class LoadStats:
             return None
         return float(np.percentile(np.asarray(self.latencies_s), q)) * 1000.0
 
+    def _per_request_ms(self, cpu_s: float | None) -> float | None:
+        return 1000.0 * cpu_s / self.ok if cpu_s is not None and self.ok else None
+
     def summary(self) -> dict[str, Any]:
         return {
             "requests_per_s": self.rps,
@@ -175,11 +181,8 @@ class LoadStats:
             "error_statuses": dict(self.statuses),
             "p50_ms": self.percentile_ms(50),
             "p99_ms": self.percentile_ms(99),
-            "server_cpu_ms_per_request": (
-                1000.0 * self.server_cpu_s / self.ok
-                if self.server_cpu_s is not None and self.ok
-                else None
-            ),
+            "server_cpu_ms_per_request": self._per_request_ms(self.server_cpu_s),
+            "loop_cpu_ms_per_request": self._per_request_ms(self.loop_cpu_s),
         }
 
 
@@ -268,12 +271,14 @@ async def closed_loop(
     warmup_s: float,
     duration_s: float,
     cpu_s: Callable[[], float] | None = None,
+    loop_cpu_s: Callable[[], float] | None = None,
     grace_s: float = 30.0,
 ) -> LoadStats:
     """``clients`` connections loading the server on ``port`` for ``warmup_s + duration_s``.
 
     Only requests sent and answered in the last ``duration_s`` count; ``cpu_s`` (the server's
-    CPU seconds so far) is read when that window opens and closes. Requests still open
+    CPU seconds so far) and ``loop_cpu_s`` (its event loop thread's) are read when that window
+    opens and closes. Requests still open
     ``grace_s`` after the end are abandoned.
     """
     if clients < 1 or duration_s <= 0 or warmup_s < 0:
@@ -286,9 +291,12 @@ async def closed_loop(
     ]
     await asyncio.sleep(max(0.0, window.start_s - time.perf_counter()))
     cpu0 = cpu_s() if cpu_s is not None else 0.0
+    loop0 = loop_cpu_s() if loop_cpu_s is not None else 0.0
     await asyncio.sleep(max(0.0, window.end_s - time.perf_counter()))
     if cpu_s is not None:
         window.stats.server_cpu_s = cpu_s() - cpu0
+    if loop_cpu_s is not None:
+        window.stats.loop_cpu_s = loop_cpu_s() - loop0
     _, pending = await asyncio.wait(tasks, timeout=window.end_s - time.perf_counter() + grace_s)
     for task in pending:
         task.cancel()
@@ -361,6 +369,14 @@ class ServerProcess:
             total += t.user + t.system
         return total
 
+    def loop_cpu_s(self) -> float:
+        """User + system CPU seconds of the server's main thread (uvicorn's event loop)."""
+        try:
+            main = next(t for t in self._ps.threads() if t.id == self._ps.pid)
+        except (psutil.NoSuchProcess, StopIteration):
+            return 0.0
+        return float(main.user_time + main.system_time)
+
     def _signal(self, sig: int) -> None:
         for p in self._tree():
             with contextlib.suppress(psutil.NoSuchProcess):
@@ -409,7 +425,8 @@ def measure(
     warmup_s: float,
     duration_s: float,
 ) -> dict[str, Any]:
-    """One turn of closed-loop load on ``server``: the window's stats and server CPU."""
+    """One turn of closed-loop load on ``server``: the window's stats and server CPU (and its
+    event loop's, where the server can tell: ``ServerProcess.loop_cpu_s``)."""
     stats = asyncio.run(
         closed_loop(
             server.port,
@@ -420,6 +437,7 @@ def measure(
             warmup_s=warmup_s,
             duration_s=duration_s,
             cpu_s=server.cpu_s,
+            loop_cpu_s=getattr(server, "loop_cpu_s", None),
         )
     )
     return stats.summary()
