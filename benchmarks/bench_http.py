@@ -10,7 +10,8 @@ images' own UINT8 with binary outputs, ``.npy``; ``--kinds`` also takes ``v2json
 ``v2bin-f32``), LitServe with JSON (its API takes JSON).
 
 All servers start first and then take turns, round after round, so drift on a shared machine
-hits every system alike; the servers not being measured are paused (SIGSTOP) so their idle loops
+hits every system alike (the body formats of one system take turns too, in an order rotated
+every round); the servers not being measured are paused (SIGSTOP) so their idle loops
 take no CPU from the one that is. Server CPU is user + system time of the server's whole process
 tree (LitServe's workers are child processes) in the measured window, per answered request; loop
 CPU is that of the server's main thread alone (uvicorn's event loop: HTTP, body decoding, engine
@@ -221,6 +222,13 @@ def ratios(table: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def in_turn(kinds: list[str], round_index: int) -> list[str]:
+    """The formats in round ``round_index``'s order: rotated every round, so none is always
+    measured first after its server resumes (or always last, as the machine heats up)."""
+    k = round_index % len(kinds)
+    return kinds[k:] + kinds[:k]
+
+
 def against_json(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per hybridserve system and binary format: its req/s, server CPU and loop CPU per request
     over JSON's in the same round, the median over rounds."""
@@ -337,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
                     server = running[name]
                     server.resume()
                     try:
-                        for kind in kinds[name]:
+                        for kind in in_turn(kinds[name], r):
                             out = measure(
                                 server,
                                 requests[kind],

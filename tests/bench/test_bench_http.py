@@ -234,6 +234,12 @@ def test_formats_are_compared_with_json_inside_each_round() -> None:
     rows = [row(0, "json", 100.0, 1.0), row(0, "npy", 120.0, 0.8)]
     rows += [row(1, "json", 200.0, 0.5), row(1, "npy", 240.0, 0.4), row(1, "v2bin", 300.0, 0.3)]
     rows.append({**row(0, "lit", 50.0, 2.0), "system": "litserve"})
+    assert [bench.in_turn(["json", "v2bin", "npy"], r)[0] for r in range(4)] == [
+        "json",
+        "v2bin",
+        "npy",
+        "json",
+    ]
     out = bench.against_json(rows)
     assert set(out) == {"cascade-ap/npy vs json", "cascade-ap/v2bin vs json"}
     assert out["cascade-ap/npy vs json"] == pytest.approx(
