@@ -4,13 +4,20 @@ Systems: ``litserve`` (LitServe serving the giant, vgg, with its own dynamic bat
 is below), ``giant-only`` (``hybridserve serve`` with a one-model chain: vgg) and ``cascade-ap``
 (``hybridserve serve`` with the tuned AP policy). Every system gets the same closed-loop client
 (``hybridserve.bench.httpload``: kept-alive connections, one real fashion-mnist test image per
-request, answers checked against the label); hybridserve is loaded with JSON bodies and with
-binary ones (KServe v2 binary tensors, ``.npy``), LitServe with JSON (its API takes JSON).
+request, answers checked against the label, every request encoded before the load starts);
+hybridserve is loaded with JSON bodies and with binary ones (KServe v2 binary tensors in the
+images' own UINT8 with binary outputs, ``.npy``; ``--kinds`` also takes ``v2json`` and
+``v2bin-f32``), LitServe with JSON (its API takes JSON).
 
 All servers start first and then take turns, round after round, so drift on a shared machine
-hits every system alike; the servers not being measured are paused (SIGSTOP) so their idle loops
+hits every system alike (the body formats of one system take turns too, in an order rotated
+every round); the servers not being measured are paused (SIGSTOP) so their idle loops
 take no CPU from the one that is. Server CPU is user + system time of the server's whole process
-tree (LitServe's workers are child processes) in the measured window, per answered request.
+tree (LitServe's workers are child processes) in the measured window, per answered request; loop
+CPU is that of the server's main thread alone (uvicorn's event loop: HTTP, body decoding, engine
+hand-off, replies; not the models), where the body format makes its difference. Formats are also
+compared inside each round (``vs_json``: a format's req/s and CPU over JSON's in the same round,
+the median over rounds), which a shared machine's drift between rounds does not move.
 
     PYTHONPATH=src python benchmarks/bench_http.py                     # full run
     PYTHONPATH=src python benchmarks/bench_http.py --duration-s 5 --rounds 1   # quick look
@@ -37,6 +44,7 @@ import numpy as np
 import psutil
 
 from hybridserve.bench.httpload import (
+    KINDS,
     ServerProcess,
     env_with_src,
     free_port,
@@ -177,7 +185,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         mine = [r for r in rows if r["system"] == system and r["kind"] == kind]
 
         def med(field: str, mine: list[dict[str, Any]] = mine) -> float | None:
-            values = [r[field] for r in mine if r[field] is not None]
+            values = [r[field] for r in mine if r.get(field) is not None]
             return float(np.median(values)) if values else None
 
         table.append(
@@ -189,6 +197,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "p50_ms": med("p50_ms"),
                 "p99_ms": med("p99_ms"),
                 "server_cpu_ms_per_request": med("server_cpu_ms_per_request"),
+                "loop_cpu_ms_per_request": med("loop_cpu_ms_per_request"),
                 "errors": sum(r["errors"] for r in mine),
                 "wrong_labels": sum(r["wrong_labels"] for r in mine),
                 "ok": sum(r["ok"] for r in mine),
@@ -213,24 +222,66 @@ def ratios(table: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def in_turn(kinds: list[str], round_index: int) -> list[str]:
+    """The formats in round ``round_index``'s order: rotated every round, so none is always
+    measured first after its server resumes (or always last, as the machine heats up)."""
+    k = round_index % len(kinds)
+    return kinds[k:] + kinds[:k]
+
+
+def against_json(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per hybridserve system and binary format: its req/s, server CPU and loop CPU per request
+    over JSON's in the same round, the median over rounds."""
+    out: dict[str, dict[str, list[float]]] = {}
+    fields = ("requests_per_s", "server_cpu_ms_per_request", "loop_cpu_ms_per_request")
+    for row in rows:
+        if row["kind"] in ("json", "lit"):
+            continue
+        base = next(
+            (
+                r
+                for r in rows
+                if (r["system"], r["round"], r["kind"]) == (row["system"], row["round"], "json")
+            ),
+            None,
+        )
+        if base is None:
+            continue
+        key = f"{row['system']}/{row['kind']} vs json"
+        for field in fields:
+            if row.get(field) and base.get(field):
+                ratio = row[field] / base[field]
+                out.setdefault(key, {}).setdefault(field, []).append(ratio)
+    return {
+        key: {field: float(np.median(values)) for field, values in by.items()}
+        for key, by in out.items()
+    }
+
+
 def _fmt(v: float | None, digits: int = 1) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def print_table(table: list[dict[str, Any]], rel: dict[str, float]) -> None:
-    head = f"{'system':<12} {'body':<6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-    head += f"{'cpu ms/req':>10} {'errors':>6} {'wrong':>6}"
+def print_table(
+    table: list[dict[str, Any]], rel: dict[str, float], vs_json: dict[str, dict[str, float]]
+) -> None:
+    head = f"{'system':<12} {'body':<9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+    head += f"{'cpu ms/req':>10} {'loop ms/req':>11} {'errors':>6} {'wrong':>6}"
     print(head)
     print("-" * len(head))
     for r in table:
         print(
-            f"{r['system']:<12} {r['kind']:<6} {_fmt(r['requests_per_s']):>8} "
+            f"{r['system']:<12} {r['kind']:<9} {_fmt(r['requests_per_s']):>8} "
             f"{_fmt(r['p50_ms']):>8} {_fmt(r['p99_ms']):>8} "
-            f"{_fmt(r['server_cpu_ms_per_request'], 2):>10} {r['errors']:>6} "
+            f"{_fmt(r['server_cpu_ms_per_request'], 2):>10} "
+            f"{_fmt(r['loop_cpu_ms_per_request'], 3):>11} {r['errors']:>6} "
             f"{r['wrong_labels']:>6}"
         )
     for name, value in rel.items():
         print(f"{name}: {value:.2f}x")
+    for name, by in vs_json.items():
+        parts = [f"{field.split('_')[0]} {value:.2f}x" for field, value in by.items()]
+        print(f"{name} (median of per-round ratios): {', '.join(parts)}")
 
 
 # ---------------------------------------------------------------------------------- main
@@ -238,7 +289,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/qs"))
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
-    parser.add_argument("--kinds", nargs="+", default=list(HYBRID_KINDS), choices=HYBRID_KINDS)
+    hybrid = [k for k in KINDS if k != "lit"]
+    parser.add_argument("--kinds", nargs="+", default=list(HYBRID_KINDS), choices=hybrid)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--warmup-s", type=float, default=3.0)
     parser.add_argument("--duration-s", type=float, default=15.0)
@@ -293,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
                     server = running[name]
                     server.resume()
                     try:
-                        for kind in kinds[name]:
+                        for kind in in_turn(kinds[name], r):
                             out = measure(
                                 server,
                                 requests[kind],
@@ -310,6 +362,7 @@ def main(argv: list[str] | None = None) -> None:
                         server.pause()
     table = aggregate(rows)
     rel = ratios(table)
+    vs_json = against_json(rows)
     result = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -325,11 +378,12 @@ def main(argv: list[str] | None = None) -> None:
         },
         "table": table,
         "ratios_rps": rel,
+        "vs_json": vs_json,
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print_table(table, rel)
+    print_table(table, rel, vs_json)
     print(f"wrote {args.out}")
 
 

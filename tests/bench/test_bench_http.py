@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 import psutil
 import pytest
 import uvicorn
@@ -35,6 +36,7 @@ FIELDS = {
     "p50_ms",
     "p99_ms",
     "server_cpu_ms_per_request",
+    "loop_cpu_ms_per_request",
 }
 
 
@@ -77,7 +79,7 @@ def _labels(port: int, x: np.ndarray) -> np.ndarray:
     )
 
 
-@pytest.mark.parametrize("kind", ["json", "v2bin", "npy"])
+@pytest.mark.parametrize("kind", ["json", "v2json", "v2bin", "v2bin-f32", "npy"])
 def test_client_loads_a_real_server_and_checks_every_answer(kind: str) -> None:
     x = make_inputs(12)
     with tiny_server() as server:
@@ -142,6 +144,21 @@ def test_label_readers_and_request_framing() -> None:
     assert make_request("lit", x).startswith(b"POST /predict ")
     assert label_of("lit")(b'{"label": 3}') == 3
     assert label_of("json")(b'{"answers": [{"label": 2}]}') == 2
+    # a v2 binary request carries the images' own datatype and asks for binary outputs
+    length = int(head.split(b"Inference-Header-Content-Length: ")[1].split(b"\r\n")[0])
+    header = orjson.loads(body[:length])
+    assert len(body) == length + x.size  # one byte a pixel
+    assert header["inputs"][0]["datatype"] == "UINT8"
+    assert header["parameters"] == {"binary_data_output": True}
+    assert b'"datatype":"FP32"' in make_request("v2bin-f32", x, "fam")
+    outputs = [
+        {"name": "label", "datatype": "INT64", "shape": [1], "parameters": {"binary_data_size": 8}},
+        {"name": "model", "datatype": "BYTES", "shape": [1], "data": ["m"]},
+    ]
+    reply_head = orjson.dumps({"outputs": outputs})
+    reply = reply_head + (7).to_bytes(8, "little", signed=True)
+    assert label_of("v2bin")(reply, len(reply_head)) == 7
+    assert label_of("v2bin")(b'{"answers": [{"label": 4}]}') == 4  # a JSON answer
     with pytest.raises(ValueError, match="unknown body kind"):
         make_request("xml", x)
 
@@ -198,3 +215,34 @@ def test_the_table_takes_medians_over_rounds_and_ratios_against_litserve() -> No
     assert table[1]["server_cpu_ms_per_request"] is None
     assert bench.ratios(table) == {"giant-only/json vs litserve": 250.0 / 150.0}
     assert bench.ratios(table[1:]) == {}  # no LitServe row, no ratio
+
+
+def test_formats_are_compared_with_json_inside_each_round() -> None:
+    bench = _bench_module()
+
+    def row(r: int, kind: str, rps: float, cpu: float) -> dict[str, Any]:
+        return {
+            "round": r,
+            "system": "cascade-ap",
+            "kind": kind,
+            "requests_per_s": rps,
+            "server_cpu_ms_per_request": cpu,
+            "loop_cpu_ms_per_request": None,
+        }
+
+    # the machine was twice as fast in round 1: the per-round ratios do not see it
+    rows = [row(0, "json", 100.0, 1.0), row(0, "npy", 120.0, 0.8)]
+    rows += [row(1, "json", 200.0, 0.5), row(1, "npy", 240.0, 0.4), row(1, "v2bin", 300.0, 0.3)]
+    rows.append({**row(0, "lit", 50.0, 2.0), "system": "litserve"})
+    assert [bench.in_turn(["json", "v2bin", "npy"], r)[0] for r in range(4)] == [
+        "json",
+        "v2bin",
+        "npy",
+        "json",
+    ]
+    out = bench.against_json(rows)
+    assert set(out) == {"cascade-ap/npy vs json", "cascade-ap/v2bin vs json"}
+    assert out["cascade-ap/npy vs json"] == pytest.approx(
+        {"requests_per_s": 1.2, "server_cpu_ms_per_request": 0.8}
+    )
+    assert out["cascade-ap/v2bin vs json"]["requests_per_s"] == pytest.approx(1.5)

@@ -12,6 +12,7 @@ import asyncio
 import io
 import json
 import socket
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,64 @@ def test_bad_inputs_to_a_text_family_are_4xx_naming_the_problem(
             # the server still answers good texts after the refusals
             r = await client.post("/v1/predict", json={"inputs": ["the cat sat"]})
             assert r.status_code == 200, r.text
+
+    asyncio.run(go())
+
+
+def _bytes_body(elements: bytes, shape: list[int], datatype: str = "BYTES") -> tuple[bytes, Any]:
+    """A v2 binary body with one tensor of ``elements`` (already in the binary layout)."""
+    tensor = {
+        "name": "t",
+        "shape": shape,
+        "datatype": datatype,
+        "parameters": {"binary_data_size": len(elements)},
+    }
+    head = json.dumps({"inputs": [tensor]}).encode()
+    headers = {
+        "content-type": "application/octet-stream",
+        "inference-header-content-length": str(len(head)),
+    }
+    return head + elements, headers
+
+
+def _elements(items: list[bytes]) -> bytes:
+    return b"".join(struct.pack("<I", len(b)) + b for b in items)
+
+
+def test_texts_over_binary_bytes_tensors_answer_like_json_and_bad_ones_are_422(
+    workdir: tuple[Path, CascadePolicy], text_yaml: Path, texts: np.ndarray
+) -> None:
+    items = [t.encode() for t in texts.tolist()]
+    one = _elements([b"the cat"])
+    bad: list[tuple[bytes, list[int], str, str]] = [
+        (_elements(items[:2])[:-3], [2], "BYTES", "declares"),
+        (_elements(items[:2]) + b"\0", [2], "BYTES", "bytes left after"),
+        (_elements(items[:2]), [3], "BYTES", "has no 4-byte length"),
+        (one, [1000], "BYTES", "takes at least 4000 bytes"),
+        (_elements([b"\xff\xfe"]), [1], "BYTES", "not UTF-8"),
+        (_elements([b"  "]), [1], "BYTES", "empty text"),
+        (_elements(items[:2]), [2, 1, 1], "BYTES", "[N]"),
+        (np.zeros(2, "<f4").tobytes(), [2], "FP32", "BYTES"),
+    ]
+    engine = _engine(workdir, text_yaml)
+
+    async def go() -> None:
+        async with engine, app_client(engine) as client:
+            tensor = {"name": "t", "shape": [len(items)], "datatype": "BYTES"}
+            want = await client.post(INFER, json={"inputs": [{**tensor, "data": texts.tolist()}]})
+            body, headers = _bytes_body(_elements(items), [len(items)])
+            r = await client.post(INFER, content=body, headers=headers)
+            assert r.status_code == 200, r.text
+            assert [a["label"] for a in r.json()["answers"]] == [
+                a["label"] for a in want.json()["answers"]
+            ]
+            body, headers = _bytes_body(_elements(items), [len(items), 1])  # [N, 1] too
+            assert (await client.post(INFER, content=body, headers=headers)).status_code == 200
+            for elements, shape, datatype, message in bad:
+                body, headers = _bytes_body(elements, shape, datatype)
+                r = await client.post(INFER, content=body, headers=headers)
+                assert r.status_code == 422, (message, r.text)
+                assert message in r.json()["error"], (message, r.text)
 
     asyncio.run(go())
 

@@ -28,12 +28,33 @@ import numpy.typing as npt
 import orjson
 import psutil
 
-#: Body formats of ``hybridserve serve`` (``json``: /v1/predict nested lists; ``v2bin``: KServe
-#: v2 binary tensor; ``npy``: /v1/predict ``application/x-npy``) and of the LitServe API (``lit``).
-KINDS = ("json", "v2bin", "npy", "lit")
+#: Body formats of ``hybridserve serve`` (``json``: /v1/predict nested lists; ``v2json``: KServe
+#: v2 JSON tensor; ``v2bin``: KServe v2 binary tensor in the images' own datatype, binary outputs
+#: asked for; ``v2bin-f32``: the same with FP32 values; ``npy``: /v1/predict
+#: ``application/x-npy``) and of the LitServe API (``lit``).
+KINDS = ("json", "v2json", "v2bin", "v2bin-f32", "npy", "lit")
+#: The v2 datatype of each numpy dtype a binary tensor can carry.
+_DATATYPES = {
+    "bool": "BOOL",
+    "uint8": "UINT8",
+    "uint16": "UINT16",
+    "uint32": "UINT32",
+    "uint64": "UINT64",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "float16": "FP16",
+    "float32": "FP32",
+    "float64": "FP64",
+}
 
-#: Reads the predicted label out of a 200 answer's body.
-LabelOf = Callable[[bytes], int]
+
+class LabelOf(Protocol):
+    """Reads the predicted label out of a 200 answer's body (``header_length``: the answer's
+    ``Inference-Header-Content-Length``, for a binary one)."""
+
+    def __call__(self, payload: bytes, header_length: int | None = None) -> int: ...
 
 
 def _http_request(path: str, media: str, body: bytes, extra: dict[str, str] | None = None) -> bytes:
@@ -45,8 +66,29 @@ def _http_request(path: str, media: str, body: bytes, extra: dict[str, str] | No
     return head.encode() + body
 
 
+def _v2_binary(x: npt.NDArray[Any], family: str) -> bytes:
+    datatype = _DATATYPES.get(x.dtype.name)
+    if datatype is None:
+        x, datatype = x.astype(np.float32), "FP32"
+    raw = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("<")).tobytes()
+    tensor = {
+        "name": "input",
+        "shape": list(x.shape),
+        "datatype": datatype,
+        "parameters": {"binary_data_size": len(raw)},
+    }
+    head = orjson.dumps({"inputs": [tensor], "parameters": {"binary_data_output": True}})
+    length = {"Inference-Header-Content-Length": str(len(head))}
+    path = f"/v2/models/{family}/infer"
+    return _http_request(path, "application/octet-stream", head + raw, length)
+
+
 def make_request(kind: str, x: npt.NDArray[Any], family: str = "fashion-mnist") -> bytes:
-    """The whole HTTP request (head and body) carrying the batch ``x`` in the ``kind`` format."""
+    """The whole HTTP request (head and body) carrying the batch ``x`` in the ``kind`` format.
+
+    Built once per input before the load starts, so encoding costs the client nothing while
+    it measures, whatever the format.
+    """
     if kind == "json":
         return _http_request(
             "/v1/predict", "application/json", orjson.dumps({"inputs": x.tolist()})
@@ -57,27 +99,49 @@ def make_request(kind: str, x: npt.NDArray[Any], family: str = "fashion-mnist") 
         buf = io.BytesIO()
         np.save(buf, x)
         return _http_request("/v1/predict", "application/x-npy", buf.getvalue())
+    if kind == "v2json":
+        datatype = _DATATYPES.get(x.dtype.name, "FP32")
+        tensor = {"name": "input", "shape": list(x.shape), "datatype": datatype}
+        body = orjson.dumps({"inputs": [{**tensor, "data": x.ravel().tolist()}]})
+        return _http_request(f"/v2/models/{family}/infer", "application/json", body)
     if kind == "v2bin":
-        raw = np.ascontiguousarray(x, dtype="<f4").tobytes()
-        tensor = {
-            "name": "input",
-            "shape": list(x.shape),
-            "datatype": "FP32",
-            "parameters": {"binary_data_size": len(raw)},
-        }
-        head = orjson.dumps({"inputs": [tensor]})
-        length = {"Inference-Header-Content-Length": str(len(head))}
-        path = f"/v2/models/{family}/infer"
-        return _http_request(path, "application/octet-stream", head + raw, length)
+        return _v2_binary(x, family)
+    if kind == "v2bin-f32":
+        return _v2_binary(x.astype(np.float32), family)
     raise ValueError(f"unknown body kind {kind!r}: expected one of {list(KINDS)}")
+
+
+def _lit_label(payload: bytes, header_length: int | None = None) -> int:
+    return int(orjson.loads(payload)["label"])
+
+
+def _answers_label(payload: bytes, header_length: int | None = None) -> int:
+    # /v1/predict and the v2 infer route's JSON answers both carry ``answers``
+    return int(orjson.loads(payload)["answers"][0]["label"])
+
+
+def _binary_label(payload: bytes, header_length: int | None = None) -> int:
+    """The first ``label`` of a v2 answer with binary outputs (JSON if the server sent JSON)."""
+    if header_length is None:
+        return _answers_label(payload)
+    offset = header_length
+    for out in orjson.loads(payload[:header_length])["outputs"]:
+        size = out.get("parameters", {}).get("binary_data_size")
+        if out["name"] == "label":
+            if size is None:
+                return int(out["data"][0])
+            return int.from_bytes(payload[offset : offset + 8], "little", signed=True)
+        offset += size or 0
+    raise ValueError("the answer has no label output")
 
 
 def label_of(kind: str) -> LabelOf:
     """How to read the label from a ``kind`` request's answer."""
     if kind == "lit":
-        return lambda payload: int(orjson.loads(payload)["label"])
-    # /v1/predict and the v2 infer route both carry ``answers``
-    return lambda payload: int(orjson.loads(payload)["answers"][0]["label"])
+        return _lit_label
+    if kind.startswith("v2bin"):
+        return _binary_label
+    return _answers_label
 
 
 @dataclass
@@ -92,6 +156,9 @@ class LoadStats:
     latencies_s: list[float] = field(default_factory=list)
     #: CPU seconds the server's process tree spent in the window (None: not metered)
     server_cpu_s: float | None = None
+    #: CPU seconds of the server's main thread (its event loop: HTTP, bodies, engine hand-off;
+    #: not the models) in the window (None: not metered)
+    loop_cpu_s: float | None = None
 
     @property
     def rps(self) -> float:
@@ -102,6 +169,9 @@ class LoadStats:
             return None
         return float(np.percentile(np.asarray(self.latencies_s), q)) * 1000.0
 
+    def _per_request_ms(self, cpu_s: float | None) -> float | None:
+        return 1000.0 * cpu_s / self.ok if cpu_s is not None and self.ok else None
+
     def summary(self) -> dict[str, Any]:
         return {
             "requests_per_s": self.rps,
@@ -111,11 +181,8 @@ class LoadStats:
             "error_statuses": dict(self.statuses),
             "p50_ms": self.percentile_ms(50),
             "p99_ms": self.percentile_ms(99),
-            "server_cpu_ms_per_request": (
-                1000.0 * self.server_cpu_s / self.ok
-                if self.server_cpu_s is not None and self.ok
-                else None
-            ),
+            "server_cpu_ms_per_request": self._per_request_ms(self.server_cpu_s),
+            "loop_cpu_ms_per_request": self._per_request_ms(self.loop_cpu_s),
         }
 
 
@@ -141,14 +208,19 @@ class _Window:
             stats.statuses[status] = stats.statuses.get(status, 0) + 1
 
 
-async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes, int | None]:
+    """Status, body, and the ``Inference-Header-Content-Length`` of a binary answer."""
     status = int((await reader.readline()).split()[1])
     length = 0
+    header_length: int | None = None
     while (line := await reader.readline()) not in (b"\r\n", b""):
         name, _, value = line.partition(b":")
-        if name.lower() == b"content-length":
+        name = name.lower()
+        if name == b"content-length":
             length = int(value)
-    return status, await reader.readexactly(length)
+        elif name == b"inference-header-content-length":
+            header_length = int(value)
+    return status, await reader.readexactly(length), header_length
 
 
 async def _client(
@@ -172,9 +244,9 @@ async def _client(
                 conn = await asyncio.open_connection("127.0.0.1", port)
             reader, writer = conn
             writer.write(requests[i])
-            code, payload = await _read_answer(reader)
+            code, payload, header_length = await _read_answer(reader)
             if code == 200:
-                correct = parse(payload) == int(labels[i])
+                correct = parse(payload, header_length) == int(labels[i])
             else:
                 status = str(code)
         except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as err:
@@ -199,12 +271,14 @@ async def closed_loop(
     warmup_s: float,
     duration_s: float,
     cpu_s: Callable[[], float] | None = None,
+    loop_cpu_s: Callable[[], float] | None = None,
     grace_s: float = 30.0,
 ) -> LoadStats:
     """``clients`` connections loading the server on ``port`` for ``warmup_s + duration_s``.
 
     Only requests sent and answered in the last ``duration_s`` count; ``cpu_s`` (the server's
-    CPU seconds so far) is read when that window opens and closes. Requests still open
+    CPU seconds so far) and ``loop_cpu_s`` (its event loop thread's) are read when that window
+    opens and closes. Requests still open
     ``grace_s`` after the end are abandoned.
     """
     if clients < 1 or duration_s <= 0 or warmup_s < 0:
@@ -217,9 +291,12 @@ async def closed_loop(
     ]
     await asyncio.sleep(max(0.0, window.start_s - time.perf_counter()))
     cpu0 = cpu_s() if cpu_s is not None else 0.0
+    loop0 = loop_cpu_s() if loop_cpu_s is not None else 0.0
     await asyncio.sleep(max(0.0, window.end_s - time.perf_counter()))
     if cpu_s is not None:
         window.stats.server_cpu_s = cpu_s() - cpu0
+    if loop_cpu_s is not None:
+        window.stats.loop_cpu_s = loop_cpu_s() - loop0
     _, pending = await asyncio.wait(tasks, timeout=window.end_s - time.perf_counter() + grace_s)
     for task in pending:
         task.cancel()
@@ -292,6 +369,14 @@ class ServerProcess:
             total += t.user + t.system
         return total
 
+    def loop_cpu_s(self) -> float:
+        """User + system CPU seconds of the server's main thread (uvicorn's event loop)."""
+        try:
+            main = next(t for t in self._ps.threads() if t.id == self._ps.pid)
+        except (psutil.NoSuchProcess, StopIteration):
+            return 0.0
+        return float(main.user_time + main.system_time)
+
     def _signal(self, sig: int) -> None:
         for p in self._tree():
             with contextlib.suppress(psutil.NoSuchProcess):
@@ -340,7 +425,8 @@ def measure(
     warmup_s: float,
     duration_s: float,
 ) -> dict[str, Any]:
-    """One turn of closed-loop load on ``server``: the window's stats and server CPU."""
+    """One turn of closed-loop load on ``server``: the window's stats and server CPU (and its
+    event loop's, where the server can tell: ``ServerProcess.loop_cpu_s``)."""
     stats = asyncio.run(
         closed_loop(
             server.port,
@@ -351,6 +437,7 @@ def measure(
             warmup_s=warmup_s,
             duration_s=duration_s,
             cpu_s=server.cpu_s,
+            loop_cpu_s=getattr(server, "loop_cpu_s", None),
         )
     )
     return stats.summary()

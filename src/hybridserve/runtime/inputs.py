@@ -46,6 +46,10 @@ def check_batch(
     n = arr.shape[0]
     check_count(n, max_batch_size)
     out = np.ascontiguousarray(arr, dtype=np.float32)
+    if not out.flags.writeable:
+        # a float32 view of a request body (binary bodies are not copied on the way in):
+        # the models get memory of their own, which torch also wants writable
+        out = out.copy()
     bounds = None if input_range is None else (float(input_range[0]), float(input_range[1]))
     if arr.dtype.kind in "biu" and _holds_dtype(bounds, arr.dtype):
         return out  # integers are finite, and every value of this type is in range

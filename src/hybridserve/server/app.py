@@ -16,7 +16,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,22 +26,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import hybridserve
 from hybridserve.errors import HybridServeError
-from hybridserve.runtime.answers import answer_dicts
 from hybridserve.runtime.contract import ServingEngine
-from hybridserve.runtime.errors import (
-    BatchFailedError,
-    DeadlineExceededError,
-    EngineClosedError,
-    InvalidInputError,
-    QueueFullError,
-    ServingError,
-)
-from hybridserve.server.decode import predict_inputs, v2_tensor, v2_texts
-from hybridserve.server.fastroute import BodyRoute, FastJSONResponse
+from hybridserve.runtime.errors import EngineClosedError, ServingError
+from hybridserve.server import replies
+from hybridserve.server.binroute import BinaryRoutes
+from hybridserve.server.errors import error_reply
+from hybridserve.server.fastroute import BodyRoute
 from hybridserve.server.feedback_route import install_feedback_route
 from hybridserve.server.frontdoor import FrontDoor
 from hybridserve.server.metrics import ServerMetrics
 from hybridserve.server.openapi import (
+    BINARY_REPLY,
     INFERENCE,
     NOT_READY,
     install_examples,
@@ -50,6 +44,7 @@ from hybridserve.server.openapi import (
     responses,
 )
 from hybridserve.server.policy_route import install_drift, install_policy_routes
+from hybridserve.server.replies import Reply
 from hybridserve.server.schemas import (
     InferRequest,
     InferResponse,
@@ -135,20 +130,8 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def _validation_message(err: RequestValidationError) -> tuple[int, str]:
-    problems = []
-    for e in err.errors():
-        if e.get("type") == "json_invalid":
-            ctx = e.get("ctx", {}).get("error", "")
-            return 400, f"malformed JSON: {ctx}".rstrip(": ")
-        loc = [str(p) for p in e.get("loc", ()) if p != "body"]
-        where = ".".join(loc) or "body"
-        msg = "unknown field" if e.get("type") == "extra_forbidden" else e.get("msg", "invalid")
-        problems.append(f"{where}: {msg}")
-    if not problems:
-        return 400, "malformed request body"
-    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-    return 422, "; ".join(problems[:3]) + more
+def _reply(reply: Reply) -> Response:
+    return Response(reply.body, media_type=reply.media_type, headers=reply.headers)
 
 
 def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> FastAPI:
@@ -193,32 +176,14 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
 
     # ------------------------------------------------------------------ errors
     @app.exception_handler(RequestValidationError)
-    async def _on_validation(_: Request, err: RequestValidationError) -> JSONResponse:
-        status, message = _validation_message(err)
-        return _error(status, message)
-
     @app.exception_handler(StarletteHTTPException)
-    async def _on_http(_: Request, err: StarletteHTTPException) -> JSONResponse:
-        return _error(err.status_code, str(err.detail), getattr(err, "headers", None))
-
     @app.exception_handler(HybridServeError)
-    async def _on_user_error(_: Request, err: HybridServeError) -> JSONResponse:
-        return _error(422 if isinstance(err, InvalidInputError) else 400, str(err))
-
     @app.exception_handler(ServingError)
-    async def _on_serving(_: Request, err: ServingError) -> JSONResponse:
-        if isinstance(err, (QueueFullError, EngineClosedError)):
-            return _error(503, str(err), retry)
-        if isinstance(err, DeadlineExceededError):
-            return _error(504, str(err))
-        if isinstance(err, BatchFailedError):
-            return _error(500, str(err))
-        return _error(500, f"serving failed: {err}")
-
     @app.exception_handler(Exception)
-    async def _on_bug(_: Request, err: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return _error(500, f"internal error ({type(err).__name__})")
+    async def _on_error(_: Request, err: Exception) -> JSONResponse:
+        # one mapping for every route, the raw binary ones included (server/errors.py)
+        status, message, headers = error_reply(err, settings.retry_after_s)
+        return _error(status, message, headers)
 
     def _model(name: str) -> ServingEngine:
         eng = holder.engine
@@ -230,7 +195,8 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
         return holder.serving()
 
     # ------------------------------------------------------------------ inference
-    # BodyRoute: orjson, .npy and v2 binary bodies; the declared body model stays the schema
+    # BodyRoute: orjson and pydantic-core for JSON bodies; the declared body model stays the
+    # schema. Binary bodies never reach these routes: BinaryRoutes (server/binroute.py) answers.
     app.router.route_class = BodyRoute
 
     @app.post(
@@ -241,73 +207,17 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
         summary="Answer a batch of inputs (nested lists, base64 PNGs, or texts)",
     )
     async def predict(body: PredictRequest) -> Response:
-        eng = holder.serving()
-        x: Any
-        if eng.family.input_kind == "text":
-            x = body.inputs  # strings: the engine checks each (non-empty, length)
-        else:
-            shape = eng.family.input_shape
-            x = await predict_inputs(body.inputs, shape, eng.config.max_batch_size)
-        result = await eng.predict_result(x)
-        answers = answer_dicts(result, eng.family.label_names)
-        version = result.policy_version
-        out: dict[str, object] = {
-            "model": eng.family.name,
-            "answers": answers,
-            "policy_version": version,
-        }
-        if result.request_id is not None:  # drift handling on: the id feedback names
-            out["id"] = result.request_id
-        return FastJSONResponse(out)
+        return _reply(await replies.predict_reply(holder.serving(), body.inputs))
 
     @app.post(
         "/v2/models/{model_name}/infer",
         response_model=InferResponse,
-        responses=responses(*INFERENCE, 404, token=token),
+        responses=responses(*INFERENCE, 404, token=token, extra=BINARY_REPLY),
         dependencies=auth,
         summary="KServe v2 inference (JSON tensors, batch dimension first)",
     )
     async def infer(model_name: str, body: InferRequest) -> Response:
-        eng = _model(model_name)
-        if len(body.inputs) != 1:
-            raise InvalidInputError(
-                f"inputs: expected exactly one input tensor, got {len(body.inputs)}"
-            )
-        tensor, limit = body.inputs[0], eng.config.max_batch_size
-        x: Any
-        if eng.family.input_kind == "text":
-            x = v2_texts(tensor, limit)
-        else:
-            x = v2_tensor(tensor, eng.family.input_shape, limit)
-        result = await eng.predict_result(x)
-        answers = answer_dicts(result, eng.family.label_names)
-        n = [len(answers)]
-        outputs = [
-            {"name": "label", "datatype": "INT64", "shape": n, "data": result.labels},
-            {
-                "name": "label_name",
-                "datatype": "BYTES",
-                "shape": n,
-                "data": [a["label_name"] for a in answers],
-            },
-            {"name": "confidence", "datatype": "FP64", "shape": n, "data": result.confidence},
-            {
-                "name": "model",
-                "datatype": "BYTES",
-                "shape": n,
-                "data": [a["model"] for a in answers],
-            },
-        ]
-        return FastJSONResponse(
-            {
-                "model_name": eng.family.name,
-                "id": body.id,
-                "outputs": outputs,
-                "answers": answers,
-                "policy_version": result.policy_version,
-                **({"request_id": result.request_id} if result.request_id is not None else {}),
-            }
-        )
+        return _reply(await replies.infer(_model(model_name), body))
 
     app.router.route_class = APIRoute  # the other routes keep FastAPI's own body handling
 
@@ -396,5 +306,11 @@ def create_app(engine: EngineSource, settings: ServerSettings | None = None) -> 
         predict="/v1/predict",
         infer="/v2/models/{model_name}/infer",
     )
+
+    def engine_for(name: str | None) -> ServingEngine:
+        return holder.serving() if name is None else _model(name)
+
+    # inside the FrontDoor (token, limits, metrics), before FastAPI's own layers
+    app.add_middleware(BinaryRoutes, engine_for=engine_for, retry_after_s=settings.retry_after_s)
     app.add_middleware(FrontDoor, settings=settings, metrics=metrics, overloaded=overloaded)
     return app

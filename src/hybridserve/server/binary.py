@@ -2,7 +2,8 @@
 
 A v2 binary body (``Inference-Header-Content-Length: N``) is N bytes of the JSON inference
 request, then the raw little-endian bytes of every input whose ``parameters`` carry
-``binary_data_size``, in input order, as Triton and KServe accept. Framing errors (a length header
+``binary_data_size``, in input order, as Triton and KServe accept (a ``BYTES`` element is a 4-byte
+little-endian length and then its bytes: text families take them). Framing errors (a length header
 that is not a number or points past the body, bytes missing or left over) are 400; a tensor whose
 bytes do not match its shape and datatype is 422. Everything is checked against the header's
 declared sizes before any array is built.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 from typing import Any
 
 import numpy as np
@@ -106,8 +108,8 @@ def tensor_bytes(
 ) -> npt.NDArray[Any]:
     """A flat array of the little-endian values in ``raw``, which must hold exactly ``shape``.
 
-    A copy in native byte order: a view would be read-only (the body is ``bytes``), which torch
-    warns about when the batch reaches a model.
+    A read-only view of the body where the machine is little-endian (no copy: the engine's
+    checks make the float32 batch the models get, writable, in one pass).
     """
     if any(d < 0 for d in shape):
         raise InvalidInputError(f"{where}.shape: expected non-negative sizes, got {shape}")
@@ -120,15 +122,75 @@ def tensor_bytes(
     if dtype.kind == "b" and len(raw) and np.frombuffer(raw, np.uint8).max() > 1:
         # a BOOL element is one byte, 0 or 1: anything else is not a boolean
         raise InvalidInputError(f"{where}: BOOL tensor holds bytes other than 0 and 1")
-    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype)
+    return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False)
 
 
-def npy_batch(raw: bytes) -> npt.NDArray[Any]:
-    """The array of a ``.npy`` body (numbers only: pickled objects are refused).
+#: A BYTES element's length prefix: 4 bytes, little-endian.
+_LENGTH = struct.Struct("<I")
 
-    The header's shape and dtype are checked against the bytes that follow before any array is
-    made: ``np.load`` would allocate whatever a 100-byte body declares.
-    """
+
+def bytes_elements(raw: memoryview, shape: list[int], where: str) -> list[bytes]:
+    """The elements of a binary ``BYTES`` tensor: each is a 4-byte little-endian length and
+    then that many bytes, and ``raw`` must hold exactly ``shape``'s count of them."""
+    if any(d < 0 for d in shape):
+        raise InvalidInputError(f"{where}.shape: expected non-negative sizes, got {shape}")
+    count = math.prod(shape)
+    if count * _LENGTH.size > len(raw):
+        # checked before anything is read: a small body cannot declare a huge count
+        raise InvalidInputError(
+            f"{where}: shape {shape} of BYTES takes at least {count * _LENGTH.size} bytes "
+            f"(a 4-byte length per element), but binary_data_size is {len(raw)}"
+        )
+    items: list[bytes] = []
+    offset = 0
+    for i in range(count):
+        if offset + _LENGTH.size > len(raw):
+            raise InvalidInputError(
+                f"{where}: BYTES element {i} has no 4-byte length "
+                f"({len(raw) - offset} bytes of the tensor left)"
+            )
+        (size,) = _LENGTH.unpack_from(raw, offset)
+        offset += _LENGTH.size
+        if offset + size > len(raw):
+            raise InvalidInputError(
+                f"{where}: BYTES element {i} declares {size} bytes, "
+                f"but {len(raw) - offset} are left in the tensor"
+            )
+        items.append(bytes(raw[offset : offset + size]))
+        offset += size
+    if offset != len(raw):
+        raise InvalidInputError(
+            f"{where}: {len(raw) - offset} bytes left after the {count} BYTES elements "
+            f"of shape {shape}"
+        )
+    return items
+
+
+#: Parsed ``.npy`` headers by their bytes: a client sends the same few over and over, and
+#: parsing one (``ast.literal_eval``) cost more than the rest of the body's decoding.
+_NPY_HEADERS: dict[bytes, tuple[tuple[int, ...], bool, np.dtype[Any]]] = {}
+_NPY_HEADERS_MAX = 256
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _cached_header(raw: bytes) -> tuple[tuple[int, ...], bool, np.dtype[Any], int] | None:
+    """A header seen before: its shape, order, dtype and where the data starts."""
+    if len(raw) < 12 or raw[:6] != _NPY_MAGIC:
+        return None
+    if raw[6] == 1:
+        end = 10 + int.from_bytes(raw[8:10], "little")
+    elif raw[6] == 2:
+        end = 12 + int.from_bytes(raw[8:12], "little")
+    else:
+        return None
+    if end > len(raw):
+        return None  # numpy's reader says what is wrong
+    hit = _NPY_HEADERS.get(raw[:end])
+    return None if hit is None else (*hit, end)
+
+
+def _read_header(raw: bytes) -> tuple[tuple[int, ...], bool, np.dtype[Any], int]:
+    """Shape, order, dtype and data offset of a ``.npy`` body, read by numpy."""
     fp = io.BytesIO(raw)
     try:
         version = npy_format.read_magic(fp)
@@ -140,9 +202,23 @@ def npy_batch(raw: bytes) -> npt.NDArray[Any]:
             raise ValueError(f"format version {version} (numeric arrays are 1.0 or 2.0)")
     except (ValueError, OSError, EOFError) as err:
         raise MalformedBodyError(f"not a readable .npy body ({err})") from err
+    end = fp.tell()
+    if len(_NPY_HEADERS) < _NPY_HEADERS_MAX:
+        _NPY_HEADERS[raw[:end]] = (shape, fortran, dtype)
+    return shape, fortran, dtype, end
+
+
+def npy_batch(raw: bytes) -> npt.NDArray[Any]:
+    """The array of a ``.npy`` body (numbers only: pickled objects are refused).
+
+    The header's shape and dtype are checked against the bytes that follow before any array is
+    made: ``np.load`` would allocate whatever a 100-byte body declares. The array is a
+    read-only view of the body (the engine's checks make the models' float32 copy).
+    """
+    shape, fortran, dtype, end = _cached_header(raw) or _read_header(raw)
     if dtype.hasobject or dtype.kind not in "biuf":
         raise InvalidInputError(f"inputs: expected a numeric .npy array, got {dtype}")
-    data = memoryview(raw)[fp.tell() :]
+    data = memoryview(raw)[end:]
     want = math.prod(shape) * dtype.itemsize
     if len(data) != want:
         raise MalformedBodyError(
@@ -150,6 +226,4 @@ def npy_batch(raw: bytes) -> npt.NDArray[Any]:
             f"the body holds {len(data)})"
         )
     arr: npt.NDArray[Any] = np.frombuffer(data, dtype=dtype)
-    # a copy: writable, C order, its own memory (the body is read-only bytes)
-    out: npt.NDArray[Any] = arr.reshape(shape, order="F" if fortran else "C").copy()
-    return out
+    return arr.reshape(shape, order="F" if fortran else "C")

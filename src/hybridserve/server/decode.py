@@ -107,7 +107,13 @@ def v2_tensor(
         )
     dtype = V2_DTYPES[tensor.datatype]
     expected = _check_v2_shape(tensor, input_shape, max_batch_size, where)
-    arr = _array(tensor.data, f"{where}.data")
+    data: Any = tensor.data
+    if isinstance(data, np.ndarray) and data.dtype == dtype and data.size == expected:
+        # binary data: already the datatype's values (``binary.tensor_bytes`` counted them),
+        # so no conversion, range or overflow check applies but float64's fit in float32
+        _check_fits_float32(data, f"{where}.data")
+        return data.reshape(tensor.shape)
+    arr = _array(data, f"{where}.data")
     if arr.size != expected:
         raise InvalidInputError(
             f"{where}: shape {tensor.shape} holds {expected} values, but data has {arr.size}"

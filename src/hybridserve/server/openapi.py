@@ -39,6 +39,16 @@ NOT_READY: dict[int | str, dict[str, Any]] = {
     503: {"model": Readiness, "description": "not ready (warming up, or failed to start)"}
 }
 
+#: A v2 request asking for binary outputs (``parameters.binary_data_output``) is answered with
+#: the binary tensor extension's body rather than JSON.
+BINARY_REPLY: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The answers: JSON, or with binary outputs asked for, the JSON header "
+        "(its length in Inference-Header-Content-Length) then the outputs' little-endian bytes",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
 
 #: What ``POST /v1/policy`` answers besides 200: a policy that does not fit has its own 422.
 POLICY_SWAP: dict[int | str, dict[str, Any]] = {
