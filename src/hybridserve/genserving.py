@@ -5,7 +5,9 @@
 else the policy's); the policy is ``--policy``, else ``WORKDIR/policy-ap.json``; with
 ``--giant-only``, or when the workdir holds no policy yet, the giant serves alone (nothing to
 tune for that). Plans do not place generative models yet: every chain model runs on
-``--device``. Every mismatch is a one-line ``HybridServeError`` (the CLI exits 2).
+``--device`` (in this process on the local backend; in one Ray Serve deployment per chain
+model on the Ray backend, ``backends/ray_genbackend.py``). Every mismatch is a one-line
+``HybridServeError`` (the CLI exits 2).
 """
 
 from __future__ import annotations
@@ -116,6 +118,7 @@ def generative_engine(
     device: str = "cpu",
     max_batch: int = 8,
     max_wait_ms: float = 2.0,
+    iteration_level: bool = False,
 ) -> GenerativeEngine:
     """An unstarted engine for ``target``; loads every chain model's weights on ``device``."""
     spec = resolve_device(device)
@@ -125,4 +128,11 @@ def generative_engine(
     cfg = cfg.model_copy(update={"models": [m for m in cfg.models if m.name in chain]})
     family = build_generative_family(cfg, target.family_path.parent, spec.torch_device)
     policy = target.policy if target.policy is not None else giant_only_policy(family)
-    return GenerativeEngine(policy, family, config, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    return GenerativeEngine(
+        policy,
+        family,
+        config,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        iteration_level=iteration_level,
+    )

@@ -6,6 +6,8 @@ character tokenizer (``models/tiny_lms.py``); nothing is downloaded.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -79,6 +81,34 @@ def policy(threshold: float, temperature: float | None = None) -> CascadePolicy:
         confidence="min",
         task="generate",
     )
+
+
+#: Words the prompts of ``prompts`` are made of.
+WORDS = ("in", "the", "beginning", "god", "created", "heaven", "and", "earth", "was", "void")
+
+
+def prompts(n: int, seed: int = 0) -> list[str]:
+    """``n`` prompts of one to five words, the same for the same seed."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 5))) for _ in range(n)]
+
+
+def median_threshold(family: GenerativeFamily, texts: list[str], max_new_tokens: int = 8) -> float:
+    """A threshold (token temperature 1) that half of ``texts``' small-model scores pass, so
+    both models answer some: the midpoint of the two middle scores, never a tie."""
+    from hybridserve.models.generative import GenerationParams
+
+    params = GenerationParams(max_new_tokens=max_new_tokens)
+
+    async def scores() -> list[float]:
+        config = EngineConfig(warmup=False)
+        async with GenerativeEngine(policy(0.0, 1.0), family, config, max_batch=8) as engine:
+            done = await asyncio.gather(*(engine.complete(p, params) for p in texts))
+        return sorted(c.confidence for c in done)
+
+    got = asyncio.run(scores())
+    mid = len(got) // 2
+    return (got[mid - 1] + got[mid]) / 2
 
 
 def make_engine(

@@ -50,6 +50,10 @@ class ServeOptions(BaseModel):
     decode_batch: int = Field(
         8, ge=1, description="generative families: most prompts one decoding call takes"
     )
+    iteration_level: bool = Field(
+        False,
+        description="generative families: iteration-level batching (local backend only)",
+    )
 
 
 def get_backend(name: str) -> object:

@@ -116,6 +116,14 @@ def register(app: typer.Typer) -> None:
         decode_batch: Annotated[
             int, typer.Option(help="generative families: most prompts one decoding call takes")
         ] = 8,
+        iteration_level: Annotated[
+            bool,
+            typer.Option(
+                "--iteration-level/--request-level",
+                help="generative families: refill decode batches between steps instead of "
+                "between calls (Hugging Face causal LMs; local backend only)",
+            ),
+        ] = False,
         drift: Annotated[
             bool,
             typer.Option(
@@ -173,6 +181,7 @@ def register(app: typer.Typer) -> None:
                 giant_only=giant_only,
                 device=device,
                 decode_batch=decode_batch,
+                iteration_level=iteration_level,
                 engine=EngineConfig(
                     queue_size=queue_size,
                     request_timeout_s=timeout_s,

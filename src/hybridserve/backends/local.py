@@ -222,7 +222,11 @@ def serve_generative(options: ServeOptions, target: GenerativeTarget) -> None:
     sock = bind_port(options.host, options.port)
     with sock:
         engine = generative_engine(
-            target, options.engine, device=options.device, max_batch=options.decode_batch
+            target,
+            options.engine,
+            device=options.device,
+            max_batch=options.decode_batch,
+            iteration_level=options.iteration_level,
         )
         port = int(sock.getsockname()[1])
         log.info(

@@ -11,7 +11,8 @@ sends the rows that continue on as the next batch, with one handle call per batc
 - ``serve``: an ingress deployment runs the same app and engine behind Serve's HTTP proxies
   (one per node), for ingress on several nodes; each request then pays the proxy's hop.
 
-Without an address a local Ray instance is started, and stopped again at the end.
+Without an address a local Ray instance is started, and stopped again at the end
+(``ray_session``). Generative families take the same design in ``ray_genbackend``.
 
     with RayDeployment(policy, plan, FamilyRef("fashion-mnist")) as dep:
         httpx.post(dep.url + "/v1/predict", json={"inputs": [...]})
@@ -24,12 +25,10 @@ import logging
 import signal
 import socket
 import threading
-import time
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from hybridserve.backends import ServeOptions, bind_port
@@ -45,6 +44,14 @@ from hybridserve.backends.ray_resources import (
     node_resources,
     ray_start_hint,
 )
+from hybridserve.backends.ray_session import (
+    NOSET_CUDA,
+    RaySession,
+    failure_detail,
+    http_url,
+    running_replicas,
+    wait_ready,
+)
 from hybridserve.errors import HybridServeError
 from hybridserve.planning.plan import Plan
 from hybridserve.runtime.config import EngineConfig
@@ -56,18 +63,6 @@ from hybridserve.tuning.policy import CascadePolicy
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'hybridserve[ray]'"
-#: Settings of a local Ray instance. Ray runs workers at nice 15 by default; here they *are* the
-#: server, so they get the priority the local backend's process has. Arguments up to 4 MiB
-#: travel inside the call instead of through the object store: a batch of inputs is a few
-#: hundred kB, and the store's put and get cost about 2 ms of CPU per call
-#: (``ray start --system-config`` sets the same on a cluster).
-LOCAL_SYSTEM_CONFIG: dict[str, Any] = {
-    "worker_niceness": 0,
-    "max_direct_call_object_size": 4 * 1024 * 1024,
-    "task_rpc_inlined_bytes_limit": 16 * 1024 * 1024,
-}
-#: Lets a part's actor see every GPU of its node, so the plan's ``cuda:N`` is the real GPU N.
-NOSET_CUDA = "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"
 
 
 class RayBackendConfig(BaseModel):
@@ -197,10 +192,7 @@ class RayDeployment:
         self._sock = sock
         self._http: ServerThread | None = None
         self._failure: str | None = None
-        self._ray: ModuleType | None = None
-        self._started_ray = False  # a local instance this deployment started (and stops)
-        self._connected = False  # ray.init called here (else the caller's session is reused)
-        self._deployed = False  # Serve was started or the application deployed
+        self._session: RaySession | None = None
 
     def _check(self) -> dict[str, list[GroupSpec]]:
         self.policy.check_family(self.family.model_names(), self.family.read().family)
@@ -212,13 +204,10 @@ class RayDeployment:
         return deployment_groups(self.plan, self.policy.chain)
 
     # ------------------------------------------------------------------ cluster
-    def _connect(self) -> ModuleType:
+    def _connect(self) -> RaySession:
         ray = require_ray()
-        if ray.is_initialized():
-            return ray
-        self._connected = True
         cfg = self.config
-        if cfg.address is None:
+        if cfg.address is None and not ray.is_initialized():
             nodes = sorted({d.node for d in self.plan.devices if d.placements})
             if len(nodes) > 1:
                 raise HybridServeError(
@@ -226,28 +215,12 @@ class RayDeployment:
                     "(with the resources below) and pass --address auto\n"
                     + ray_start_hint(self.plan)
                 )
-            try:
-                self._init_local(ray)
-            except Exception as err:  # Ray raises bare Exceptions when its processes fail
-                ray.shutdown()  # whatever part of the instance came up
-                raise HybridServeError(f"could not start a local Ray instance: {err}") from err
-            self._started_ray = True
-        else:
-            try:
-                ray.init(address=cfg.address, log_to_driver=False)
-            except (ConnectionError, RuntimeError, ValueError) as err:
-                raise HybridServeError(f"cannot reach Ray at {cfg.address!r}: {err}") from err
-        return ray
-
-    def _init_local(self, ray: ModuleType) -> None:
-        cfg = self.config
-        ray.init(
+        return RaySession.open(
+            ray,
+            cfg.address,
             num_cpus=cfg.num_cpus,
-            object_store_memory=cfg.object_store_bytes,
+            object_store_bytes=cfg.object_store_bytes,
             resources=node_resources(self.plan),
-            include_dashboard=False,
-            log_to_driver=False,
-            _system_config=LOCAL_SYSTEM_CONFIG,
         )
 
     def _check_capacity(self, ray: ModuleType) -> None:
@@ -326,12 +299,12 @@ class RayDeployment:
 
     def start(self) -> RayDeployment:
         """Connect to (or start) Ray, deploy, and wait until the HTTP app answers ready."""
-        ray = self._ray = self._connect()
+        session = self._session = self._connect()
         try:
-            self._check_capacity(ray)
+            self._check_capacity(session.ray)
             serve: Any = importlib.import_module("ray.serve")
             cfg = self.config
-            self._deployed = True
+            session.deployed = True
             if cfg.front == "serve":
                 serve.start(http_options={"host": cfg.host, "port": cfg.port})
             else:
@@ -343,15 +316,15 @@ class RayDeployment:
                     route_prefix="/" if cfg.front == "serve" else None,
                 )
             except RuntimeError as err:
-                why = self._failure_detail(serve)
+                why = failure_detail(serve, cfg.app_name)
                 raise HybridServeError(
                     f"Ray Serve could not deploy the cascade: {err}" + (f" ({why})" if why else "")
                 ) from err
             if cfg.front == "process":
                 self._serve_here(serve)
             else:
-                self.url = self._http_url(cfg.port)
-            self._wait_ready()
+                self.url = http_url(cfg.host, cfg.port)
+            wait_ready(self.url, self._http, cfg.ready_timeout_s)
         except BaseException:
             self.stop()
             raise
@@ -384,46 +357,7 @@ class RayDeployment:
             self._sock = bind_port(cfg.host, cfg.port)
         port = int(self._sock.getsockname()[1])
         self._http = ServerThread(app, self._sock).start()
-        self.url = self._http_url(port)
-
-    def _failure_detail(self, serve: Any) -> str:
-        """The last line of each failed deployment's error (a replica constructor's exception)."""
-        try:
-            app = serve.status().applications.get(self.config.app_name)
-        except Exception:  # the controller may be gone; the caller's error still stands
-            return ""
-        if app is None:
-            return ""
-        reasons = []
-        for name, d in app.deployments.items():
-            lines = [ln.strip() for ln in str(d.message or "").splitlines() if ln.strip()]
-            if str(d.status).endswith(("UNHEALTHY", "DEPLOY_FAILED")) and lines:
-                reasons.append(f"{name}: {lines[-1]}")
-        return "; ".join(reasons)
-
-    def _http_url(self, port: int) -> str:
-        host = self.config.host
-        host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        return f"http://{host}:{port}"
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.config.ready_timeout_s
-        detail = "no answer"
-        while time.monotonic() < deadline:
-            if self._http is not None and self._http.failure is not None:
-                detail = self._http.failure
-                break
-            try:
-                r = httpx.get(f"{self.url}/v2/health/ready", timeout=5.0)
-                if r.status_code == 200:
-                    return
-                detail = str(r.json().get("detail") or r.status_code)
-            except (httpx.HTTPError, ValueError) as err:
-                detail = str(err)
-            if detail.startswith("engine failed"):
-                break
-            time.sleep(0.2)
-        raise HybridServeError(f"the Ray deployment did not become ready: {detail}")
+        self.url = http_url(cfg.host, port)
 
     @property
     def failure(self) -> str | None:
@@ -433,7 +367,9 @@ class RayDeployment:
     @property
     def serving(self) -> bool:
         """The HTTP front is up (front 'serve': Serve's, as far as this process can tell)."""
-        return self._http.running if self._http is not None else self._deployed
+        if self._http is not None:
+            return self._http.running
+        return self._session is not None and self._session.deployed
 
     def stop(self) -> None:
         """Drain and stop the HTTP front; undeploy; stop Serve and Ray when started here."""
@@ -441,21 +377,9 @@ class RayDeployment:
             self._http.stop(self.engine_config.drain_timeout_s + 5.0)
             self._failure = self._http.failure
             self._http = None
-        ray = self._ray
-        if ray is None or not ray.is_initialized():
-            return
-        try:
-            if self._deployed:
-                serve: Any = importlib.import_module("ray.serve")
-                if self._started_ray:
-                    serve.shutdown()
-                else:
-                    serve.delete(self.config.app_name)
-        finally:
-            if self._connected:
-                ray.shutdown()  # stops a local instance; only disconnects from a cluster
-            self._started_ray = self._connected = self._deployed = False
-            self._ray = None
+        if self._session is not None:
+            session, self._session = self._session, None
+            session.close(self.config.app_name)
 
     def __enter__(self) -> RayDeployment:
         return self.start()
@@ -466,31 +390,19 @@ class RayDeployment:
     # ------------------------------------------------------------------ operations
     def replica_actors(self, model: str) -> list[str]:
         """Actor names of the replicas serving ``model``'s first part (for ``ray.kill``)."""
-        if self._ray is None:
+        if self._session is None:
             return []
         names = {g.deployment_name(0) for g in self.groups.get(model, [])}
-        prefix = f"SERVE_REPLICA::{self.config.app_name}#"
-        found = []
-        for actor in self._ray.util.list_named_actors(all_namespaces=True):
-            name = str(actor["name"])
-            if name.startswith(prefix) and name[len(prefix) :].rsplit("#", 1)[0] in names:
-                found.append(name)
-        return sorted(found)
+        return self._session.replica_actors(self.config.app_name, names)
 
     def kill_replica(self, actor_name: str) -> None:
         """Kill one replica actor; Serve notices and starts a replacement."""
-        assert self._ray is not None
-        self._ray.kill(self._ray.get_actor(actor_name, namespace="serve"), no_restart=True)
+        assert self._session is not None
+        self._session.kill_replica(actor_name)
 
     def running_replicas(self) -> dict[str, int]:
         """RUNNING replicas per deployment of the application."""
-        serve: Any = importlib.import_module("ray.serve")
-        app = serve.status().applications.get(self.config.app_name)
-        if app is None:
-            return {}
-        return {
-            name: int(d.replica_states.get("RUNNING", 0)) for name, d in app.deployments.items()
-        }
+        return running_replicas(self.config.app_name)
 
     def placement(self, calls_per_replica: int = 4) -> dict[str, set[str]]:
         """The plan node each part deployment's replicas run on, as Ray reports it.
@@ -499,10 +411,10 @@ class RayDeployment:
         router reaches every replica with high probability); Ray node ids are mapped to plan
         nodes through the device resources each node advertises.
         """
-        assert self._ray is not None
+        assert self._session is not None
         serve: Any = importlib.import_module("ray.serve")
         node_of: dict[str, str] = {}
-        for node in self._ray.nodes():
+        for node in self._session.ray.nodes():
             for res in node.get("Resources", {}):
                 if res.startswith(RESOURCE_PREFIX):
                     node_of[node["NodeID"]] = res[len(RESOURCE_PREFIX) :].split("/", 1)[0]

@@ -124,7 +124,50 @@ class RemoteReplica(Replica):
         """Nothing to stop here: the actor is Ray Serve's."""
 
 
-class RemoteReplicas:
+class RetriedCalls:
+    """Calls to actors, retried while ``classify`` says the replica died (see the module
+    docstring); counts the retries and the calls no replica answered."""
+
+    def __init__(
+        self,
+        classify: Callable[[BaseException], Kind] = never_transient,
+        retries: int = 3,
+        retry_backoff_s: float = 0.1,
+    ) -> None:
+        self.classify = classify
+        self.retries = retries
+        self.retry_backoff_s = retry_backoff_s
+        #: calls retried after a transient error, and calls no replica answered
+        self.retried = 0
+        self.unavailable = 0
+
+    async def retried_call(self, model: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``attempt()``'s answer, trying again on another replica while calls fail transiently."""
+        last: BaseException | None = None
+        for tried in range(self.retries + 1):
+            try:
+                return await attempt()
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                kind = self.classify(err)
+                if kind == "overloaded":
+                    raise QueueFullError(f"model {model!r} is overloaded: {err}") from err
+                if kind != "transient":
+                    raise
+                last = err
+                self.retried += 1
+                log.warning("model %s: try %d failed (%s); retrying", model, tried + 1, err)
+                if tried < self.retries:
+                    await asyncio.sleep(self.retry_backoff_s * 2**tried)
+        self.unavailable += 1
+        raise ModelUnavailableError(
+            f"model {model!r}: no replica answered after {self.retries + 1} tries "
+            f"({type(last).__name__}); retry later"
+        )
+
+
+class RemoteReplicas(RetriedCalls):
     """The engine's replicas, one per planned replica of each model, calling actors."""
 
     metered = False  # the devices are the actors', not this process's
@@ -136,13 +179,8 @@ class RemoteReplicas:
         retries: int = 3,
         retry_backoff_s: float = 0.1,
     ) -> None:
+        super().__init__(classify, retries, retry_backoff_s)
         self.groups = {m: tuple(g) for m, g in groups.items() if g}
-        self.classify = classify
-        self.retries = retries
-        self.retry_backoff_s = retry_backoff_s
-        #: calls retried after a transient error, and batches no replica answered
-        self.retried = 0
-        self.unavailable = 0
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -172,25 +210,4 @@ class RemoteReplicas:
 
     async def call(self, group: RemoteGroup, x: npt.NDArray[Any]) -> ModelReply:
         """``group``'s logits for ``x``, retrying calls that a dying replica failed."""
-        last: BaseException | None = None
-        for attempt in range(self.retries + 1):
-            try:
-                return await group.caller(x)
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                kind = self.classify(err)
-                if kind == "overloaded":
-                    raise QueueFullError(f"model {group.model!r} is overloaded: {err}") from err
-                if kind != "transient":
-                    raise
-                last = err
-                self.retried += 1
-                log.warning("model %s: try %d failed (%s); retrying", group.model, attempt + 1, err)
-                if attempt < self.retries:
-                    await asyncio.sleep(self.retry_backoff_s * 2**attempt)
-        self.unavailable += 1
-        raise ModelUnavailableError(
-            f"model {group.model!r}: no replica answered after {self.retries + 1} tries "
-            f"({type(last).__name__}); retry later"
-        )
+        return await self.retried_call(group.model, lambda: group.caller(x))

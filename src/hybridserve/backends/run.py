@@ -23,9 +23,10 @@ def run_serve(options: ServeOptions, backend: str = "local") -> None:
     if gen_path is not None:
         _serve_generative(options, backend, gen_path)
         return
-    if options.giant_only:
+    if options.giant_only or options.iteration_level:
+        flag = "--giant-only" if options.giant_only else "--iteration-level"
         raise HybridServeError(
-            "--giant-only applies to generative families (task: generate); a classifier "
+            f"{flag} applies to generative families (task: generate); a classifier "
             "family serves its policy's chain"
         )
     if options.engine.drift and backend != "local":
@@ -44,21 +45,32 @@ def run_serve(options: ServeOptions, backend: str = "local") -> None:
 
 
 def _serve_generative(options: ServeOptions, backend: str, family_path: Path) -> None:
-    """A generative family: the OpenAI-compatible app, in this process."""
-    from hybridserve.backends.local import serve_generative
+    """A generative family: the OpenAI-compatible app in this process; its models in this
+    process too (local) or in one Ray Serve deployment per chain model (ray)."""
     from hybridserve.devices import resolve_device
     from hybridserve.genserving import resolve_generative_target
 
-    if backend != "local":
-        raise HybridServeError(
-            f"--backend {backend!r}: generative families are served by the local backend only"
-        )
+    get_backend(backend)  # an unknown backend is one line
     if options.plan is not None:
         raise HybridServeError(
             "--plan: plans do not place generative models yet; choose the device with --device"
         )
-    resolve_device(options.device)  # a missing device fails before the policy is read
+    if backend == "ray":
+        from hybridserve.backends.ray_genbackend import check_options
+
+        check_options(options)
+    # a missing device fails before the policy is read; a Ray cluster given by address runs
+    # the models on its own nodes, not on this machine
+    if backend == "local" or options.address is None:
+        resolve_device(options.device)
     target = resolve_generative_target(
         options.workdir, family_path, policy=options.policy, giant_only=options.giant_only
     )
+    if backend == "ray":
+        from hybridserve.backends import ray_genbackend
+
+        ray_genbackend.serve_options(options, target)
+        return
+    from hybridserve.backends.local import serve_generative
+
     serve_generative(options, target)

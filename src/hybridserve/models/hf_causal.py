@@ -68,6 +68,57 @@ def _no_progress_bars() -> Iterator[None]:
             hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
+class HFCausalText:
+    """The text side of a causal LM directory: its tokenizer alone, no weights.
+
+    Decoding token ids and rendering chats need only this, so a process that routes what models
+    elsewhere generate (the Ray backend's front) loads it instead of ``HFCausalLM``.
+    """
+
+    def __init__(self, path: str | Path, *, name: str | None = None) -> None:
+        self.path = Path(path)
+        self.name = name or self.path.name
+        if not self.path.is_dir():
+            raise HybridServeError(f"model {self.name!r}: directory not found: {self.path}")
+        if not any((self.path / f).is_file() for f in _TOKENIZER_FILES):
+            # transformers would build an empty tokenizer from the model's config alone
+            raise HybridServeError(
+                f"model {self.name!r}: no tokenizer in {self.path} "
+                f"(none of {', '.join(_TOKENIZER_FILES)})"
+            )
+        try:
+            with _no_progress_bars():
+                self.tokenizer: Any = AutoTokenizer.from_pretrained(
+                    str(self.path), local_files_only=True, trust_remote_code=False
+                )
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            raise HybridServeError(
+                f"model {self.name!r}: cannot load a tokenizer from {self.path} ({_one_line(err)})"
+            ) from err
+
+    def decode(self, token_ids: list[int]) -> str:
+        """The text of ``token_ids``, special tokens dropped."""
+        return str(self.tokenizer.decode(list(token_ids), skip_special_tokens=True))
+
+    @property
+    def chat_template(self) -> str | None:
+        template = getattr(self.tokenizer, "chat_template", None)
+        return template if isinstance(template, str) and template else None
+
+    def render_chat(self, messages: list[dict[str, str]], template: str | None = None) -> str:
+        """transformers' ``apply_chat_template`` (a sandboxed Jinja environment), as text."""
+        try:
+            text = self.tokenizer.apply_chat_template(
+                messages, chat_template=template, tokenize=False, add_generation_prompt=True
+            )
+        except Exception as err:  # jinja2 and transformers raise many kinds; all are the template's
+            raise HybridServeError(
+                f"model {self.name!r}: the chat template failed on these messages "
+                f"({_one_line(err)})"
+            ) from err
+        return str(text)
+
+
 class HFCausalLM(GenerativeModel):
     """A ``transformers`` causal LM and its tokenizer from ``path``, on ``device``."""
 
@@ -91,14 +142,10 @@ class HFCausalLM(GenerativeModel):
                     f"model {self.name!r}: dtype must be one of {sorted(DTYPES)}, got {dtype!r}"
                 )
             dtype = DTYPES[dtype]
-        if not any((self.path / f).is_file() for f in _TOKENIZER_FILES):
-            # transformers would build an empty tokenizer from the model's config alone
-            raise HybridServeError(
-                f"model {self.name!r}: no tokenizer in {self.path} "
-                f"(none of {', '.join(_TOKENIZER_FILES)})"
-            )
+        self.text = HFCausalText(self.path, name=self.name)
+        self.tokenizer = self.text.tokenizer
         with _no_progress_bars():
-            self.tokenizer, self.model = self._load(dtype)
+            self.model = self._load(dtype)
         self._device = device
         self.model.to(device).eval()
         self._eos = self._eos_ids()
@@ -107,16 +154,8 @@ class HFCausalLM(GenerativeModel):
         takes = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in takes else "past_key_values"
 
-    def _load(self, dtype: torch.dtype | None) -> tuple[Any, Any]:
-        """The tokenizer and the model; a failure is a one-line ``HybridServeError``."""
-        try:
-            tokenizer: Any = AutoTokenizer.from_pretrained(
-                str(self.path), local_files_only=True, trust_remote_code=False
-            )
-        except (OSError, ValueError, TypeError, KeyError) as err:
-            raise HybridServeError(
-                f"model {self.name!r}: cannot load a tokenizer from {self.path} ({_one_line(err)})"
-            ) from err
+    def _load(self, dtype: torch.dtype | None) -> Any:
+        """The model; a failure is a one-line ``HybridServeError``."""
         try:
             # Any: transformers' own annotations of `.to` and friends trip mypy --strict.
             model: Any = cast(
@@ -132,7 +171,7 @@ class HFCausalLM(GenerativeModel):
             raise HybridServeError(
                 f"model {self.name!r}: cannot load a causal LM from {self.path} ({_one_line(err)})"
             ) from err
-        return tokenizer, model
+        return model
 
     def _eos_ids(self) -> frozenset[int]:
         ids: set[int] = set()
@@ -309,25 +348,14 @@ class HFCausalLM(GenerativeModel):
         return None
 
     def _decode(self, token_ids: list[int]) -> str:
-        return str(self.tokenizer.decode(token_ids, skip_special_tokens=True))
+        return self.text.decode(token_ids)
 
     @property
     def chat_template(self) -> str | None:
-        template = getattr(self.tokenizer, "chat_template", None)
-        return template if isinstance(template, str) and template else None
+        return self.text.chat_template
 
     def render_chat(self, messages: list[dict[str, str]], template: str | None = None) -> str:
-        """transformers' ``apply_chat_template`` (a sandboxed Jinja environment), as text."""
-        try:
-            text = self.tokenizer.apply_chat_template(
-                messages, chat_template=template, tokenize=False, add_generation_prompt=True
-            )
-        except Exception as err:  # jinja2 and transformers raise many kinds; all are the template's
-            raise HybridServeError(
-                f"model {self.name!r}: the chat template failed on these messages "
-                f"({_one_line(err)})"
-            ) from err
-        return str(text)
+        return self.text.render_chat(messages, template)
 
     def decode(self, token_ids: list[int]) -> str:
         return self._decode(list(token_ids))

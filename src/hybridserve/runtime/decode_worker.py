@@ -19,6 +19,14 @@ parameters join the running batch between decode steps, up to ``max_batch`` rows
 request is routed as soon as its own generation ends (``max_wait_s`` is not used: a request
 never waits for a batch to form, only for a free row). Seeded samples are seeded as row 0, as
 when they decode alone.
+
+Where a call decodes is the worker's ``call``: by default the model in this process, on the
+worker's own thread; or a ``DecodeCall`` that takes the batch elsewhere (the Ray backend's
+actors, ``backends/ray_genreplicas.py``) and hands back the same ``Generation``s. Queueing,
+batching, deadlines, cancellation and the policy's routing stay here and in the engine either
+way. A call that finds no model to take it (``ModelUnavailableError``, ``QueueFullError``) fails
+its whole batch: the prompts are not at fault, so nothing is retried apart. Iteration-level
+batching steps the model itself, so it needs the model in this process.
 """
 
 from __future__ import annotations
@@ -28,17 +36,22 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from hybridserve.errors import HybridServeError
 from hybridserve.models.generative import Generation, GenerationParams, GenerativeModel
-from hybridserve.runtime.errors import BatchFailedError, InvalidInputError
+from hybridserve.runtime.errors import (
+    BatchFailedError,
+    InvalidInputError,
+    ModelUnavailableError,
+    QueueFullError,
+)
 
 if TYPE_CHECKING:  # the step-wise decoder needs the 'gen' extra: imported only when used
     from hybridserve.models.stepdecode import StepDecoder
@@ -72,6 +85,25 @@ class GenJob:
 #: ``finish(position, jobs, outcomes, service_s)``: the engine routes a finished call.
 Finish = Callable[["DecodeWorker", list[GenJob], list[Generation | BaseException], float], None]
 
+#: ``call(prompts, params)``: one batched generation of a chain model, wherever it runs; one
+#: ``Generation`` per prompt, in order (what ``GenerativeModel.generate`` returns).
+DecodeCall = Callable[[list[str], GenerationParams], Awaitable[list[Generation]]]
+
+#: Errors saying no model could take a call (not the prompts' fault): the batch fails whole.
+UNAVAILABLE = (ModelUnavailableError, QueueFullError)
+
+
+class DecodeSource(Protocol):
+    """Where a generative engine's chain models decode when not in this process."""
+
+    def caller(self, model: str) -> DecodeCall:
+        """The call that decodes a batch of chain model ``model``."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """What the engine's description adds about where its models run."""
+        ...
+
 
 class DecodeWorker:
     """The queue and decode loop of one chain model."""
@@ -86,9 +118,15 @@ class DecodeWorker:
         max_batch: int = 8,
         max_wait_s: float = 0.002,
         iteration_level: bool = False,
+        call: DecodeCall | None = None,
     ) -> None:
         if max_batch < 1:
             raise HybridServeError(f"max_batch must be >= 1, got {max_batch!r}")
+        if iteration_level and call is not None:
+            raise HybridServeError(
+                f"iteration_level: model {model.name!r} decodes elsewhere; iteration-level "
+                "batching steps the model itself, so it runs with the model in this process"
+            )
         if iteration_level:
             from hybridserve.models.hf_causal import HFCausalLM
 
@@ -105,6 +143,8 @@ class DecodeWorker:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self._finish = finish
+        #: None: the model decodes here, on ``_pool``'s thread
+        self._call = call
         self._queue: deque[GenJob] = deque()
         self._wake = asyncio.Event()
         # one thread per model: a model is never called from two threads at once
@@ -284,18 +324,26 @@ class DecodeWorker:
                 if not job.done:
                     job.future.set_exception(BatchFailedError(f"routing failed: {err!r}"))
 
+    async def _generate(self, prompts: list[str], params: GenerationParams) -> list[Generation]:
+        """One model call: the remote ``call``, else the model on this worker's thread."""
+        if self._call is not None:
+            return await self._call(prompts, params)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.model.generate, prompts, params)
+
     async def _decode(
         self, params: GenerationParams, batch: list[GenJob]
     ) -> list[Generation | BaseException]:
-        loop = asyncio.get_running_loop()
         prompts = [j.prompt for j in batch]
         try:
-            gens = await loop.run_in_executor(self._pool, self.model.generate, prompts, params)
+            gens = await self._generate(prompts, params)
             if len(gens) != len(prompts):
                 raise BatchFailedError(
                     f"model {self.name!r} returned {len(gens)} generations for {len(prompts)}"
                 )
             return list(gens)
+        except UNAVAILABLE as err:
+            return [err] * len(batch)
         except Exception as err:
             if len(batch) == 1:
                 return [self._as_request_error(err)]
@@ -306,10 +354,10 @@ class DecodeWorker:
                 out.append(BatchFailedError("request ended before its retry"))
                 continue
             try:
-                one = await loop.run_in_executor(
-                    self._pool, self.model.generate, [job.prompt], params
-                )
+                one = await self._generate([job.prompt], params)
                 out.append(one[0])
+            except UNAVAILABLE as err:
+                out.append(err)
             except Exception as err:
                 out.append(self._as_request_error(err))
         return out
@@ -337,7 +385,7 @@ class DecodeWorker:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def warm_up(self) -> None:
-        """One short greedy generation on the position's own thread."""
+        """One short greedy generation where the position decodes (a remote call also shows
+        the model's deployment answers)."""
         params = GenerationParams(max_new_tokens=1, logprob_temperature=self.logprob_temperature)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._pool, self.model.generate, ["a"], params)
+        await self._generate(["a"], params)

@@ -9,6 +9,10 @@ scorer reads, generated at the policy's token temperature for that model) goes t
 ``CascadePolicy.decide``, the same rule tuning simulated, and either the answer stands or the
 request queues at the next hop with the same prompt.
 
+Where the models decode is the engine's ``decoders`` (``DecodeSource``): by default each
+worker runs its model in this process; the Ray backend passes callers of its actors instead
+(``backends/ray_genreplicas.py``), and everything above the model call stays the same.
+
 Limits: at most ``EngineConfig.queue_size`` requests accepted and unfinished at once (more:
 ``QueueFullError``, HTTP 503); a per-request deadline (``DeadlineExceededError``, 504); a
 caller that cancels its ``complete`` call leaves its queue at once (a model call already under
@@ -32,7 +36,7 @@ from hybridserve.models.generative import Generation, GenerationParams
 from hybridserve.models.generative_family import GenerativeFamily
 from hybridserve.models.scorers import get_scorer
 from hybridserve.runtime.config import EngineConfig
-from hybridserve.runtime.decode_worker import DecodeWorker, GenJob
+from hybridserve.runtime.decode_worker import DecodeSource, DecodeWorker, GenJob
 from hybridserve.runtime.errors import (
     DeadlineExceededError,
     EngineClosedError,
@@ -106,7 +110,9 @@ class GenerativeEngine:
         max_batch: int = 8,
         max_wait_ms: float = 2.0,
         iteration_level: bool = False,
+        decoders: DecodeSource | None = None,
     ) -> None:
+        """``decoders``: where the chain models decode (None: ``family``'s models, here)."""
         if policy.task != "generate":
             raise HybridServeError(
                 f"policy for {policy.family!r} routes {policy.task} outputs; a generative "
@@ -115,6 +121,11 @@ class GenerativeEngine:
         policy.check_family(family.names, family.name)
         if max_wait_ms < 0:
             raise HybridServeError(f"max_wait_ms must be >= 0, got {max_wait_ms!r}")
+        if iteration_level and decoders is not None:
+            raise HybridServeError(
+                "iteration_level: iteration-level batching steps each model in this process; "
+                "with remote decoders, batches are request-level (leave it off)"
+            )
         self._policy = policy
         self._family = family
         self._config = config or EngineConfig()
@@ -123,6 +134,7 @@ class GenerativeEngine:
         self.max_wait_s = max_wait_ms / 1000.0
         #: refill decode batches between steps (``DecodeWorker(iteration_level=True)``)
         self.iteration_level = iteration_level
+        self._decoders = decoders
         self._observer: EngineObserver = NullObserver()
         self._workers: list[DecodeWorker] = []
         self._state = "new"  # new → starting → ready → stopping → stopped
@@ -188,8 +200,9 @@ class GenerativeEngine:
             "thresholds": list(self._policy.thresholds),
             "inflight": self._inflight,
             "queues": self.queue_depths(),
-            "batching": "request-level",
+            "batching": "iteration-level" if self.iteration_level else "request-level",
             "max_batch": self.max_batch,
+            **(self._decoders.describe() if self._decoders is not None else {}),
         }
 
     def set_observer(self, observer: EngineObserver) -> None:
@@ -213,6 +226,7 @@ class GenerativeEngine:
                     max_batch=self.max_batch,
                     max_wait_s=self.max_wait_s,
                     iteration_level=self.iteration_level,
+                    call=None if self._decoders is None else self._decoders.caller(name),
                 )
                 for i, name in enumerate(self.chain)
             ]
