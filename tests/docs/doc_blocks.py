@@ -88,7 +88,7 @@ def extract(page: Path) -> list[Block]:
         j = i + 1
         while j < len(lines) and not lines[j].strip():
             j += 1
-        fence = _FENCE_OPEN.match(lines[j]) if j < len(lines) else None
+        fence = _FENCE_OPEN.match(lines[j].strip()) if j < len(lines) else None
         if fence is None:
             raise ValueError(f"{where}: a runnable marker must be followed by a fenced block")
         end = j + 1
@@ -97,6 +97,7 @@ def extract(page: Path) -> list[Block]:
         if end == len(lines):
             raise ValueError(f"{where}: the fenced block is never closed")
         lang = fence.group("lang")
+        indent = len(lines[j]) - len(lines[j].lstrip())  # a block inside a list item
         if "file" not in flags and lang not in ("bash", "python"):
             raise ValueError(f"{where}: only bash and python blocks run (or give file=NAME)")
         blocks.append(
@@ -104,7 +105,7 @@ def extract(page: Path) -> list[Block]:
                 page=page,
                 line=j + 1,
                 lang=lang,
-                code="\n".join(lines[j + 1 : end]) + "\n",
+                code="\n".join(line[indent:] for line in lines[j + 1 : end]) + "\n",
                 e2e="e2e" in flags,
                 file=flags.get("file") or None,
                 timeout_s=float(flags.get("timeout") or DEFAULT_TIMEOUT_S),
@@ -189,31 +190,38 @@ class PageRunner:
                 f"trap 'env -0 > {state}/env; pwd > {state}/pwd' EXIT\n"
                 f"set -a\nset -euo pipefail\n{self._code(block)}"
             )
-            state.mkdir(exist_ok=True)
             argv = ["bash", "-c", script]
         else:
             path = self.cwd / f"_doc_block_{block.line}.py"
             path.write_text(self._code(block))
             argv = [sys.executable, str(path)]
-        proc = subprocess.Popen(
-            argv,
-            cwd=self.cwd,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,  # its own process group: stray servers are ours to stop
-        )
-        try:
-            out, err = proc.communicate(timeout=block.timeout_s)
-        except subprocess.TimeoutExpired:
-            self._note_group(proc.pid)
-            self.close()
-            out, err = proc.communicate()
-            raise AssertionError(
-                f"{block.where}: still running after {block.timeout_s:g} s\n"
-                f"--- stdout\n{out[-4000:]}\n--- stderr\n{err[-4000:]}"
-            ) from None
+        # output to files, not pipes: a server a block starts with ``&`` keeps its copy of the
+        # output open, and a pipe would never reach end-of-file while it runs
+        out_path, err_path = state / f"{block.line}.out", state / f"{block.line}.err"
+        state.mkdir(exist_ok=True)
+        with out_path.open("w") as out_f, err_path.open("w") as err_f:
+            proc = subprocess.Popen(
+                argv,
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out_f,
+                stderr=err_f,
+                text=True,
+                start_new_session=True,  # its own process group: stray servers are ours to stop
+            )
+            try:
+                proc.wait(timeout=block.timeout_s)
+            except subprocess.TimeoutExpired:
+                self._note_group(proc.pid)
+                self.close()
+                proc.wait()
+                out, err = out_path.read_text(), err_path.read_text()
+                raise AssertionError(
+                    f"{block.where}: still running after {block.timeout_s:g} s\n"
+                    f"--- stdout\n{out[-4000:]}\n--- stderr\n{err[-4000:]}"
+                ) from None
+        out, err = out_path.read_text(), err_path.read_text()
         self._note_group(proc.pid)
         if proc.returncode != 0:
             raise AssertionError(
