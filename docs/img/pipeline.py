@@ -63,7 +63,7 @@ def arrow(
         ax.text(mx, my, label, ha="center", va="center", fontsize=7.6, family="monospace")
 
 
-def draw() -> Path:
+def draw(out: Path = OUT) -> Path:
     fig, ax = plt.subplots(figsize=(12.5, 5.4), dpi=110)
     ax.set_xlim(0, 12.5)
     ax.set_ylim(0, 5.4)
@@ -122,9 +122,9 @@ def draw() -> Path:
         color="#8e44ad",
     )
     fig.tight_layout()
-    fig.savefig(OUT)
+    fig.savefig(out)
     plt.close(fig)
-    return OUT
+    return out
 
 
 if __name__ == "__main__":
