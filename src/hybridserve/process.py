@@ -5,7 +5,7 @@ unmaps them on free, so every batch of a conv net page-faults its activations in
 by the kernel). The threshold also moves: freeing such a block raises it to that block's size,
 so whether a batch of a given size pays the faults depends on what the process allocated before:
 a conv net's batch runs measurably slower with the defaults, and a profile taken after other work
-and a fresh one disagree (the README's "Figures behind design choices" has the measurements).
+and a fresh one disagree (docs/measurements.md, "Figures behind design choices").
 
 ``pin_large_allocations`` fixes both thresholds high, once per process, so buffers are reused
 from the heap and timings no longer depend on history. The CLI and the benchmarks call it; a
@@ -16,7 +16,7 @@ turns it off (then glibc's adaptive behaviour applies).
 torch, numpy, the server and the models are loaded, and every full collection walks them all,
 a cost the event loop pays per request. And a young-generation collection, due every 700
 allocations of containers (a request makes several), walks every in-flight request's objects
-(figures: the README's "Figures behind design choices"). ``tune_gc_for_serving`` collects
+(figures: docs/measurements.md, "Figures behind design choices"). ``tune_gc_for_serving`` collects
 once, moves what is alive into the permanent generation (``gc.freeze``: later collections walk
 only what serving allocates), and raises the young generation's threshold to
 ``GC_GEN0_THRESHOLD``. Reference counting still frees everything acyclic at once; only cycles

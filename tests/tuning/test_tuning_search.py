@@ -118,7 +118,7 @@ def test_frontier_has_references_and_pareto(fitted: dict[str, object], tmp_path:
 
 
 def test_logits_only_example(tmp_path: Path) -> None:
-    """The README's logits-only example, verbatim."""
+    """The logits-only example that docs/tuning.md grew from (tests/docs runs the page itself)."""
     import numpy as np
 
     from hybridserve.tuning import APSearch, CascadePolicy, CostTable, simulate

@@ -6,7 +6,7 @@ utilisation ``u_max·b²/(b² + β·b + γ)``):
 * a measured ``profile.json`` (``hybridserve profile``), for the device type it was taken on.
   At a batch size it measured, its row is used (median latency, utilisation, peak memory), the
   fits only between and beyond them: a line through latency cannot follow a CPU's cache effects
-  (a mid-size batch can outrun a large one; the README's "Figures behind design choices"), and
+  (a mid-size batch can outrun a large one; figures in docs/measurements.md), and
   the planner would pick batch sizes by the fit's error;
 * a *profile table* YAML (``kind: device-profile``), e.g. the bundled ``profile-a5000.yaml``,
   which may be an estimate (``estimate: true``, with its method written in the file).

@@ -2,8 +2,8 @@
 
 No GPU measurement was made for the bundled ``profile-a5000.yaml`` / ``profile-h100.yaml``;
 they are written by this module (``python -m hybridserve.planning.estimate``) and say
-``estimate: true``. One GPU was measured since (``profile-h200.json``; the README's "Figures
-behind design choices" compares it with these tables): for this tiny family the estimates are
+``estimate: true``. One GPU was measured since (``profile-h200.json``; docs/measurements.md
+"On a GPU" compares it with these tables): for this tiny family the estimates are
 optimistic, since per-batch host overhead, not arithmetic, sets a batch's cost there and the GPU
 stays mostly idle.
 

@@ -208,7 +208,7 @@ class Layout:
         device time per request, time the main tenant needed; so they wait the longer
         ``shared_max_wait_ms`` and fill larger batches. The main tenant does not wait longer:
         its batches would then not fill under a closed loop and the cascade's throughput
-        drops (the README's "Figures behind design choices" has the A/B measurements).
+        drops (docs/measurements.md, "Figures behind design choices", has the A/B figures).
         """
         opts = self.inst.options
         if share >= device_top_share - 1e-9:

@@ -6,7 +6,7 @@ again in a seeded shuffled order. On a small shared machine the speed drifts fro
 the next; a point timed in one contiguous block inherits whatever state the machine was in at
 that moment, while interleaved blocks sample the whole run, so two profiles agree far better for
 the same total time (more, shorter blocks sample more moments; the measurements behind the
-default ``ProfilerSettings.rounds`` are in the README's benchmarks section). Per point the
+default ``ProfilerSettings.rounds`` are in docs/measurements.md, Benchmarks). Per point the
 profiler
 
 1. warms up in its first block (at least ``min_warmup`` calls and ``warmup_s`` seconds: oneDNN /
@@ -80,7 +80,7 @@ class ProfilerSettings:
     """How long and how often to measure each point (times are per point, all rounds together)."""
 
     time_budget_s: float = 2.0
-    #: More, shorter blocks make two profiles agree better (figures: README, benchmarks); the
+    #: More, shorter blocks make two profiles agree better (figures: docs/measurements.md); the
     #: worst points are the giant's largest batches, timed about once per block, hence also
     #: ``min_repeats`` (two calls per block).
     rounds: int = 20

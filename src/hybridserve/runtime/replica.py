@@ -318,8 +318,8 @@ def cpu_threads(time_share: float, cores: int | None = None) -> int:
 
     It holds ``time_share × cores`` cores on average: fewer threads could not use its share, and
     a wider OpenMP team mostly waits at its barriers while other replicas hold the cores, so a
-    thread beyond its share costs more CPU time than it saves wall time (the README's
-    measurements give the figures). A CPU plan of many replicas on many cores would otherwise
+    thread beyond its share costs more CPU time than it saves wall time (docs/measurements.md
+    gives the figures). A CPU plan of many replicas on many cores would otherwise
     start one full-width team per replica.
     ``cores`` defaults to torch's thread count in the calling thread (the physical cores unless
     set).

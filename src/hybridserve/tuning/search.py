@@ -38,7 +38,7 @@ those disagreements. ``confidence_level=0.5`` turns the bound into the plain poi
 **How the levels were chosen**: ``benchmarks/bench_guard_levels.py`` fits on one random half of
 validation and scores on the other, many halvings; the level is the lowest whose held-out miss
 rate (held-out accuracy more than the mode's acceptance figure below the giant's) is ≤ 10 %, or
-else the one with the fewest misses. The measured table lives in the README.
+else the one with the fewest misses. The measured table lives in docs/measurements.md.
 
 **Deferral rules** (``deferral``): the score thresholds apply to. ``maxprob``/``margin``/
 ``entropy`` read the current model only, so one score per model serves every chain. ``learned``

@@ -45,12 +45,12 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     # 20 epochs wherever longer training raised validation accuracy over a first, shorter
-    # recipe (figures: the README's "Figures behind design choices")
+    # recipe (figures: docs/measurements.md, "How the figures moved")
     "linear": Recipe(epochs=20, lr=2e-3),
     "mlp": Recipe(epochs=20, lr=2e-3),
     # Labels alone did not lift it at 8 or 20 epochs; distilled from the giant it gains accuracy
     # and the AP cascade's energy saving with it rises (figures, and why distilling linear, mlp
-    # or cnn as well is not done: README)
+    # or cnn as well is not done: docs/measurements.md)
     "cnn-small": Recipe(epochs=20, lr=4e-3, teacher="vgg"),
     "cnn": Recipe(epochs=20, lr=2e-3, augment=True),
     "vgg": Recipe(epochs=20, lr=3e-3, augment=True),
