@@ -21,6 +21,7 @@ import pytest
 
 pytest.importorskip("ray.serve", reason="the Ray backend needs: pip install 'hybridserve[ray]'")
 
+from backends.http_requests import post_each
 from hybridserve.backends.ray_backend import RayBackendConfig, RayDeployment
 from hybridserve.backends.ray_family import FamilyRef
 from hybridserve.data.fashion_mnist import load_eval_split
@@ -75,28 +76,6 @@ def deployment(policy: CascadePolicy) -> Iterator[RayDeployment]:
         yield dep
 
 
-async def _post_all(
-    url: str,
-    x: np.ndarray,
-    on_done: Any = None,
-    timeout_s: float = 60.0,
-    concurrency: int = CONCURRENCY,
-) -> list[httpx.Response]:
-    """One request per input, ``concurrency`` at a time; answers in input order."""
-    limit = asyncio.Semaphore(concurrency)
-    out: list[httpx.Response | None] = [None] * len(x)
-    async with httpx.AsyncClient(base_url=url, timeout=timeout_s) as client:
-
-        async def one(i: int) -> None:
-            async with limit:
-                out[i] = await client.post("/v1/predict", json={"inputs": [x[i].tolist()]})
-            if on_done is not None:
-                await on_done(i)
-
-        await asyncio.gather(*(one(i) for i in range(len(x))))
-    return [r for r in out if r is not None]
-
-
 def _local_answers(policy: CascadePolicy, plan: Plan, x: np.ndarray) -> list[Any]:
     async def go() -> list[Any]:
         config = EngineConfig(max_batch_size=len(x))
@@ -120,7 +99,7 @@ def test_500_http_answers_equal_the_local_backends(
 ) -> None:
     x = load_eval_split("test").x[:N_REQUESTS]
     before = _answers_total(deployment.url)
-    responses = asyncio.run(_post_all(deployment.url, x))
+    responses = asyncio.run(post_each(deployment.url, x))
     assert [r.status_code for r in responses] == [200] * N_REQUESTS, responses[0].text
     remote = [r.json()["answers"][0] for r in responses]
     local = _local_answers(policy, deployment.plan, x)
@@ -154,7 +133,7 @@ def test_a_killed_replica_is_survived_and_replaced(
 
     t0 = time.monotonic()
     # 48 clients: each replica holds calls in its batcher whenever the kill lands
-    posting = _post_all(deployment.url, x, kill_after_some, concurrency=48)
+    posting = post_each(deployment.url, x, kill_after_some, concurrency=48)
     responses = asyncio.run(asyncio.wait_for(posting, 120))
     assert time.monotonic() - t0 < 120  # nothing hung
     statuses = {r.status_code for r in responses}
@@ -182,7 +161,7 @@ def test_a_killed_replica_is_survived_and_replaced(
     assert deployment.running_replicas()[first] == 2
     assert victims[0] not in deployment.replica_actors(first)
 
-    after = asyncio.run(_post_all(deployment.url, x[:50]))
+    after = asyncio.run(post_each(deployment.url, x[:50]))
     assert [r.status_code for r in after] == [200] * 50
     local = _local_answers(policy, deployment.plan, x[:50])
     assert [r.json()["answers"][0]["label"] for r in after] == [a.label for a in local]

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 
@@ -23,6 +22,7 @@ pytest.importorskip("ray.serve", reason="the Ray backend needs: pip install 'hyb
 
 from ray.cluster_utils import Cluster
 
+from backends.http_requests import post_each
 from hybridserve.backends.ray_backend import RayBackendConfig, RayDeployment
 from hybridserve.backends.ray_family import FamilyRef
 from hybridserve.backends.ray_resources import node_resources
@@ -78,21 +78,6 @@ def deployment(ap_policy: CascadePolicy) -> Iterator[RayDeployment]:
         cluster.shutdown()
 
 
-async def _post_all(url: str, x: np.ndarray, on_done: Any = None) -> list[httpx.Response]:
-    limit = asyncio.Semaphore(32)
-    out: list[httpx.Response | None] = [None] * len(x)
-    async with httpx.AsyncClient(base_url=url, timeout=60.0) as client:
-
-        async def one(i: int) -> None:
-            async with limit:
-                out[i] = await client.post("/v1/predict", json={"inputs": [x[i].tolist()]})
-            if on_done is not None:
-                await on_done(i)
-
-        await asyncio.gather(*(one(i) for i in range(len(x))))
-    return [r for r in out if r is not None]
-
-
 def _local_answers(policy: CascadePolicy, plan: Plan, x: np.ndarray) -> list[Any]:
     async def go() -> list[Any]:
         local = Plan.default(policy.family, policy.chain, batch_size=32, max_wait_ms=5.0)
@@ -121,7 +106,7 @@ def test_answers_equal_the_local_backends(
     deployment: RayDeployment, ap_policy: CascadePolicy
 ) -> None:
     x = load_eval_split("test").x[:300]
-    responses = asyncio.run(_post_all(deployment.url, x))
+    responses = asyncio.run(post_each(deployment.url, x, concurrency=32))
     assert [r.status_code for r in responses] == [200] * len(x), responses[0].text
     remote = [r.json()["answers"][0] for r in responses]
     local = _local_answers(ap_policy, deployment.plan, x)
@@ -145,7 +130,9 @@ def test_the_cascade_survives_losing_a_giant_replica_on_the_worker(
         if done[0] == 80:
             await asyncio.to_thread(deployment.kill_replica, victims[0])
 
-    responses = asyncio.run(asyncio.wait_for(_post_all(deployment.url, x, kill_after_some), 120))
+    responses = asyncio.run(
+        asyncio.wait_for(post_each(deployment.url, x, kill_after_some, concurrency=32), 120)
+    )
     statuses = [r.status_code for r in responses]
     assert set(statuses) <= {200, 503}, [r.text for r in responses if r.status_code != 200]
     assert statuses.count(200) >= len(x) - 32  # the other replica took the giant's batches
@@ -159,5 +146,5 @@ def test_the_cascade_survives_losing_a_giant_replica_on_the_worker(
         time.sleep(1.0)
     assert deployment.running_replicas()[giant] == 2
     assert deployment.placement()[giant] == {"worker"}  # the replacement is on the worker too
-    after = asyncio.run(_post_all(deployment.url, x[:50]))
+    after = asyncio.run(post_each(deployment.url, x[:50]))
     assert [r.status_code for r in after] == [200] * 50

@@ -32,7 +32,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from hybridserve.backends import ServeOptions, bind_port
-from hybridserve.backends.local import ServerThread
 from hybridserve.backends.ray_family import FamilyRef
 from hybridserve.backends.ray_replicas import RemoteReplicas
 from hybridserve.backends.ray_resources import (
@@ -47,9 +46,9 @@ from hybridserve.backends.ray_resources import (
 from hybridserve.backends.ray_session import (
     NOSET_CUDA,
     RaySession,
+    ServedOnRay,
     failure_detail,
     http_url,
-    running_replicas,
     wait_ready,
 )
 from hybridserve.errors import HybridServeError
@@ -162,7 +161,7 @@ def ray_engine(
     return Engine(policy, plan, family.info(), config, replicas=source)
 
 
-class RayDeployment:
+class RayDeployment(ServedOnRay):
     """The cascade deployed on Ray Serve; a context manager that undeploys (and stops Ray).
 
     With ``front="process"`` the HTTP app runs in a thread of this process on ``sock`` (bound
@@ -179,6 +178,7 @@ class RayDeployment:
         server: ServerSettings | None = None,
         sock: socket.socket | None = None,
     ) -> None:
+        super().__init__(sock)
         self.policy = policy
         self.plan = plan
         self.family = family
@@ -186,13 +186,8 @@ class RayDeployment:
         self.engine_config = engine or EngineConfig()
         self.server = server or ServerSettings()
         self.groups = self._check()
-        self.url = ""
         self.engine: Engine | None = None
         self.source: RemoteReplicas | None = None
-        self._sock = sock
-        self._http: ServerThread | None = None
-        self._failure: str | None = None
-        self._session: RaySession | None = None
 
     def _check(self) -> dict[str, list[GroupSpec]]:
         self.policy.check_family(self.family.model_names(), self.family.read().family)
@@ -352,17 +347,7 @@ class RayDeployment:
         self.engine = ray_engine(
             self.policy, self.plan, self.family, self.source, self.engine_config
         )
-        app = create_app(self.engine, self.server)
-        if self._sock is None:
-            self._sock = bind_port(cfg.host, cfg.port)
-        port = int(self._sock.getsockname()[1])
-        self._http = ServerThread(app, self._sock).start()
-        self.url = http_url(cfg.host, port)
-
-    @property
-    def failure(self) -> str | None:
-        """Why the front's engine could not start (front 'process'; None otherwise)."""
-        return self._http.failure if self._http is not None else self._failure
+        self._serve_app(create_app(self.engine, self.server))
 
     @property
     def serving(self) -> bool:
@@ -371,38 +356,10 @@ class RayDeployment:
             return self._http.running
         return self._session is not None and self._session.deployed
 
-    def stop(self) -> None:
-        """Drain and stop the HTTP front; undeploy; stop Serve and Ray when started here."""
-        if self._http is not None:
-            self._http.stop(self.engine_config.drain_timeout_s + 5.0)
-            self._failure = self._http.failure
-            self._http = None
-        if self._session is not None:
-            session, self._session = self._session, None
-            session.close(self.config.app_name)
-
-    def __enter__(self) -> RayDeployment:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # ------------------------------------------------------------------ operations
     def replica_actors(self, model: str) -> list[str]:
         """Actor names of the replicas serving ``model``'s first part (for ``ray.kill``)."""
-        if self._session is None:
-            return []
-        names = {g.deployment_name(0) for g in self.groups.get(model, [])}
-        return self._session.replica_actors(self.config.app_name, names)
-
-    def kill_replica(self, actor_name: str) -> None:
-        """Kill one replica actor; Serve notices and starts a replacement."""
-        assert self._session is not None
-        self._session.kill_replica(actor_name)
-
-    def running_replicas(self) -> dict[str, int]:
-        """RUNNING replicas per deployment of the application."""
-        return running_replicas(self.config.app_name)
+        return self._replica_actors({g.deployment_name(0) for g in self.groups.get(model, [])})
 
     def placement(self, calls_per_replica: int = 4) -> dict[str, set[str]]:
         """The plan node each part deployment's replicas run on, as Ray reports it.

@@ -27,16 +27,14 @@ import socket
 from typing import Any
 
 from hybridserve.backends import ServeOptions, bind_port
-from hybridserve.backends.local import ServerThread
 from hybridserve.backends.ray_backend import RayBackendConfig, require_ray, wait_for_signal
 from hybridserve.backends.ray_genreplicas import GenerativeFamilyRef, RemoteDecoders
 from hybridserve.backends.ray_resources import is_gpu
 from hybridserve.backends.ray_session import (
     NOSET_CUDA,
     RaySession,
+    ServedOnRay,
     failure_detail,
-    http_url,
-    running_replicas,
     wait_ready,
 )
 from hybridserve.errors import HybridServeError
@@ -65,7 +63,7 @@ def chain_of(target: GenerativeTarget) -> tuple[str, ...]:
     return (target.config.models[-1].name,)
 
 
-class RayGenerativeDeployment:
+class RayGenerativeDeployment(ServedOnRay):
     """A generative cascade on Ray Serve; a context manager that undeploys (and stops Ray).
 
     The HTTP app runs in a thread of this process on ``sock`` (bound by the caller, else on
@@ -85,6 +83,7 @@ class RayGenerativeDeployment:
         iteration_level: bool = False,
         sock: socket.socket | None = None,
     ) -> None:
+        super().__init__(sock)
         self.config = config or RayBackendConfig()
         if self.config.front != "process":
             raise HybridServeError(FRONT_REFUSED)
@@ -104,13 +103,8 @@ class RayGenerativeDeployment:
         self.family: GenerativeFamily = self.family_ref.front_family(self.chain)
         self.policy = target.policy or giant_only_policy(self.family)
         self.policy.check_family(self.family.names, self.family.name)
-        self.url = ""
         self.engine: GenerativeEngine | None = None
         self.source: RemoteDecoders | None = None
-        self._sock = sock
-        self._http: ServerThread | None = None
-        self._failure: str | None = None
-        self._session: RaySession | None = None
 
     # ------------------------------------------------------------------ deploy
     def _application(self) -> Any:
@@ -197,53 +191,12 @@ class RayGenerativeDeployment:
             max_wait_ms=self.max_wait_ms,
             decoders=self.source,
         )
-        app = create_generative_app(self.engine, self.server)
-        if self._sock is None:
-            self._sock = bind_port(cfg.host, cfg.port)
-        port = int(self._sock.getsockname()[1])
-        self._http = ServerThread(app, self._sock).start()
-        self.url = http_url(cfg.host, port)
-
-    @property
-    def failure(self) -> str | None:
-        """Why the engine could not start (None: it did, or has not yet)."""
-        return self._http.failure if self._http is not None else self._failure
-
-    @property
-    def serving(self) -> bool:
-        return self._http is not None and self._http.running
-
-    def stop(self) -> None:
-        """Drain and stop the HTTP front; undeploy; stop Serve and Ray when started here."""
-        if self._http is not None:
-            self._http.stop(self.engine_config.drain_timeout_s + 5.0)
-            self._failure = self._http.failure
-            self._http = None
-        if self._session is not None:
-            session, self._session = self._session, None
-            session.close(self.config.app_name)
-
-    def __enter__(self) -> RayGenerativeDeployment:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self._serve_app(create_generative_app(self.engine, self.server))
 
     # ------------------------------------------------------------------ operations
     def replica_actors(self, model: str) -> list[str]:
         """Actor names of the replicas serving chain model ``model`` (for ``ray.kill``)."""
-        if self._session is None:
-            return []
-        return self._session.replica_actors(self.config.app_name, {model})
-
-    def kill_replica(self, actor_name: str) -> None:
-        """Kill one replica actor; Serve notices and starts a replacement."""
-        assert self._session is not None
-        self._session.kill_replica(actor_name)
-
-    def running_replicas(self) -> dict[str, int]:
-        """RUNNING replicas per deployment of the application."""
-        return running_replicas(self.config.app_name)
+        return self._replica_actors({model})
 
 
 def check_options(options: ServeOptions) -> None:

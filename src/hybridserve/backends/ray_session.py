@@ -1,5 +1,6 @@
 """What every hybridserve deployment on Ray Serve shares: the connection to Ray and its undoing,
-a deploy failure's reason, the HTTP front's readiness, and the replicas' actors.
+a deploy failure's reason, the HTTP front in this process and its readiness, and the replicas'
+actors (``ServedOnRay``, the base of both deployments).
 
 Used by the classifier deployment (``ray_backend.RayDeployment``) and the generative one
 (``ray_genbackend.RayGenerativeDeployment``). The ``ray`` module is passed in (the caller has
@@ -9,10 +10,11 @@ checked the extra), so nothing here imports Ray.
 from __future__ import annotations
 
 import importlib
+import socket
 import time
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
@@ -162,3 +164,79 @@ def wait_ready(url: str, http: ServerThread | None, timeout_s: float) -> None:
             break
         time.sleep(0.2)
     raise HybridServeError(f"the Ray deployment did not become ready: {detail}")
+
+
+_D = TypeVar("_D", bound="ServedOnRay")
+
+
+class ServedOnRay:
+    """The part of a deployment on Ray that both kinds share once deployed: the HTTP front in
+    this process (``_serve_app``), the session, stopping (drain, undeploy, stop what was
+    started) and the replicas' actors. Subclasses deploy (``start``) and set ``config``
+    (a ``ray_backend.RayBackendConfig``) and ``engine_config``."""
+
+    config: Any
+    engine_config: Any
+
+    def __init__(self, sock: socket.socket | None) -> None:
+        self.url = ""
+        self._sock = sock
+        self._http: ServerThread | None = None
+        self._failure: str | None = None
+        self._session: RaySession | None = None
+
+    def start(self: _D) -> _D:
+        raise NotImplementedError
+
+    def _serve_app(self, app: Any) -> None:
+        """Serve ``app`` in a thread of this process, on the socket given or bound now."""
+        from hybridserve.backends import bind_port
+        from hybridserve.backends.local import ServerThread
+
+        cfg = self.config
+        if self._sock is None:
+            self._sock = bind_port(cfg.host, cfg.port)
+        port = int(self._sock.getsockname()[1])
+        self._http = ServerThread(app, self._sock).start()
+        self.url = http_url(cfg.host, port)
+
+    @property
+    def failure(self) -> str | None:
+        """Why the front's engine could not start (None: it did, has not yet, or no front)."""
+        return self._http.failure if self._http is not None else self._failure
+
+    @property
+    def serving(self) -> bool:
+        """The HTTP front in this process is up."""
+        return self._http is not None and self._http.running
+
+    def stop(self) -> None:
+        """Drain and stop the HTTP front; undeploy; stop Serve and Ray when started here."""
+        if self._http is not None:
+            self._http.stop(self.engine_config.drain_timeout_s + 5.0)
+            self._failure = self._http.failure
+            self._http = None
+        if self._session is not None:
+            session, self._session = self._session, None
+            session.close(self.config.app_name)
+
+    def __enter__(self: _D) -> _D:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _replica_actors(self, deployments: set[str]) -> list[str]:
+        if self._session is None:
+            return []
+        app_name: str = self.config.app_name
+        return self._session.replica_actors(app_name, deployments)
+
+    def kill_replica(self, actor_name: str) -> None:
+        """Kill one replica actor; Serve notices and starts a replacement."""
+        assert self._session is not None
+        self._session.kill_replica(actor_name)
+
+    def running_replicas(self) -> dict[str, int]:
+        """RUNNING replicas per deployment of the application."""
+        return running_replicas(self.config.app_name)

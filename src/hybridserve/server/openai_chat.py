@@ -27,6 +27,7 @@ from hybridserve.server.openai_schemas import (
     extension,
     finish_reason,
     logprobs_of,
+    usage,
 )
 
 Role = Literal["system", "developer", "user", "assistant"]
@@ -163,19 +164,13 @@ def new_chat_id() -> str:
 def chat_body(
     cid: str, model: str, choices: Sequence[dict[str, Any]], dones: Sequence[Completion]
 ) -> dict[str, Any]:
-    prompt_tokens = sum(d.generation.prompt_tokens for d in dones)
-    completion_tokens = sum(len(d.generation.token_ids) for d in dones)
     return {
         "id": cid,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "choices": list(choices),
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
+        "usage": usage(dones),
     }
 
 

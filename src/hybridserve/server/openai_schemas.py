@@ -187,23 +187,28 @@ def new_id() -> str:
     return f"cmpl-{uuid.uuid4().hex}"
 
 
+def usage(dones: Sequence[Completion]) -> dict[str, int]:
+    """OpenAI's token counts of a response (the answering models' tokens)."""
+    prompt_tokens = sum(d.generation.prompt_tokens for d in dones)
+    completion_tokens = sum(len(d.generation.token_ids) for d in dones)
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
 def completion_body(
     cid: str, model: str, choices: Sequence[dict[str, Any]], dones: Sequence[Completion]
 ) -> dict[str, Any]:
     """The whole non-streamed response."""
-    prompt_tokens = sum(d.generation.prompt_tokens for d in dones)
-    completion_tokens = sum(len(d.generation.token_ids) for d in dones)
     return {
         "id": cid,
         "object": "text_completion",
         "created": int(time.time()),
         "model": model,
         "choices": list(choices),
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
+        "usage": usage(dones),
     }
 
 
