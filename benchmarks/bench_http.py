@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
-import platform
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -41,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 
 from hybridserve.bench.httpload import (
     KINDS,
@@ -50,6 +47,13 @@ from hybridserve.bench.httpload import (
     free_port,
     make_request,
     measure,
+)
+from hybridserve.bench.httprounds import (
+    fmt,
+    giant_only_policy,
+    median_table,
+    run_record,
+    serve_command,
 )
 
 FAMILY = "fashion-mnist"
@@ -112,18 +116,6 @@ def serve_litserve(port: int, max_batch: int, batch_timeout_s: float, fast_queue
 
 
 # ---------------------------------------------------------------------------------- systems
-def giant_only_policy(workdir: Path, out: Path) -> Path:
-    """The AP policy's giant alone as a one-model chain (as ``hybridserve bench`` builds it)."""
-    from hybridserve.bench.systems import single_model_policy
-    from hybridserve.tuning.policy import CascadePolicy
-
-    ap = CascadePolicy.load(workdir / "policy-ap.json")
-    policy = single_model_policy(ap, ap.giant, ap.calibrators[-1])
-    path = out / "policy-giant-only.json"
-    policy.save(path)
-    return path
-
-
 def start(system: str, args: argparse.Namespace, tmp: Path) -> ServerProcess:
     port = free_port()
     env = env_with_src()
@@ -143,21 +135,7 @@ def start(system: str, args: argparse.Namespace, tmp: Path) -> ServerProcess:
         return ServerProcess(system, cmd, port, "/health", log=log, env=env)
     policy = tmp / "policy-giant-only.json" if system == "giant-only" else None
     policy = policy or args.workdir / "policy-ap.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "hybridserve.cli",
-        "serve",
-        "--workdir",
-        str(args.workdir),
-        "--policy",
-        str(policy),
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        *args.serve_arg,
-    ]
+    cmd = serve_command(args.workdir, port, "--policy", str(policy), *args.serve_arg)
     return ServerProcess(system, cmd, port, "/v2/health/ready", log=log, env=env)
 
 
@@ -179,35 +157,7 @@ def servers(names: list[str], args: argparse.Namespace, tmp: Path) -> Iterator[d
 # ---------------------------------------------------------------------------------- report
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per system and body kind: the median over rounds of each measure, errors summed."""
-    keys = sorted({(r["system"], r["kind"]) for r in rows}, key=lambda k: rows_order(rows, k))
-    table = []
-    for system, kind in keys:
-        mine = [r for r in rows if r["system"] == system and r["kind"] == kind]
-
-        def med(field: str, mine: list[dict[str, Any]] = mine) -> float | None:
-            values = [r[field] for r in mine if r.get(field) is not None]
-            return float(np.median(values)) if values else None
-
-        table.append(
-            {
-                "system": system,
-                "kind": kind,
-                "rounds": len(mine),
-                "requests_per_s": med("requests_per_s"),
-                "p50_ms": med("p50_ms"),
-                "p99_ms": med("p99_ms"),
-                "server_cpu_ms_per_request": med("server_cpu_ms_per_request"),
-                "loop_cpu_ms_per_request": med("loop_cpu_ms_per_request"),
-                "errors": sum(r["errors"] for r in mine),
-                "wrong_labels": sum(r["wrong_labels"] for r in mine),
-                "ok": sum(r["ok"] for r in mine),
-            }
-        )
-    return table
-
-
-def rows_order(rows: list[dict[str, Any]], key: tuple[str, str]) -> int:
-    return next(i for i, r in enumerate(rows) if (r["system"], r["kind"]) == key)
+    return median_table(rows, ("system", "kind"))
 
 
 def ratios(table: list[dict[str, Any]]) -> dict[str, float]:
@@ -258,10 +208,6 @@ def against_json(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     }
 
 
-def _fmt(v: float | None, digits: int = 1) -> str:
-    return "-" if v is None else f"{v:.{digits}f}"
-
-
 def print_table(
     table: list[dict[str, Any]], rel: dict[str, float], vs_json: dict[str, dict[str, float]]
 ) -> None:
@@ -271,10 +217,10 @@ def print_table(
     print("-" * len(head))
     for r in table:
         print(
-            f"{r['system']:<12} {r['kind']:<9} {_fmt(r['requests_per_s']):>8} "
-            f"{_fmt(r['p50_ms']):>8} {_fmt(r['p99_ms']):>8} "
-            f"{_fmt(r['server_cpu_ms_per_request'], 2):>10} "
-            f"{_fmt(r['loop_cpu_ms_per_request'], 3):>11} {r['errors']:>6} "
+            f"{r['system']:<12} {r['kind']:<9} {fmt(r['requests_per_s']):>8} "
+            f"{fmt(r['p50_ms']):>8} {fmt(r['p99_ms']):>8} "
+            f"{fmt(r['server_cpu_ms_per_request'], 2):>10} "
+            f"{fmt(r['loop_cpu_ms_per_request'], 3):>11} {r['errors']:>6} "
             f"{r['wrong_labels']:>6}"
         )
     for name, value in rel.items():
@@ -364,18 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     rel = ratios(table)
     vs_json = against_json(rows)
     result = {
-        "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": psutil.cpu_count(),
-            "python": platform.python_version(),
-            "load_average": list(psutil.getloadavg()),
-        },
-        "settings": {
-            k: (str(v) if isinstance(v, Path) else v)
-            for k, v in vars(args).items()
-            if k != "serve_litserve"
-        },
+        **run_record(argv, args, "serve_litserve"),
         "table": table,
         "ratios_rps": rel,
         "vs_json": vs_json,

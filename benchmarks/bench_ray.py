@@ -27,9 +27,7 @@ quickstart --workdir W`` writes them); its ``plan.json`` is used when present.
 """
 
 import argparse
-import datetime
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -41,6 +39,13 @@ import psutil
 from fastapi import Request  # at module level: FastAPI resolves the endpoint's annotations here
 
 from hybridserve.bench.httpload import ServerProcess, env_with_src, free_port, make_request, measure
+from hybridserve.bench.httprounds import (
+    fmt,
+    giant_only_policy,
+    median_table,
+    run_record,
+    serve_command,
+)
 
 FAMILY = "fashion-mnist"
 OUT = Path(__file__).parent / "out" / "bench_ray.json"
@@ -114,7 +119,6 @@ def giant_only(workdir: Path, out: Path) -> Path:
     import shutil
     import subprocess
 
-    from hybridserve.bench.systems import single_model_policy
     from hybridserve.tuning.policy import CascadePolicy
 
     wd = out / "giant-only"
@@ -126,7 +130,7 @@ def giant_only(workdir: Path, out: Path) -> Path:
     cmd = [sys.executable, "-m", "hybridserve.cli", "plan", "--workdir", str(wd)]
     cmd += ["--family", ap.family, "--reach", f"{ap.giant}=1"]
     subprocess.run(cmd, check=True, env=env_with_src(), capture_output=True)
-    single_model_policy(ap, ap.giant, ap.calibrators[-1]).save(wd / "policy-ap.json")
+    giant_only_policy(workdir, wd).rename(wd / "policy-ap.json")
     return wd
 
 
@@ -153,51 +157,14 @@ def start(system: str, args: argparse.Namespace, tmp: Path) -> ServerProcess:
     workdir = tmp / "giant-only" if system == "ray-giant-only" else args.workdir
     backend = ["--backend", "local"] if system.startswith("local") else ["--backend", "ray"]
     front = ["--ray-front", "serve"] if "serve-front" in system else []
-    cmd = [
-        sys.executable,
-        "-m",
-        "hybridserve.cli",
-        "serve",
-        "--workdir",
-        str(workdir),
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        *backend,
-        *front,
-        *args.serve_arg,
-    ]
+    cmd = serve_command(workdir, port, *backend, *front, *args.serve_arg)
     return ServerProcess(system, cmd, port, "/v2/health/ready", log=log, env=env)
 
 
 # ---------------------------------------------------------------------------------- report
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per system: the median over rounds of each measure, errors summed."""
-    names = list(dict.fromkeys(r["system"] for r in rows))
-    table = []
-    for system in names:
-        mine = [r for r in rows if r["system"] == system]
-
-        def med(field: str, mine: list[dict[str, Any]] = mine) -> float | None:
-            values = [r[field] for r in mine if r.get(field) is not None]
-            return float(np.median(values)) if values else None
-
-        table.append(
-            {
-                "system": system,
-                "rounds": len(mine),
-                "requests_per_s": med("requests_per_s"),
-                "p50_ms": med("p50_ms"),
-                "p99_ms": med("p99_ms"),
-                "server_cpu_ms_per_request": med("server_cpu_ms_per_request"),
-                "start_s": med("start_s"),
-                "errors": sum(r["errors"] for r in mine),
-                "wrong_labels": sum(r["wrong_labels"] for r in mine),
-                "ok": sum(r["ok"] for r in mine),
-            }
-        )
-    return table
+    return median_table(rows, ("system",))
 
 
 def ratios(table: list[dict[str, Any]]) -> dict[str, float]:
@@ -213,10 +180,6 @@ def ratios(table: list[dict[str, Any]]) -> dict[str, float]:
     return {f"{a} / {b}": rps[a] / rps[b] for a, b in pairs if a in rps and b in rps}
 
 
-def _fmt(v: float | None, digits: int = 1) -> str:
-    return "-" if v is None else f"{v:.{digits}f}"
-
-
 def print_table(table: list[dict[str, Any]], rel: dict[str, float]) -> None:
     head = f"{'system':<28} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms/req':>10} "
     head += f"{'errors':>6} {'wrong':>6}"
@@ -224,8 +187,8 @@ def print_table(table: list[dict[str, Any]], rel: dict[str, float]) -> None:
     print("-" * len(head))
     for r in table:
         print(
-            f"{r['system']:<28} {_fmt(r['requests_per_s']):>8} {_fmt(r['p50_ms']):>8} "
-            f"{_fmt(r['p99_ms']):>8} {_fmt(r['server_cpu_ms_per_request'], 2):>10} "
+            f"{r['system']:<28} {fmt(r['requests_per_s']):>8} {fmt(r['p50_ms']):>8} "
+            f"{fmt(r['p99_ms']):>8} {fmt(r['server_cpu_ms_per_request'], 2):>10} "
             f"{r['errors']:>6} {r['wrong_labels']:>6}"
         )
     for name, value in rel.items():
@@ -309,14 +272,7 @@ def main(argv: list[str] | None = None) -> None:
     table = aggregate(rows)
     rel = ratios(table)
     result = {
-        "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": psutil.cpu_count(),
-            "python": platform.python_version(),
-            "load_average": list(psutil.getloadavg()),
-        },
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        **run_record(argv, args, "serve_plain_ray"),
         "table": table,
         "ratios_rps": rel,
         "rows": rows,
