@@ -37,6 +37,7 @@ from hybridserve.models.generative_family import (
     GenerativeFamily,
     GenerativeFamilyConfig,
     GenerativeModelEntry,
+    family_of,
     read_generative_config,
 )
 from hybridserve.runtime.decode_worker import DecodeCall
@@ -85,15 +86,7 @@ class GenerativeFamilyRef:
             RemoteGenerativeModel(HFCausalText(base / e.path, name=e.name))
             for e in (self._entry(cfg, name) for name in chain)
         )
-        data = {"val": cfg.data.val, "test": cfg.data.test} if cfg.data else {}
-        return GenerativeFamily(
-            name=cfg.family,
-            models=models,
-            data_paths={split: (base / p).resolve() for split, p in data.items()},
-            scorer=cfg.scorer,
-            max_new_tokens=cfg.max_new_tokens,
-            chat_template=cfg.chat_template,
-        )
+        return family_of(cfg, base, models)
 
 
 class RemoteGenerativeModel(GenerativeModel):

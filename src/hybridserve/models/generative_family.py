@@ -155,6 +155,13 @@ def build_generative_family(
         HFCausalLM(base / entry.path, name=entry.name, device=device, dtype=entry.dtype)
         for entry in cfg.models
     )
+    return family_of(cfg, base, models)
+
+
+def family_of(
+    cfg: GenerativeFamilyConfig, base: Path, models: tuple[GenerativeModel, ...]
+) -> GenerativeFamily:
+    """The family ``cfg`` declares, with ``models`` (all of its models, or a chain's)."""
     data = {"val": cfg.data.val, "test": cfg.data.test} if cfg.data else {}
     return GenerativeFamily(
         name=cfg.family,

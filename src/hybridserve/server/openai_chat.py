@@ -23,7 +23,7 @@ from hybridserve.models.generative import GenerationParams
 from hybridserve.runtime.genengine import Completion
 from hybridserve.server.openai_schemas import (
     MAX_LOGPROBS,
-    MAX_STOPS,
+    check_stops,
     extension,
     finish_reason,
     logprobs_of,
@@ -78,12 +78,7 @@ class ChatCompletionRequest(BaseModel):
     @field_validator("stop")
     @classmethod
     def _stops(cls, value: str | list[str] | None) -> str | list[str] | None:
-        stops = [value] if isinstance(value, str) else list(value or [])
-        if len(stops) > MAX_STOPS:
-            raise ValueError(f"at most {MAX_STOPS} stop sequences")
-        if any(not s for s in stops):
-            raise ValueError("stop sequences must be non-empty")
-        return value
+        return check_stops(value)
 
     def unsupported(self) -> tuple[str, str] | None:
         """``(param, why)`` for a field set to something this server cannot do."""

@@ -54,6 +54,16 @@ def openai_error(
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
+def check_stops(value: str | list[str] | None) -> str | list[str] | None:
+    """OpenAI's ``stop``: one string or a list, at most ``MAX_STOPS``, none empty."""
+    stops = [value] if isinstance(value, str) else list(value or [])
+    if len(stops) > MAX_STOPS:
+        raise ValueError(f"at most {MAX_STOPS} stop sequences")
+    if any(not s for s in stops):
+        raise ValueError("stop sequences must be non-empty")
+    return value
+
+
 class CompletionRequest(BaseModel):
     """``POST /v1/completions`` (see the module docstring for the defaults)."""
 
@@ -86,12 +96,7 @@ class CompletionRequest(BaseModel):
     @field_validator("stop")
     @classmethod
     def _stops(cls, value: str | list[str] | None) -> str | list[str] | None:
-        stops = [value] if isinstance(value, str) else list(value or [])
-        if len(stops) > MAX_STOPS:
-            raise ValueError(f"at most {MAX_STOPS} stop sequences")
-        if any(not s for s in stops):
-            raise ValueError("stop sequences must be non-empty")
-        return value
+        return check_stops(value)
 
     def unsupported(self) -> tuple[str, str] | None:
         """``(param, why)`` for a field set to something this server cannot do."""
