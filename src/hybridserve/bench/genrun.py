@@ -35,9 +35,8 @@ import numpy.typing as npt
 from rich.console import Console
 
 from hybridserve.bench.gentarget import RIGHT, CompletionTarget, TokenCount
-from hybridserve.bench.plots import energy_bars, latency_cdf, threshold_graph
-from hybridserve.bench.report import markdown_table, token_table, write_report
-from hybridserve.bench.run import LoadSettings, oracle_entry, serve_systems
+from hybridserve.bench.report import markdown_table, token_table
+from hybridserve.bench.run import LoadSettings, oracle_entry, save_report, serve_systems
 from hybridserve.bench.systems import oracle_of, system_policies
 from hybridserve.calibration.report import CalibrationReport
 from hybridserve.errors import HybridServeError
@@ -244,12 +243,7 @@ def run_generative_bench(
         device=spec.torch_device,
     )
     out = {"task": "generate", "family": family.name, **body, "serving_batch_size": batch}
-    write_report(workdir.report, out)
-    root = workdir.root
-    threshold_graph(out["systems"], workdir.frontier_csv, root / "bench-threshold-graph.png")
-    latency_cdf(latencies, root / "latency-cdf.png")
-    energy_bars(out["systems"], out["energy_source"], root / "energy-per-request.png")
-    workdir.report_md.write_text(generative_markdown(out))
+    save_report(workdir, out, latencies, generative_markdown(out))
     return out
 
 

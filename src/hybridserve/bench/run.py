@@ -439,13 +439,18 @@ def run_bench(
     latencies = body.pop("_latencies")
     body["family"] = loaded.name
     body["serving_batch_size"] = batch
+    save_report(workdir, body, latencies, _markdown(body))
+    return body
+
+
+def save_report(workdir: Workdir, body: dict[str, Any], latencies: Any, markdown: str) -> None:
+    """``report.json``, ``report.md`` and the bench's three plots in ``workdir``."""
     write_report(workdir.report, body)
     out = workdir.root
     threshold_graph(body["systems"], workdir.frontier_csv, out / "bench-threshold-graph.png")
     latency_cdf(latencies, out / "latency-cdf.png")
     energy_bars(body["systems"], body["energy_source"], out / "energy-per-request.png")
-    workdir.report_md.write_text(_markdown(body))
-    return body
+    workdir.report_md.write_text(markdown)
 
 
 def _markdown(body: dict[str, Any]) -> str:
