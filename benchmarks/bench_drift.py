@@ -29,8 +29,9 @@ def main() -> None:
     ap.add_argument("--severities", type=int, nargs="+", default=[2, 4])
     ap.add_argument("--corruptions", nargs="+", default=sorted(CORRUPTIONS))
     ap.add_argument("--window", type=int, default=500)
-    ap.add_argument("--shadow-fraction", type=float, default=0.035)
-    ap.add_argument("--confidence-k", type=float, default=0.1)
+    ap.add_argument("--shadow-fraction", type=float, default=0.03)
+    ap.add_argument("--signature-window", type=int, default=300)
+    ap.add_argument("--shift-images", type=int, default=1000)
     ap.add_argument("--guard-pairs", type=int, default=600)
     ap.add_argument("--margin-pt", type=float, default=0.3)
     a = ap.parse_args()
@@ -45,7 +46,8 @@ def main() -> None:
         corruptions=tuple(a.corruptions),
         window=a.window,
         shadow_fraction=a.shadow_fraction,
-        confidence_k=a.confidence_k,
+        signature_window=a.signature_window,
+        shift_images=a.shift_images,
         guard_pairs=a.guard_pairs,
         margin_pt=a.margin_pt,
         progress=True,

@@ -6,11 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hybridserve.drift.detectors import BernoulliCUSUM, MeanCUSUM
+from hybridserve.drift.detectors import BernoulliCUSUM, WindowGTest
 from hybridserve.drift.monitor import DriftMonitor
 from hybridserve.drift.replay import replay_adaptive, replay_static
 from hybridserve.drift.retune import pseudo_labels, retune
 from hybridserve.drift.shadow import AccuracyEstimator, AgreementTracker, ShadowSampler
+from hybridserve.drift.signature import OutputSignature
+from hybridserve.drift.windowacc import WindowAccuracy
 from hybridserve.errors import HybridServeError
 from hybridserve.tuning.costs import CostTable, ModelCost
 from hybridserve.tuning.search import APSearch
@@ -57,14 +59,63 @@ def test_bernoulli_cusum_quiet_in_control_and_fast_on_a_rise() -> None:
     assert any(hits) and hits.index(True) < 100
 
 
-def test_mean_cusum_detects_both_directions() -> None:
+def test_window_g_test_keeps_its_budget_and_sees_a_mix_change() -> None:
     rng = np.random.default_rng(4)
-    clean = rng.beta(8, 2, 5000)
-    det = MeanCUSUM(k=0.1, alpha=0.05, horizon=5000, random_state=2).fit(clean)
-    assert not any(det.update(s) for s in rng.beta(8, 2, 3000))
-    for shifted in (rng.beta(6, 2, 1000), rng.beta(12, 2, 1000)):
+    p = np.array([0.4, 0.3, 0.2, 0.1])
+    det = WindowGTest(window=200, step=20, alpha=0.05, horizon=4000, random_state=2)
+    det.fit(rng.choice(4, 4000, p=p), 4)
+    assert det.h_ > 0 and det.p_.sum() == pytest.approx(1.0)
+    # in control: over 10 streams of the budget's horizon, about alpha of them may ring
+    rang = 0
+    for _ in range(10):
         det.reset()
-        assert any(det.update(s) for s in shifted)
+        rang += any(det.update(int(c)) for c in rng.choice(4, 4000, p=p))
+    assert rang <= 2
+    det.reset()
+    shifted = [det.update(int(c)) for c in rng.choice(4, 1000, p=[0.25, 0.25, 0.25, 0.25])]
+    assert any(shifted) and shifted.index(True) < 600
+    assert det.n_ == 0  # restarted after the alarm
+
+
+def test_output_signature_marks_atypical_logits_and_bands() -> None:
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 3, 3000)
+    z = rng.normal(0, 1, (3000, 3))
+    z[np.arange(3000), y] += 4.0
+    conf = np.exp(z).max(1) / np.exp(z).sum(1)
+    sig = OutputSignature(tail=0.9).fit(z, conf)
+    assert sig.n_cells_ == 3 * 3 * 2 and sig.reference_.max() < sig.n_cells_
+    # about a tenth of held-out clean rows are atypical; logits far from every mean all are
+    fresh = rng.normal(0, 1, (2000, 3))
+    fresh[np.arange(2000), rng.integers(0, 3, 2000)] += 4.0
+    odd_share = (sig.cells(fresh, np.full(2000, 0.9)) % 2).mean()
+    assert 0.05 < odd_share < 0.16
+    far = np.tile([8.0, 8.0, -8.0], (50, 1))
+    assert (sig.cells(far, np.full(50, 0.5)) % 2 == 1).all()
+    with pytest.raises(HybridServeError, match="N×3"):
+        sig.cells(np.zeros((4, 5)), np.zeros(4))
+
+
+def test_window_accuracy_learns_from_shifted_sets_and_reads_a_shifted_window() -> None:
+    rng = np.random.default_rng(6)
+
+    def labelled(n: int, signal: float, wrong: float) -> tuple[np.ndarray, np.ndarray]:
+        # the giant answers a wrong class on `wrong` of the rows, as confidently as right ones
+        y = rng.integers(0, 5, n)
+        said = np.where(rng.random(n) < wrong, (y + 1) % 5, y)
+        z = rng.normal(0, 1, (n, 5))
+        z[np.arange(n), said] += signal
+        return z, y
+
+    sets = [labelled(1000, s, w) for s, w in ((6, 0.05), (3, 0.3), (2, 0.5), (4, 0.15))]
+    model = WindowAccuracy(windows_per_set=60).fit(sets)
+    z, y = labelled(500, 3, 0.3)
+    truth = (z.argmax(1) == y).mean()
+    assert abs(model.predict(z) - truth) < 0.06
+    with pytest.raises(HybridServeError, match="N×5"):
+        model.predict(np.zeros((3, 4)))
+    with pytest.raises(HybridServeError, match="at least one"):
+        WindowAccuracy().fit([])
 
 
 def test_detectors_refuse_bad_settings() -> None:
@@ -72,8 +123,10 @@ def test_detectors_refuse_bad_settings() -> None:
         BernoulliCUSUM(alpha=1.5).fit([0, 1, 0])
     with pytest.raises(HybridServeError, match="events"):
         BernoulliCUSUM().fit([0, 2])
-    with pytest.raises(HybridServeError, match="k"):
-        MeanCUSUM(k=0).fit(np.arange(20.0))
+    with pytest.raises(HybridServeError, match="multiple of step"):
+        WindowGTest(window=30, step=25).fit(np.arange(40) % 3, 3)
+    with pytest.raises(HybridServeError, match="cells"):
+        WindowGTest().fit(np.arange(40) % 3, 2)
 
 
 def test_shadow_sampler_is_seeded_and_near_its_fraction() -> None:
@@ -104,6 +157,26 @@ def test_estimator_atc_threshold_and_mix() -> None:
     assert est.estimate() == pytest.approx(0.75)
 
 
+def test_estimator_takes_the_giant_share_from_the_window_model_when_it_has_enough() -> None:
+    class Always:
+        min_rows = 3
+
+        def predict(self, logits: np.ndarray) -> float:
+            assert logits.shape == (len(logits), 4)
+            return 0.4
+
+    est = AccuracyEstimator(window_model=Always())  # type: ignore[arg-type]
+    est.giant_answer(0.9, np.zeros(4))
+    est.giant_answer(0.9, np.zeros(4))
+    assert est.giant_accuracy() == pytest.approx(0.9)  # too few rows: the confidences
+    est.giant_answer(0.9, np.zeros(4))
+    est.early_answer(1.0)
+    assert est.giant_accuracy() == pytest.approx(0.4)
+    assert est.estimate() == pytest.approx(0.75 * 0.4 + 0.25 * 1.0)
+    est.next_window()
+    assert est.giant_accuracy() is None
+
+
 def test_retune_agrees_with_the_giant_within_its_margin(tuned: tuple) -> None:
     policy, _, _ = tuned
     pairs, _ = family_logits(1500, 5, small_broken=True)
@@ -116,6 +189,14 @@ def test_retune_agrees_with_the_giant_within_its_margin(tuned: tuple) -> None:
     assert new.summary["retune"]["pairs"] == 1500
     with pytest.raises(HybridServeError, match="shadow pairs"):
         retune(policy, {k: v[:50] for k, v in pairs.items()}, COSTS)
+
+
+def test_retune_keeps_the_giant_alone_when_the_cascade_saves_too_little(tuned: tuple) -> None:
+    policy, _, _ = tuned
+    pairs, _ = family_logits(1500, 5, small_broken=True)
+    new = retune(policy, pairs, COSTS, margin_pt=0.5, min_saving=50.0)
+    assert new.chain == ("giant",) and new.thresholds == ()
+    assert "kept_giant_only" in new.summary["retune"]
 
 
 def test_pseudo_labels_take_feedback_first() -> None:
@@ -135,6 +216,7 @@ def test_adaptive_replay_alarms_after_the_change_and_swaps(tuned: tuple) -> None
     res = replay_adaptive(policy, monitor, stream, labels, COSTS, guard_pairs=400)
     alarms = [e["request"] for e in res.events if e["event"] == "alarm"]
     assert alarms and min(alarms) > 2000
+    assert monitor.alarms_ == [] and monitor.requests_ == 0  # the caller's monitor untouched
     assert any(e["event"] == "swap" for e in res.events)
     static = replay_static(policy, stream, labels, COSTS)
     assert res.correct[3000:].mean() > static.correct[3000:].mean()

@@ -40,7 +40,7 @@ def fitted_monitor(policy: CascadePolicy = BASE) -> DriftMonitor:
 
 
 def shifted(n: int, seed: int = 9) -> npt.NDArray[np.uint8]:
-    """Dark inputs: the small model grows unsure (its confidence CUSUM alarms within ~30)."""
+    """Dark inputs: the small model grows unsure (its signature test alarms at its first look)."""
     return (make_inputs(n, seed) // 4).astype(np.uint8)
 
 

@@ -106,3 +106,22 @@ def test_a_monitor_of_another_policy_is_refused_at_start() -> None:
             await engine.start()
 
     asyncio.run(go())
+
+
+def test_giant_answers_feed_the_estimate_with_their_logits() -> None:
+    async def go() -> None:
+        async with drift_engine(shadow_fraction=0.0) as engine:
+            drift = engine.drift
+            assert drift is not None
+            x = make_inputs(520, seed=6)
+            reached_giant = 0
+            for i in range(0, 520, 8):
+                r = await engine.predict_result(x[i : i + 8])
+                reached_giant += sum(m == 2 for m in r.model_index)
+            # the estimator saw every giant answer's logits in the window that closed at 500
+            # and those since (the window restarted)
+            assert reached_giant > 0
+            assert drift.estimate_ is not None and 0.0 <= drift.estimate_ <= 1.0
+            assert len(drift.estimator._giant_logits) == len(drift.estimator._giant)
+
+    asyncio.run(go())

@@ -56,7 +56,7 @@ def test_a_shift_alarms_guards_retunes_and_every_answer_has_one_version(tmp_path
             state = await _drift(client)
             assert state["alarms"] == 1 and state["state"] == "watch"
             assert [e["event"] for e in state["events"]] == ["alarm", "guard", "retune"]
-            assert state["events"][0]["detector"] in ("confidence", "disagreement")
+            assert state["events"][0]["detector"] in ("signature", "disagreement")
             assert state["events"][1]["version"] == 2 and state["events"][2]["version"] == 3
             for _ in range(5):  # served by the re-tuned policy
                 served.append((x[i : i + 4], await _predict(client, x[i : i + 4])))

@@ -30,6 +30,7 @@ from hybridserve.serving import ServeTarget, check_here, resolve_target
 
 if TYPE_CHECKING:
     from hybridserve.genserving import GenerativeTarget
+    from hybridserve.models.family import Family
 
 log = logging.getLogger(__name__)
 
@@ -47,31 +48,42 @@ def engine_for(
     if config is not None and config.drift:
         if workdir is None:
             raise HybridServeError("--drift: needs the workdir's validation logits (--workdir)")
-        monitor, costs = drift_inputs(workdir, target, config)
         family = target.load_family(device)
+        monitor, costs = drift_inputs(workdir, target, config, family)
         return Engine(target.policy, target.plan, family, config, monitor=monitor, costs=costs)
     return Engine(target.policy, target.plan, target.load_family(device), config)
 
 
-def drift_inputs(workdir: Path, target: ServeTarget, config: EngineConfig) -> tuple[Any, Any]:
+def drift_inputs(
+    workdir: Path, target: ServeTarget, config: EngineConfig, family: Family
+) -> tuple[Any, Any]:
     """The served policy's ``DriftMonitor``, fitted on the workdir's cached validation logits
-    (``calibrate`` writes them), and the cost table live re-tunes price chains with."""
+    (``calibrate`` writes them), and the cost table live re-tunes price chains with. The
+    label-free estimate learns from the corrupted validation sets ``bench --drift`` caches in
+    the workdir, where there are some for these models; otherwise it is ATC alone."""
     from hybridserve.drift.monitor import DriftMonitor
+    from hybridserve.drift.shifted import cached_catalogue
     from hybridserve.tuning.tune import _cached_logits, load_costs
     from hybridserve.workdir import Workdir
 
     wd = Workdir(workdir)
     names = list(target.policy.chain)
     logits, labels = _cached_logits(wd, target.family_name, names, "val")
+    giant = target.policy.giant
+    shift_sets = [(ls.logits[giant], ls.labels) for ls in cached_catalogue(wd, family)]
+    if shift_sets:
+        shift_sets.append((logits[giant], labels))
     monitor = DriftMonitor(shadow_fraction=config.shadow_fraction).fit(
-        target.policy, logits, labels
+        target.policy, logits, labels, shift_sets=shift_sets
     )
     costs = load_costs(wd, target.family_name, names, target.config)
     log.info(
-        "drift handling on: %.1f %% shadow checks, guard %s, re-tune after %d pairs",
+        "drift handling on: %.1f %% shadow checks, guard %s, re-tune after %d pairs; "
+        "accuracy estimate: %s",
         100 * config.shadow_fraction,
         config.drift_guard,
         config.drift_min_pairs,
+        f"window model on {len(shift_sets)} sets" if shift_sets else "ATC (no shifted sets)",
     )
     return monitor, costs
 

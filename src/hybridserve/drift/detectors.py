@@ -1,7 +1,8 @@
 """Sequential change detectors with a stated false-alarm budget, calibrated on clean data.
 
-Both are one-sided or two-sided CUSUMs (Page 1954). ``fit`` learns the in-control behaviour
-from validation data and sets the alarm threshold ``h_`` by Monte Carlo: it simulates
+``BernoulliCUSUM`` is a one-sided CUSUM (Page 1954), ``WindowGTest`` a windowed
+likelihood-ratio test. Each ``fit`` learns the in-control behaviour from validation data and
+sets the alarm threshold ``h_`` by Monte Carlo: it simulates
 ``n_sims`` in-control streams of ``horizon`` steps and takes the ``1 − alpha`` quantile of the
 largest statistic each reached. So **the budget is stated as: at most ``alpha`` probability of
 any false alarm within ``horizon`` in-control steps** (about ``alpha`` false alarms per
@@ -12,15 +13,16 @@ any false alarm within ``horizon`` in-control steps** (about ``alpha`` false ala
   simulated at an *upper* confidence bound of ``p0`` (validation holds few disagreements, and a
   clean live rate a little above the estimate must not ring the bell), and the log-likelihood
   ratio is that of rate ``p1`` against that bound.
-* ``MeanCUSUM``: a two-sided shift of the mean of a per-request score (here: the first chain
-  model's calibrated confidence, free on every request). In-control streams are bootstraps of
-  the validation scores, so no normality is assumed; ``k`` (the allowance, in standard
-  deviations) is widened by two standard errors of the validation mean for the same reason.
+* ``WindowGTest``: a sliding-window G-test of categorical cells (here: the first chain model's
+  output *signature*, ``drift.signature``, free on every request) against validation's
+  frequencies, checked every ``step`` requests; the budget is the same kind, simulated from
+  the Dirichlet posterior of validation's counts.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import numpy as np
 import numpy.typing as npt
@@ -106,57 +108,88 @@ class BernoulliCUSUM:
         return False
 
 
-class MeanCUSUM:
-    """Two-sided CUSUM on a score's mean, in validation standard deviations."""
+class WindowGTest:
+    """Sliding-window G-test of categorical cells against validation's frequencies.
+
+    Every ``step`` observations, once ``window`` are in, the last ``window`` cells' counts
+    ``c`` give ``G = 2 Σ c log(c / (window · p))`` against the reference frequencies ``p``
+    (validation's counts, smoothed by half a count per cell). ``fit`` sets the alarm threshold
+    ``h_`` by Monte Carlo: ``n_sims`` in-control streams of ``horizon`` observations, each
+    drawn from frequencies resampled from the Dirichlet posterior of validation's counts (so a
+    small validation set raises ``h_`` instead of ringing on its own sampling error), and takes
+    the ``1 − alpha`` quantile of each stream's largest ``G``.
+    """
 
     def __init__(
         self,
         *,
-        k: float = 0.1,
+        window: int = 300,
+        step: int = 25,
         alpha: float = 0.05,
         horizon: int = 20000,
         n_sims: int = 200,
         random_state: int = 0,
     ) -> None:
-        self.k = k
+        self.window = window
+        self.step = step
         self.alpha = alpha
         self.horizon = horizon
         self.n_sims = n_sims
         self.random_state = random_state
 
-    def fit(self, scores: npt.ArrayLike) -> MeanCUSUM:
-        """Learn the mean and spread of validation ``scores``; calibrate ``h_``."""
-        x = np.asarray(scores, dtype=np.float64).ravel()
-        if x.size < 10 or not np.isfinite(x).all():
-            raise HybridServeError("scores: expected at least 10 finite validation scores")
+    def fit(self, cells: npt.ArrayLike, n_cells: int) -> WindowGTest:
+        """Learn the reference frequencies of validation ``cells`` (ints in ``[0, n_cells)``)
+        and calibrate ``h_``."""
+        x = np.asarray(cells).ravel()
+        if x.size < 10 or not np.issubdtype(x.dtype, np.integer):
+            raise HybridServeError("cells: expected at least 10 integer cell indices")
+        if n_cells < 2 or x.min() < 0 or x.max() >= n_cells:
+            raise HybridServeError(f"cells: expected indices in [0, {n_cells}) with n_cells ≥ 2")
         _check_budget(self.alpha, self.horizon, self.n_sims)
-        if self.k <= 0:
-            raise HybridServeError(f"k: expected a positive allowance, got {self.k}")
-        self.mean_ = float(x.mean())
-        self.std_ = float(x.std()) or 1.0
-        self.k_ = self.k + 2.0 / math.sqrt(x.size)  # the validation mean is itself uncertain
-        z = (x - self.mean_) / self.std_
+        if self.step < 1 or self.window < self.step or self.window % self.step:
+            raise HybridServeError(
+                f"window: expected a multiple of step ({self.step}), got {self.window}"
+            )
+        counts = np.bincount(x, minlength=n_cells).astype(np.float64)
+        self.n_cells_ = n_cells
+        self.p_ = (counts + 0.5) / (counts.sum() + 0.5 * n_cells)
         rng = np.random.default_rng(self.random_state)
-        draws = z[rng.integers(0, z.size, size=(self.horizon, self.n_sims))]
-        # both sides share the budget
-        hi = _threshold(draws - self.k_, self.alpha / 2)
-        lo = _threshold(-draws - self.k_, self.alpha / 2)
-        self.h_ = max(hi, lo)
+        blocks = self.horizon // self.step
+        per = self.window // self.step
+        tops = np.empty(self.n_sims)
+        for i in range(self.n_sims):
+            p = rng.dirichlet(counts + 0.5)
+            seq = rng.choice(n_cells, size=blocks * self.step, p=p)
+            block = np.zeros((blocks, n_cells))
+            np.add.at(block, (np.arange(seq.size) // self.step, seq), 1.0)
+            run = np.cumsum(np.vstack([np.zeros(n_cells), block]), axis=0)
+            tops[i] = self._g(run[per:] - run[:-per]).max()
+        self.h_ = float(np.quantile(tops, 1.0 - self.alpha))
         self.reset()
         return self
 
+    def _g(self, counts: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            terms = np.where(counts > 0, counts * np.log(counts / (self.window * self.p_)), 0.0)
+        return np.asarray(2.0 * terms.sum(axis=-1), dtype=np.float64)
+
     def reset(self) -> None:
-        self.hi_ = 0.0
-        self.lo_ = 0.0
+        self.counts_ = np.zeros(self.n_cells_)
+        self.recent_: deque[int] = deque()
+        self.g_ = 0.0
         self.n_ = 0
 
-    def update(self, score: float) -> bool:
-        """Add one score; True when either side crosses ``h_`` (then both restart)."""
-        z = (float(score) - self.mean_) / self.std_
-        self.hi_ = max(0.0, self.hi_ + z - self.k_)
-        self.lo_ = max(0.0, self.lo_ - z - self.k_)
+    def update(self, cell: int) -> bool:
+        """Add one observation; True when ``G`` crosses ``h_`` (then the window restarts)."""
+        self.recent_.append(int(cell))
+        self.counts_[cell] += 1.0
+        if len(self.recent_) > self.window:
+            self.counts_[self.recent_.popleft()] -= 1.0
         self.n_ += 1
-        if max(self.hi_, self.lo_) >= self.h_:
-            self.hi_ = self.lo_ = 0.0
+        if len(self.recent_) < self.window or self.n_ % self.step:
+            return False
+        self.g_ = float(self._g(self.counts_))
+        if self.g_ >= self.h_:
+            self.reset()
             return True
         return False

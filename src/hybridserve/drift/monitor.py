@@ -1,14 +1,17 @@
-"""The drift monitor: shadow agreement, a free confidence signal, and the two detectors.
+"""The drift monitor: shadow agreement, a free output signature, and the two detectors.
 
 ``DriftMonitor.fit(policy, logits, labels)`` learns, from validation replayed through the
 policy's own ``decide``, what clean traffic looks like:
 
 * the rate at which an early answer disagrees with the giant (the shadow detector,
   ``BernoulliCUSUM``, watches shadow-checked requests for a rise);
-* the first chain model's calibrated confidence, which every request has for free (the
-  ``MeanCUSUM`` watches its mean both ways: inputs that make the cheap models unsure, or
-  suspiciously sure, are a shift even before a shadow check disagrees);
-* per chain model, the expected agreement (``AgreementTracker``).
+* the first chain model's output *signature* (``drift.signature``: class × confidence band ×
+  atypical logits), which every request has for free; a ``WindowGTest`` compares its recent
+  frequencies with validation's, so inputs the cheap model sees differently are a shift even
+  before a shadow check disagrees;
+* per chain model, the expected agreement (``AgreementTracker``);
+* optionally (``shift_sets``: labelled giant logits on shifted validation), the
+  ``WindowAccuracy`` model behind the label-free accuracy estimate.
 
 The false-alarm budget ``alpha`` (default 0.1 per ``horizon`` = 20,000 requests) is split evenly
 between the two detectors; the shadow detector's horizon in *checks* is the horizon in requests
@@ -17,14 +20,16 @@ times the expected share of shadow-checked requests.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from hybridserve.drift.detectors import BernoulliCUSUM, MeanCUSUM
+from hybridserve.drift.detectors import BernoulliCUSUM, WindowGTest
 from hybridserve.drift.shadow import AccuracyEstimator, AgreementTracker
+from hybridserve.drift.signature import OutputSignature
+from hybridserve.drift.windowacc import LabelledLogits, WindowAccuracy
 from hybridserve.errors import HybridServeError
 from hybridserve.tuning.policy import CascadePolicy
 from hybridserve.tuning.simulate import walk
@@ -38,17 +43,19 @@ class DriftMonitor:
     def __init__(
         self,
         *,
-        shadow_fraction: float = 0.04,
+        shadow_fraction: float = 0.03,
         alpha: float = 0.1,
         horizon: int = 20000,
-        confidence_k: float = 0.1,
+        signature_window: int = 300,
+        signature_tail: float = 0.95,
         disagreement_ratio: float = 4.0,
         random_state: int = 0,
     ) -> None:
         self.shadow_fraction = shadow_fraction
         self.alpha = alpha
         self.horizon = horizon
-        self.confidence_k = confidence_k
+        self.signature_window = signature_window
+        self.signature_tail = signature_tail
         self.disagreement_ratio = disagreement_ratio
         self.random_state = random_state
 
@@ -57,9 +64,15 @@ class DriftMonitor:
         policy: CascadePolicy,
         logits: Mapping[str, npt.NDArray[Any]],
         labels: npt.ArrayLike | None = None,
+        *,
+        shift_sets: Sequence[LabelledLogits] = (),
+        window_accuracy: WindowAccuracy | None = None,
     ) -> DriftMonitor:
         """Learn clean behaviour of ``policy`` from ``logits`` (every chain model). ``labels``
-        (optional: agreement is with the giant) fit the accuracy estimator's ATC threshold."""
+        (optional: agreement is with the giant) fit the accuracy estimator's ATC threshold;
+        ``shift_sets`` (the giant's logits and true labels on clean and shifted validation)
+        fit its ``WindowAccuracy``, unless a fitted one is passed as ``window_accuracy`` (a
+        refit after a re-tune keeps the one it had: it reads raw logits, not the policy)."""
         missing = [m for m in policy.chain if m not in logits]
         if missing:
             raise HybridServeError(f"logits: no logits for chain model(s) {missing}")
@@ -81,31 +94,51 @@ class DriftMonitor:
             horizon=checks,
             random_state=self.random_state,
         ).fit(~agrees[early])
-        first = policy.probabilities(0, outputs[0]).max(axis=1)
-        self.confidence_cusum_ = MeanCUSUM(
-            k=self.confidence_k,
+        first = np.asarray(outputs[0], dtype=np.float64)
+        conf = policy.probabilities(0, first).max(axis=1)
+        self.signature_ = OutputSignature(
+            tail=self.signature_tail, random_state=self.random_state
+        ).fit(first, conf)
+        self.signature_test_ = WindowGTest(
+            window=self.signature_window,
             alpha=self.alpha / 2,
             horizon=self.horizon,
             random_state=self.random_state,
-        ).fit(first)
-        self.estimator_ = AccuracyEstimator()
+        ).fit(self.signature_.reference_, self.signature_.n_cells_)
+        self.estimator_ = AccuracyEstimator(window_model=window_accuracy)
         if labels is not None:
             q = policy.probabilities(last, outputs[-1])[np.arange(said.size), said]
             self.estimator_.fit(q, said == np.asarray(labels))
+        if window_accuracy is None and shift_sets:
+            self.estimator_.window_model = WindowAccuracy(random_state=self.random_state).fit(
+                list(shift_sets)
+            )
         self.alarms_: list[dict[str, Any]] = []
         self.requests_ = 0
         return self
 
-    def first_confidence(self, first_logits: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
-        """The free per-request signal: the first chain model's calibrated top probability."""
-        return np.asarray(self.policy_.probabilities(0, first_logits).max(axis=1))
+    def reset(self) -> None:
+        """Forget live traffic: detectors back to their start, no alarms, no requests."""
+        self.shadow_cusum_.reset()
+        self.signature_test_.reset()
+        self.alarms_ = []
+        self.requests_ = 0
 
-    def observe(self, confidence: float) -> bool:
-        """One request's first-model confidence; True on an alarm."""
-        self.requests_ += 1
-        if self.confidence_cusum_.update(confidence):
-            self._alarm("confidence")
-            return True
+    @property
+    def window_accuracy_(self) -> WindowAccuracy | None:
+        return self.estimator_.window_model
+
+    def observe_first(self, first_logits: npt.NDArray[Any]) -> bool:
+        """A batch of first-chain-model logits (free on every request); True on an alarm."""
+        z = np.asarray(first_logits, dtype=np.float64)
+        if z.shape[0] == 0:
+            return False
+        conf = self.policy_.probabilities(0, z).max(axis=1)
+        for cell in self.signature_.cells(z, conf).tolist():
+            self.requests_ += 1
+            if self.signature_test_.update(cell):
+                self._alarm("signature")
+                return True
         return False
 
     def observe_shadow(self, answered_by: int, agrees: bool) -> bool:
@@ -131,10 +164,14 @@ class DriftMonitor:
                 "statistic": self.shadow_cusum_.s_,
                 "threshold": self.shadow_cusum_.h_,
             },
-            "confidence": {
-                "validation_mean": self.confidence_cusum_.mean_,
-                "statistic": max(self.confidence_cusum_.hi_, self.confidence_cusum_.lo_),
-                "threshold": self.confidence_cusum_.h_,
+            "signature": {
+                **self.signature_.state(),
+                "window": self.signature_test_.window,
+                "statistic": self.signature_test_.g_,
+                "threshold": self.signature_test_.h_,
             },
+            "estimator": "window model + ATC"
+            if self.estimator_.window_model is not None
+            else "ATC",
             "budget": {"alpha": self.alpha, "horizon_requests": self.horizon},
         }

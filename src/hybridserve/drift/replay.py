@@ -5,7 +5,7 @@ Requests are served in chunks (``chunk``, default 25: the granularity at which a
 takes over, like a swap landing between batches) by ``tuning.simulate.walk``, i.e. the policy's
 own ``decide``. Per request the adaptive replay
 
-1. feeds the first chain model's confidence to the monitor (free);
+1. feeds the first chain model's logits to the monitor's signature test (free);
 2. if the request was answered before the giant and the ``ShadowSampler`` picks it, charges the
    giant's cost and feeds the monitor whether the answers agree;
 3. on an alarm switches to the **guard** from the next chunk: every request is answered by the
@@ -18,6 +18,7 @@ Energy per request sums the models run for it (shadow and guard runs included).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,7 +73,10 @@ def replay_adaptive(
     margin_pt: float = 0.3,
     seed: int = 0,
 ) -> StreamResult:
-    """Serve the stream with monitoring and live re-tuning (module docstring)."""
+    """Serve the stream with monitoring and live re-tuning (module docstring). ``monitor``
+    is left as it was: the stream is watched by a fresh copy of it."""
+    monitor = copy.deepcopy(monitor, {id(monitor.policy_): monitor.policy_})
+    monitor.reset()
     y = np.asarray(labels, dtype=np.int64)
     n = y.shape[0]
     names = list(logits)
@@ -83,8 +87,9 @@ def replay_adaptive(
     giant_q = monitor.policy_.probabilities(len(policy.chain) - 1, logits[names[-1]])
     giant_label = giant_q.argmax(axis=1)
     sampler = ShadowSampler(monitor.shadow_fraction, seed)
-    estimator = AccuracyEstimator()
+    estimator = AccuracyEstimator(window_model=monitor.window_accuracy_)
     estimator.threshold_ = monitor.estimator_.threshold_
+    giant_z = np.asarray(logits[names[-1]])
     correct = np.zeros(n, dtype=np.bool_)
     energy = np.zeros(n)
     modes: list[str] = []
@@ -98,7 +103,7 @@ def replay_adaptive(
             energy[rows] = all_cost
             modes.extend([GUARD] * rows.size)
             for r in rows:
-                estimator.giant_answer(float(giant_q[r].max()))
+                estimator.giant_answer(float(giant_q[r].max()), giant_z[r])
                 _close_window(out, estimator, r, window)
             guard_rows.extend(rows.tolist())
             if len(guard_rows) >= guard_pairs:
@@ -121,14 +126,13 @@ def replay_adaptive(
         modes.extend([WATCH] * rows.size)
         last = len(policy.chain) - 1
         watching = monitor.policy_ is policy  # a giant-only policy has nothing to watch
-        first = monitor.first_confidence(np.asarray(logits[monitor.policy_.chain[0]])[rows])
         alarmed = False
+        if watching:
+            alarmed = monitor.observe_first(np.asarray(logits[monitor.policy_.chain[0]])[rows])
         for j, r in enumerate(rows):
-            if watching:
-                alarmed |= monitor.observe(float(first[j]))
             q = float(giant_q[r, said[j]])
             if answer[j] == last:
-                estimator.giant_answer(q)
+                estimator.giant_answer(q, giant_z[r])
             elif flags[j]:
                 energy[r] += giant_cost
                 out.shadow_energy_j += giant_cost
@@ -160,11 +164,12 @@ def _refit(
         shadow_fraction=monitor.shadow_fraction,
         alpha=monitor.alpha,
         horizon=monitor.horizon,
-        confidence_k=monitor.confidence_k,
+        signature_window=monitor.signature_window,
+        signature_tail=monitor.signature_tail,
         disagreement_ratio=monitor.disagreement_ratio,
         random_state=monitor.random_state,
     )
     try:
-        return fresh.fit(policy, pairs)
+        return fresh.fit(policy, pairs, window_accuracy=monitor.window_accuracy_)
     except HybridServeError:
         return monitor  # the new policy sends everything to the giant: nothing new to watch

@@ -12,6 +12,10 @@ to "disagreement with the giant ≤ ``margin_pt``". Since a cascade can lose at 
 where it disagrees with the giant, acc(cascade) ≥ acc(giant) − disagreement on the pairs. Feedback
 labels (true labels for some requests) replace the giant's where given; there the cascade can
 also win.
+
+A cascade the search finds that saves less than ``min_saving`` (default 1.2× less energy per
+request than the giant on the pairs) is not taken: the giant alone is returned instead. Such a
+cascade spends the accuracy margin of a few hundred pairs for almost nothing.
 """
 
 from __future__ import annotations
@@ -46,6 +50,17 @@ def pseudo_labels(
     return labels
 
 
+def giant_only(policy: CascadePolicy) -> CascadePolicy:
+    """``policy`` with its chain cut to the giant (its calibrator kept)."""
+    return replace(
+        policy,
+        chain=(policy.giant,),
+        thresholds=(),
+        calibrators=(policy.calibrators[-1],),
+        skips=(),
+    )
+
+
 def retune(
     policy: CascadePolicy,
     logits: Mapping[str, npt.NDArray[Any]],
@@ -54,6 +69,7 @@ def retune(
     feedback: Mapping[int, int] | None = None,
     margin_pt: float = 0.3,
     min_pairs: int = MIN_PAIRS,
+    min_saving: float = 1.2,
     **search_kw: Any,
 ) -> CascadePolicy:
     """A new policy for ``policy``'s family from shadow pairs ``logits`` (every family model,
@@ -84,4 +100,9 @@ def retune(
             "guard": report["guard"],
         }
     }
+    giant_j = costs[policy.giant].energy_j
+    found_j = float(report["val"]["energy_j_per_request"])
+    if found_j * min_saving > giant_j:
+        summary["retune"]["kept_giant_only"] = f"saving {giant_j / found_j:.2f}× < {min_saving}×"
+        return replace(giant_only(policy), summary=summary)
     return replace(search.policy_, summary=summary)

@@ -6,20 +6,20 @@ sample is an unbiased one of early answers). ``AgreementTracker`` keeps, per cha
 overall, the rolling share of shadow checks where the served answer equals the giant's, next to
 what validation predicted for the same policy.
 
-``AccuracyEstimator`` is the label-free estimate of served accuracy. **Estimator**: a request's
-chance of being right is read off the giant's calibrated probabilities ``q`` (trusted as the
-best label-free judge there is): ``q[served label]``. For a request the giant answered that is
-the giant's calibrated confidence (free: the giant ran anyway); for an early answer it is known
-only on shadow-checked requests, so the window's estimate is
+``AccuracyEstimator`` is the label-free estimate of served accuracy. **Estimator**: per window
 
-    â = r · mean_giant(q[served]) + (1 − r) · mean_shadow(q[served])
+    â = r · A_giant + (1 − r) · mean_shadow(1[q[served] > t])
 
-with ``r`` the window's share of giant answers and the shadow mean taken over the last
-``shadow_pool`` checks (one window holds too few). With a perfectly calibrated giant this is
-unbiased; under shift the giant grows overconfident, so once fitted (``fit``) each ``q`` is
-replaced by ATC's ``1[q > t]`` (average thresholded confidence, ``t`` set on validation), which
-degrades less. Under strong shifts it still overestimates badly (the bench measures its error):
-only feedback labels can see a giant that is confidently wrong.
+with ``r`` the window's share of giant answers. ``A_giant``, the accuracy of the giant's own
+answers in the window, comes from ``drift.windowacc.WindowAccuracy`` (a regression on the
+window's giant outputs, trained on shifted validation) when one is set and the window holds
+enough giant answers; otherwise it is ATC's share of their calibrated confidences above ``t``
+(average thresholded confidence, Garg et al. 2022, ``t`` set on validation by ``fit``). An
+early answer's chance is known only on shadow-checked requests: the giant's calibrated
+probability ``q`` of the served label, thresholded at ``t``, pooled over the last
+``shadow_pool`` checks (one window holds too few). Under a shift the pool trails (it holds
+checks from before), and ATC still over-estimates a giant that is confidently wrong; the
+bench measures both errors.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from hybridserve.drift.windowacc import WindowAccuracy
 from hybridserve.errors import HybridServeError
 
 
@@ -92,22 +93,23 @@ class AgreementTracker:
 
 
 class AccuracyEstimator:
-    """Label-free served accuracy from the giant's calibrated probabilities (module docstring)."""
+    """Label-free served accuracy from the giant's outputs (module docstring)."""
 
-    def __init__(self, shadow_pool: int = 60) -> None:
+    def __init__(self, shadow_pool: int = 60, window_model: WindowAccuracy | None = None) -> None:
         if shadow_pool < 1:
             raise HybridServeError(f"shadow_pool: expected at least 1, got {shadow_pool}")
         self.shadow_pool = shadow_pool
+        self.window_model = window_model
         self.threshold_: float | None = None
         self._pool: deque[float] = deque(maxlen=shadow_pool)
         self._giant: list[float] = []
+        self._giant_logits: list[npt.NDArray[np.floating]] = []
         self._early = 0
 
     def fit(self, q_served: npt.ArrayLike, correct: npt.ArrayLike) -> AccuracyEstimator:
         """ATC (Garg et al. 2022): the threshold ``t`` above which the share of validation's
         ``q[served]`` equals validation's served accuracy; a request then counts as right iff
-        its ``q[served] > t``. Under shift this tracks accuracy better than the plain average
-        (the giant grows overconfident); unfitted, the plain average is used."""
+        its ``q[served] > t``. Unfitted, the plain average of ``q`` is used."""
         q = np.asarray(q_served, dtype=np.float64)
         ok = np.asarray(correct, dtype=np.bool_)
         if q.shape != ok.shape or q.size == 0:
@@ -118,9 +120,12 @@ class AccuracyEstimator:
     def _score(self, q: float) -> float:
         return float(q) if self.threshold_ is None else float(q > self.threshold_)
 
-    def giant_answer(self, q_served: float) -> None:
-        """A request the giant answered: its calibrated confidence."""
+    def giant_answer(self, q_served: float, logits: npt.NDArray[np.floating] | None = None) -> None:
+        """A request the giant answered: its calibrated confidence and, for the window model,
+        its raw logits."""
         self._giant.append(self._score(q_served))
+        if logits is not None:
+            self._giant_logits.append(logits)
 
     def early_answer(self, q_served: float | None) -> None:
         """A request answered before the giant; ``q_served`` only when shadow-checked."""
@@ -128,19 +133,33 @@ class AccuracyEstimator:
         if q_served is not None:
             self._pool.append(self._score(q_served))
 
+    def giant_accuracy(self) -> float | None:
+        """``A_giant`` of the current window (None without giant answers)."""
+        if not self._giant:
+            return None
+        model = self.window_model
+        if (
+            model is not None
+            and len(self._giant_logits) == len(self._giant)
+            and len(self._giant) >= model.min_rows
+        ):
+            return model.predict(np.stack(self._giant_logits))
+        return float(np.mean(self._giant))
+
     def estimate(self) -> float | None:
         """The current window's estimate (None before any evidence)."""
         n = len(self._giant) + self._early
         if n == 0:
             return None
         r = len(self._giant) / n
-        giant = float(np.mean(self._giant)) if self._giant else 0.0
+        giant = self.giant_accuracy()
         if self._early and not self._pool:
-            return giant if self._giant else None
+            return giant
         early = float(np.mean(self._pool)) if self._pool else 0.0
-        return r * giant + (1.0 - r) * early
+        return r * (giant or 0.0) + (1.0 - r) * early
 
     def next_window(self) -> None:
         """Start a new window (the shadow pool carries over: one window holds too few)."""
         self._giant = []
+        self._giant_logits = []
         self._early = 0

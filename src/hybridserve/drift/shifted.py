@@ -26,6 +26,9 @@ from hybridserve.models.logits import BATCH, LogitSet
 from hybridserve.workdir import Workdir
 
 CLEAN = "clean"
+#: the corruption seed of the validation catalogue the label-free estimate learns from (the
+#: drift bench's test streams use seed 0, so the two never share a random field)
+CATALOGUE_SEED = 7
 
 
 def _key(family: Family, name: str, severity: int, seed: int, x: npt.NDArray[np.uint8]) -> str:
@@ -71,7 +74,16 @@ def shifted_logits(
         parts = [model.predict_logits(images[i : i + BATCH]) for i in range(0, len(y), BATCH)]
         out[model.name] = np.concatenate(parts).astype(np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = json.dumps({"key": key, "family": family.name, "corruption": name, "severity": severity})
+    meta = json.dumps(
+        {
+            "key": key,
+            "family": family.name,
+            "corruption": name,
+            "severity": severity,
+            "seed": seed,
+            "models": {m.name: m.fingerprint for m in family.models},
+        }
+    )
     arrays = {f"logits/{n}": v for n, v in out.items()}
     # write then rename: an interrupted run never leaves half a cache behind
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
@@ -79,3 +91,39 @@ def shifted_logits(
         np.savez(fh, labels=y, __meta__=np.array(meta), **arrays)  # type: ignore[arg-type]
     os.replace(tmp, path)
     return LogitSet(split, y, out)
+
+
+def catalogue_logits(
+    family: Family,
+    x: npt.NDArray[np.uint8],
+    y: npt.NDArray[np.int64],
+    wd: Workdir,
+    corruptions: tuple[str, ...],
+    severities: tuple[int, ...],
+    seed: int = 0,
+) -> dict[tuple[str, int], LogitSet]:
+    """``shifted_logits`` for every corruption at every severity, keyed by (name, severity)."""
+    return {
+        (name, sev): shifted_logits(family, x, y, name, sev, wd, seed=seed)
+        for name in corruptions
+        for sev in severities
+    }
+
+
+def cached_catalogue(wd: Workdir, family: Family, seed: int = CATALOGUE_SEED) -> list[LogitSet]:
+    """Every corrupted set cached under ``wd`` for ``family``'s current models at ``seed``
+    (what ``catalogue_logits`` wrote), without the images: a server reads them at start-up."""
+    fingerprints = {m.name: m.fingerprint for m in family.models}
+    out: list[LogitSet] = []
+    for path in sorted((wd.logits_dir / "drift").glob(f"{family.name}-*-seed{seed}.npz")):
+        try:
+            with np.load(path, allow_pickle=False) as cached:
+                meta = json.loads(str(cached["__meta__"]))
+                if meta.get("models") != fingerprints or meta.get("corruption") == CLEAN:
+                    continue
+                logits = {n: cached[f"logits/{n}"] for n in family.names}
+                split = f"{meta['corruption']}-s{meta['severity']}"
+                out.append(LogitSet(split, cached["labels"].astype(np.int64), logits))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            continue  # unreadable: the estimate does without it
+    return out

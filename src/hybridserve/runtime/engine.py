@@ -359,8 +359,11 @@ class Engine:
                 f"{sorted(set(forward.tolist()))}; "
                 f"only later positions < {len(routing.chain)} exist"
             )
-        if at == 0 and self.drift is not None:
-            self.drift.first_scores(routing.policy, routed.score)
+        if self.drift is not None and routed.outputs is not None:
+            if at == 0:
+                self.drift.first_outputs(routing.policy, routed.outputs)
+            if at == len(routing.chain) - 1:
+                self.drift.giant_outputs(routed.score, routed.outputs)
         answered, moving = settle(chunks, at, labels, conf, hops, routed.trail, routing)
         for hop, chunk in moving.items():
             await self.positions[routing.slots[hop]].queue.put(chunk)

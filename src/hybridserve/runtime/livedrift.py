@@ -3,8 +3,8 @@
 The same order of operations as the offline reference ``drift.replay.replay_adaptive``, on live
 traffic:
 
-1. **watch**: every request's first-model confidence feeds the monitor's confidence CUSUM (free:
-   the engine reports the scores its first position computed anyway); a seeded share
+1. **watch**: every request's first-model logits feed the monitor's signature test (free: the
+   engine reports the outputs its first position computed anyway); a seeded share
    (``EngineConfig.shadow_fraction``) of inputs answered before the giant is queued for a shadow
    check (``runtime.shadowrun``: after the answer went out, at low priority, dropped when the
    queue is full). A check feeds the disagreement CUSUM, the per-model agreement and the
@@ -39,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from hybridserve.drift.monitor import GUARD, WATCH, DriftMonitor
-from hybridserve.drift.retune import retune
+from hybridserve.drift.retune import giant_only, retune
 from hybridserve.drift.shadow import AccuracyEstimator, ShadowSampler
 from hybridserve.errors import HybridServeError
 from hybridserve.runtime.errors import UnknownRequestError
@@ -73,7 +73,7 @@ class LiveDrift:
         monitor: DriftMonitor,
         *,
         costs: CostTable | None = None,
-        shadow_fraction: float = 0.035,
+        shadow_fraction: float = 0.03,
         guard: str = "giant",
         min_pairs: int = 200,
         margin_pt: float = 0.3,
@@ -99,7 +99,7 @@ class LiveDrift:
         self.sampler = ShadowSampler(shadow_fraction, seed)
         self.state_ = WATCH
         self.on_swap: OnSwap | None = None
-        self.estimator = AccuracyEstimator()
+        self.estimator = AccuracyEstimator(window_model=monitor.window_accuracy_)
         self.estimator.threshold_ = monitor.estimator_.threshold_
         self.estimate_: float | None = None
         self._answers_in_window = 0
@@ -156,14 +156,20 @@ class LiveDrift:
     def new_request_id(self) -> str:
         return f"r{next(self._ids)}"
 
-    def first_scores(self, policy: object, scores: npt.NDArray[np.float64]) -> None:
-        """The first chain model's scores on a batch (free); only the monitored policy's."""
-        if self.state_ != WATCH or policy is not self._monitored:
-            return
-        for s in scores.tolist():
-            if self.monitor.observe(s):
-                self._alarm("confidence")
-                return
+    def first_outputs(self, policy: object, logits: npt.NDArray[Any]) -> None:
+        """The first chain model's logits on a batch (free); only the monitored policy's."""
+        if (
+            self.state_ == WATCH
+            and policy is self._monitored
+            and self.monitor.observe_first(logits)
+        ):
+            self._alarm("signature")
+
+    def giant_outputs(self, scores: npt.NDArray[Any], logits: npt.NDArray[Any]) -> None:
+        """The giant's answers on a batch (any policy version, the guard's too): the
+        estimate's ``A_giant`` reads their confidences and logits."""
+        for q, row in zip(np.asarray(scores).tolist(), np.asarray(logits), strict=True):
+            self.estimator.giant_answer(float(q), row)
 
     def answered(self, x: npt.NDArray[Any], result: Result, request_id: str) -> Result:
         """Note a request's answers, pick its shadow checks; returns it with its id."""
@@ -172,13 +178,8 @@ class LiveDrift:
         flags = self.sampler.draw(len(result))
         collecting = self.state_ != WATCH
         watched = result.policy_version in self._watched
-        giant_q: list[float] = []
-        for row, (m, lab, conf) in enumerate(
-            zip(result.model_index, result.labels, result.confidence, strict=True)
-        ):
+        for row, (m, lab) in enumerate(zip(result.model_index, result.labels, strict=True)):
             early = m < last
-            if watched and not early:
-                giant_q.append(conf)
             if collecting or (early and flags[row]):
                 item = ShadowItem(
                     x[row], lab, result.chain[m], result.policy_version, request_id, row
@@ -187,8 +188,6 @@ class LiveDrift:
                     continue
             if watched and early:
                 self.estimator.early_answer(None)
-        for q in giant_q:
-            self.estimator.giant_answer(q)
         self._answers_in_window += len(result)
         if self._answers_in_window >= self.window:
             self.estimate_ = self.estimator.estimate()
@@ -252,10 +251,7 @@ class LiveDrift:
             self._spawn(self._swap(self._giant_only(), "guard"))
 
     def _giant_only(self) -> CascadePolicy:
-        p = self._monitored
-        return dataclasses.replace(
-            p, chain=(p.giant,), thresholds=(), calibrators=(p.calibrators[-1],), skips=()
-        )
+        return giant_only(self._monitored)
 
     def _maybe_retune(self) -> None:
         if self._retuning:
@@ -315,12 +311,15 @@ class LiveDrift:
             shadow_fraction=m.shadow_fraction,
             alpha=m.alpha,
             horizon=m.horizon,
-            confidence_k=m.confidence_k,
+            signature_window=m.signature_window,
+            signature_tail=m.signature_tail,
             disagreement_ratio=m.disagreement_ratio,
             random_state=m.random_state,
         )
         try:
-            return fresh.fit(policy, {c: pairs[c] for c in policy.chain})
+            return fresh.fit(
+                policy, {c: pairs[c] for c in policy.chain}, window_accuracy=m.window_accuracy_
+            )
         except HybridServeError:
             return None
 

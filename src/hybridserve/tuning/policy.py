@@ -127,6 +127,9 @@ class Decision:
     #: N × L × K calibrated probabilities of the visited positions, when the rule reads them
     #: (carry it with the request to its next position); ``None`` otherwise
     trail: npt.NDArray[np.float32] | None = None
+    #: the model outputs (logits) the decision was made on, as given (drift handling reads
+    #: the first and last positions'); ``None`` where a caller built the decision without them
+    outputs: npt.NDArray[np.floating] | None = None
 
 
 @dataclass(frozen=True)
@@ -315,7 +318,7 @@ class CascadePolicy:
             labels = np.argmax(probs, axis=1).astype(np.int64)
         else:
             labels = rule.labels(index, probs, full)
-        return Decision(labels, score, hops, full)
+        return Decision(labels, score, hops, full, outputs)
 
     def next_hop(self, index: int, conf: npt.NDArray[np.floating]) -> npt.NDArray[np.int64]:
         """Per request: -1 if model ``index``'s answer stands, else the chain index to visit next.
