@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--severities", type=int, nargs="+", default=[2, 4])
     ap.add_argument("--corruptions", nargs="+", default=sorted(CORRUPTIONS))
     ap.add_argument("--window", type=int, default=500)
-    ap.add_argument("--shadow-fraction", type=float, default=0.03)
+    ap.add_argument("--shadow-fraction", type=float, default=0.025)
     ap.add_argument("--signature-window", type=int, default=300)
     ap.add_argument("--shift-images", type=int, default=1000)
     ap.add_argument("--guard-pairs", type=int, default=600)

@@ -2,9 +2,12 @@
 
 Systems: ``litserve`` (LitServe serving the giant, vgg, with its own dynamic batching; the LitAPI
 is below), ``giant-only`` (``hybridserve serve`` with a one-model chain: vgg) and ``cascade-ap``
-(``hybridserve serve`` with the tuned AP policy). Every system gets the same closed-loop client
-(``hybridserve.bench.httpload``: kept-alive connections, one real fashion-mnist test image per
-request, answers checked against the label, every request encoded before the load starts);
+(``hybridserve serve`` with the tuned AP policy); ``cascade-ap-drift`` (not run unless named
+in ``--systems``) is ``cascade-ap`` with ``--drift``, shadow checks on (its run record adds the
+shadow checks done and dropped, read from ``/v1/policy``). Every system gets the same
+closed-loop client (``hybridserve.bench.httpload``: kept-alive connections, one real
+fashion-mnist test image per request, answers checked against the label, every request
+encoded before the load starts);
 hybridserve is loaded with JSON bodies and with binary ones (KServe v2 binary tensors in the
 images' own UINT8 with binary outputs, ``.npy``; ``--kinds`` also takes ``v2json`` and
 ``v2bin-f32``), LitServe with JSON (its API takes JSON).
@@ -59,6 +62,7 @@ from hybridserve.bench.httprounds import (
 FAMILY = "fashion-mnist"
 OUT = Path(__file__).parent / "out" / "bench_http.json"
 SYSTEMS = ("litserve", "giant-only", "cascade-ap")
+EXTRA_SYSTEMS = ("cascade-ap-drift",)
 HYBRID_KINDS = ("json", "v2bin", "npy")
 
 
@@ -135,8 +139,18 @@ def start(system: str, args: argparse.Namespace, tmp: Path) -> ServerProcess:
         return ServerProcess(system, cmd, port, "/health", log=log, env=env)
     policy = tmp / "policy-giant-only.json" if system == "giant-only" else None
     policy = policy or args.workdir / "policy-ap.json"
-    cmd = serve_command(args.workdir, port, "--policy", str(policy), *args.serve_arg)
+    drift = ["--drift"] if system == "cascade-ap-drift" else []
+    cmd = serve_command(args.workdir, port, "--policy", str(policy), *drift, *args.serve_arg)
     return ServerProcess(system, cmd, port, "/v2/health/ready", log=log, env=env)
+
+
+def shadow_counts(server: ServerProcess) -> dict[str, Any]:
+    """What a ``--drift`` server's shadow runner did (checked, dropped, ...)."""
+    import httpx
+
+    body = httpx.get(f"http://127.0.0.1:{server.port}/v1/policy", timeout=10.0).json()
+    drift = body.get("drift") or {}
+    return {"shadow": drift.get("shadow"), "alarms": drift.get("alarms")}
 
 
 @contextlib.contextmanager
@@ -170,6 +184,27 @@ def ratios(table: list[dict[str, Any]]) -> dict[str, float]:
         for r in table
         if r["system"] != "litserve" and r["requests_per_s"] is not None
     }
+
+
+def drift_vs_cascade(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Per body kind: the median over rounds of cascade-ap-drift's req/s and CPU per request
+    over cascade-ap's in the same round (what shadow checks cost a saturated server)."""
+    out: dict[str, float] = {}
+    for kind in sorted({r["kind"] for r in rows if r["system"] == "cascade-ap-drift"}):
+        rps, cpu = [], []
+        for r in {r["round"] for r in rows}:
+            on = [x for x in rows if x["round"] == r and x["kind"] == kind]
+            a = next((x for x in on if x["system"] == "cascade-ap-drift"), None)
+            b = next((x for x in on if x["system"] == "cascade-ap"), None)
+            if a and b and a["requests_per_s"] and b["requests_per_s"]:
+                rps.append(a["requests_per_s"] / b["requests_per_s"])
+                if a.get("server_cpu_ms_per_request") and b.get("server_cpu_ms_per_request"):
+                    cpu.append(a["server_cpu_ms_per_request"] / b["server_cpu_ms_per_request"])
+        if rps:
+            out[f"{kind}: req/s drift / cascade-ap"] = float(np.median(rps))
+        if cpu:
+            out[f"{kind}: cpu per request drift / cascade-ap"] = float(np.median(cpu))
+    return out
 
 
 def in_turn(kinds: list[str], round_index: int) -> list[str]:
@@ -234,7 +269,9 @@ def print_table(
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/qs"))
-    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
+    parser.add_argument(
+        "--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS + EXTRA_SYSTEMS
+    )
     hybrid = [k for k in KINDS if k != "lit"]
     parser.add_argument("--kinds", nargs="+", default=list(HYBRID_KINDS), choices=hybrid)
     parser.add_argument("--clients", type=int, default=64)
@@ -306,6 +343,11 @@ def main(argv: list[str] | None = None) -> None:
                             print(json.dumps(brief), flush=True)
                     finally:
                         server.pause()
+            shadow = {}
+            for name, server in running.items():
+                if name == "cascade-ap-drift":
+                    server.resume()
+                    shadow[name] = shadow_counts(server)
     table = aggregate(rows)
     rel = ratios(table)
     vs_json = against_json(rows)
@@ -314,11 +356,15 @@ def main(argv: list[str] | None = None) -> None:
         "table": table,
         "ratios_rps": rel,
         "vs_json": vs_json,
+        "shadow": shadow,
+        "drift_vs_cascade": drift_vs_cascade(rows),
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print_table(table, rel, vs_json)
+    for k, v in result["drift_vs_cascade"].items():
+        print(f"{k}: {v:.3f}")
     print(f"wrote {args.out}")
 
 

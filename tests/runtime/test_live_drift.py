@@ -125,3 +125,18 @@ def test_giant_answers_feed_the_estimate_with_their_logits() -> None:
             assert len(drift.estimator._giant_logits) == len(drift.estimator._giant)
 
     asyncio.run(go())
+
+
+def test_answered_keeps_every_field_of_the_result_and_adds_the_id() -> None:
+    import numpy as np
+
+    from hybridserve.runtime.job import Result
+    from hybridserve.runtime.livedrift import LiveDrift
+
+    drift = LiveDrift(fitted_monitor(), shadow_fraction=0.0)
+    values = {f.name: f"v-{f.name}" for f in dataclasses.fields(Result)}
+    values.update(labels=[1], confidence=[0.5], model_index=[0], visited=[1], latency_ms=[2.0])
+    values.update(chain=("a", "b", "c"), policy_version=1, request_id=None)
+    result = Result(**values)  # type: ignore[arg-type]
+    out = drift.answered(np.zeros((1, 4)), result, "r9")
+    assert out == dataclasses.replace(result, request_id="r9")

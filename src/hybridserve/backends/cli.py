@@ -138,7 +138,7 @@ def register(app: typer.Typer) -> None:
         shadow_fraction: Annotated[
             float,
             typer.Option(help="--drift: share of early answers re-checked by the giant"),
-        ] = 0.03,
+        ] = 0.025,
     ) -> None:
         """Serve the cascade: KServe v2 and /v1/predict, health, /v1/policy and /metrics.
 

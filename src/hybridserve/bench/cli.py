@@ -284,7 +284,14 @@ def _bench_drift(wd: Workdir, images: int) -> None:
             f"{summary['estimate_mae_pt_clean_streams']:.2f} / "
             f"{summary['estimate_mae_pt_shift_streams']:.2f} pt"
         ),
+        "estimate MAE, shifts it was not trained on": (
+            f"{summary['estimate_mae_pt_shift_streams_unseen_corruption']:.2f} pt"
+        ),
     }
+    for r in summary["after_retune"]:
+        rows[f"after the re-tune, {r['stream']}: vs giant, saving"] = (
+            f"{(-r['loss_pt']) or 0.0:+.2f} pt, {r['energy_saving']:.2f}×"
+        )
     for k, v in rows.items():
         table.add_row(k, v)
     console.print(table)

@@ -43,7 +43,7 @@ class DriftMonitor:
     def __init__(
         self,
         *,
-        shadow_fraction: float = 0.03,
+        shadow_fraction: float = 0.025,
         alpha: float = 0.1,
         horizon: int = 20000,
         signature_window: int = 300,

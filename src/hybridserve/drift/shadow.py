@@ -44,11 +44,17 @@ class ShadowSampler:
         self.fraction = fraction
         self.seed = seed
         self._rng = np.random.default_rng(seed)
+        # drawn ahead in blocks: one generator call per request costs more than the rest of a
+        # request's drift bookkeeping; the stream of values is the same either way
+        self._ahead = np.empty(0)
 
     def draw(self, n: int) -> npt.NDArray[np.bool_]:
         """Shadow-check flags for the next ``n`` requests (drawn for every request, so a
         request's flag does not depend on who answered the ones before it)."""
-        return np.asarray(self._rng.random(n) < self.fraction, dtype=np.bool_)
+        if self._ahead.size < n:
+            self._ahead = np.concatenate([self._ahead, self._rng.random(max(n, 4096))])
+        u, self._ahead = self._ahead[:n], self._ahead[n:]
+        return np.asarray(u < self.fraction, dtype=np.bool_)
 
 
 class AgreementTracker:

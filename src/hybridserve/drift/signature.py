@@ -61,6 +61,7 @@ class OutputSignature:
         )
         cov = LedoitWolf().fit(zf - self.means_[pred]).covariance_
         self.precision_ = np.linalg.inv(cov)
+        self._mu_p_mu = np.einsum("cj,jk,ck->c", self.means_, self.precision_, self.means_)
         d = self.distance(z[ref_rows])
         self.tail_at_ = float(np.quantile(d, self.tail))
         self.tertiles_ = np.quantile(c[ref_rows], [1 / 3, 2 / 3])
@@ -72,11 +73,11 @@ class OutputSignature:
     def distance(self, logits: npt.ArrayLike) -> FloatArray:
         """Squared Mahalanobis distance of each row to its nearest class mean."""
         z = np.asarray(logits, dtype=np.float64)
-        out = np.full(z.shape[0], np.inf)
-        for mu in self.means_:
-            r = z - mu
-            np.minimum(out, np.einsum("ij,jk,ik->i", r, self.precision_, r), out=out)
-        return out
+        zp = z @ self.precision_
+        # (z − μ)ᵀP(z − μ) = zᵀPz − 2 zᵀPμ + μᵀPμ, for every class mean in one product
+        own = np.einsum("ij,ij->i", zp, z)
+        d = own[:, None] - 2.0 * zp @ self.means_.T + self._mu_p_mu[None, :]
+        return np.asarray(d.min(axis=1), dtype=np.float64)
 
     def cells(self, logits: npt.ArrayLike, confidence: npt.ArrayLike) -> npt.NDArray[np.int64]:
         """Each row's cell in ``[0, n_cells_)``."""

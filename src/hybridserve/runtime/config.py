@@ -69,11 +69,11 @@ class EngineConfig(BaseModel):
         ),
     )
     shadow_fraction: float = Field(
-        0.03,
+        0.025,
         ge=0,
         le=1,
         description="share of inputs answered before the giant that get a shadow check "
-        "(the drift bench keeps the extra energy under 10 % at 3 %)",
+        "(the drift bench keeps the extra energy under 10 % at 2.5 %)",
     )
     shadow_queue_rows: int = Field(
         256, ge=1, description="shadow inputs waiting at most; more are dropped and counted"

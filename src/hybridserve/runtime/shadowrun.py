@@ -6,11 +6,13 @@ bounded (``queue_rows``); an input that finds it full is dropped and counted, ne
 
 One background task drains the queue: it takes up to ``batch_rows`` inputs and runs them
 through each served model in the engine's position order, each model on one of its position's
-own healthy replicas (the model's device, no extra copy in memory), and only while that
-position is idle (no queued inputs and no batch in flight; it polls every ``idle_poll_s``).
-Serving traffic therefore always goes first: under saturation shadow inputs wait, the queue
-fills, and the excess is dropped. What remains is at most one small shadow batch running when
-a real batch arrives (it waits for that batch in the replica's thread).
+own healthy replicas (the model's device, no extra copy in memory), and only while the whole
+engine is idle (no position has queued inputs or a batch in flight; it polls every
+``idle_poll_s``). Serving traffic therefore always goes first: under saturation shadow inputs
+wait, the queue fills, and the excess is dropped (counted), so a saturated server checks
+little and detection leans on the free signature test. What remains is at most one small
+shadow batch running when a real batch arrives (it waits for that batch in the replica's
+thread).
 
 Every served model runs, not only the giant, because a shadow check is also a *pair* for a
 re-tune (``drift.retune`` needs every model's logits on the same inputs).
@@ -137,9 +139,11 @@ class ShadowRunner:
         return out
 
     async def _idle_replica(self, pos: _PositionLike) -> Replica:
-        """A healthy replica of ``pos`` once the position has nothing of its own to do."""
+        """A healthy replica of ``pos`` once *no* position has anything of its own to do: the
+        models share the machine's cores, so a shadow batch on an idle giant would still slow
+        the small models serving traffic beside it."""
         while True:
-            if not pos.busy:
+            if not any(p.busy for p in self.positions):
                 for replica in pos.replicas:
                     if replica.healthy:
                         return replica
