@@ -99,17 +99,17 @@ def test_output_signature_marks_atypical_logits_and_bands() -> None:
 def test_window_accuracy_learns_from_shifted_sets_and_reads_a_shifted_window() -> None:
     rng = np.random.default_rng(6)
 
-    def labelled(n: int, signal: float, wrong: float) -> tuple[np.ndarray, np.ndarray]:
+    def labelled(n: int, signal: float, wrong: float) -> tuple[np.ndarray, np.ndarray, float]:
         # the giant answers a wrong class on `wrong` of the rows, as confidently as right ones
         y = rng.integers(0, 5, n)
         said = np.where(rng.random(n) < wrong, (y + 1) % 5, y)
         z = rng.normal(0, 1, (n, 5))
         z[np.arange(n), said] += signal
-        return z, y
+        return z, y, 1.0
 
     sets = [labelled(1000, s, w) for s, w in ((6, 0.05), (3, 0.3), (2, 0.5), (4, 0.15))]
     model = WindowAccuracy(windows_per_set=60).fit(sets)
-    z, y = labelled(500, 3, 0.3)
+    z, y, _ = labelled(500, 3, 0.3)
     truth = (z.argmax(1) == y).mean()
     assert abs(model.predict(z) - truth) < 0.06
     with pytest.raises(HybridServeError, match="N×5"):
@@ -161,16 +161,16 @@ def test_estimator_takes_the_giant_share_from_the_window_model_when_it_has_enoug
     class Always:
         min_rows = 3
 
-        def predict(self, logits: np.ndarray) -> float:
-            assert logits.shape == (len(logits), 4)
+        def predict(self, logits: np.ndarray, share: float) -> float:
+            assert logits.shape == (len(logits), 4) and share == pytest.approx(0.75)
             return 0.4
 
     est = AccuracyEstimator(window_model=Always())  # type: ignore[arg-type]
     est.giant_answer(0.9, np.zeros(4))
     est.giant_answer(0.9, np.zeros(4))
+    est.early_answer(1.0)
     assert est.giant_accuracy() == pytest.approx(0.9)  # too few rows: the confidences
     est.giant_answer(0.9, np.zeros(4))
-    est.early_answer(1.0)
     assert est.giant_accuracy() == pytest.approx(0.4)
     assert est.estimate() == pytest.approx(0.75 * 0.4 + 0.25 * 1.0)
     est.next_window()
@@ -221,3 +221,17 @@ def test_adaptive_replay_alarms_after_the_change_and_swaps(tuned: tuple) -> None
     static = replay_static(policy, stream, labels, COSTS)
     assert res.correct[3000:].mean() > static.correct[3000:].mean()
     assert len(res.estimates) == 8
+
+
+def test_monitor_learns_its_window_model_from_random_and_routed_rows(tuned: tuple) -> None:
+    policy, val, vy = tuned
+    sets = [family_logits(1500, s, small_broken=bool(s % 2)) for s in (31, 32, 33)]
+    monitor = DriftMonitor(horizon=4000).fit(policy, val, vy, shift_sets=sets)
+    assert monitor.window_accuracy_ is not None and len(monitor.shift_sets_) == 3
+    shares = [share for _, _, share in monitor._window_sets(policy, 10)]
+    assert shares.count(1.0) == 3 and any(s < 1.0 for s in shares)  # the giant's subsets too
+    bad, _ = family_logits(500, 34, small_broken=True)
+    estimate = monitor.window_accuracy_.predict(bad["giant"][:300], 0.6)
+    assert 0.0 <= estimate <= 1.0
+    with pytest.raises(HybridServeError, match="shift_sets"):
+        DriftMonitor(horizon=4000).fit(policy, val, vy, shift_sets=[({"giant": val["giant"]}, vy)])

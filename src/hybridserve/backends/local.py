@@ -69,10 +69,10 @@ def drift_inputs(
     wd = Workdir(workdir)
     names = list(target.policy.chain)
     logits, labels = _cached_logits(wd, target.family_name, names, "val")
-    giant = target.policy.giant
-    shift_sets = [(ls.logits[giant], ls.labels) for ls in cached_catalogue(wd, family)]
+    every, _ = _cached_logits(wd, target.family_name, list(family.names), "val")
+    shift_sets = [(ls.logits, ls.labels) for ls in cached_catalogue(wd, family)]
     if shift_sets:
-        shift_sets.append((logits[giant], labels))
+        shift_sets.append((every, labels))
     monitor = DriftMonitor(shadow_fraction=config.shadow_fraction).fit(
         target.policy, logits, labels, shift_sets=shift_sets
     )

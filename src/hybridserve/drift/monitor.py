@@ -10,8 +10,11 @@ policy's own ``decide``, what clean traffic looks like:
   frequencies with validation's, so inputs the cheap model sees differently are a shift even
   before a shadow check disagrees;
 * per chain model, the expected agreement (``AgreementTracker``);
-* optionally (``shift_sets``: labelled giant logits on shifted validation), the
-  ``WindowAccuracy`` model behind the label-free accuracy estimate.
+* optionally (``shift_sets``: every model's logits and the true labels on clean and shifted
+  validation), the ``WindowAccuracy`` model behind the label-free accuracy estimate. It learns
+  from two kinds of window per set: random rows, and the rows this policy sends to the giant
+  (the ones the estimate reads it on while the cascade serves, harder than random ones), so
+  a refit for a new policy re-learns the second kind.
 
 The false-alarm budget ``alpha`` (default 0.1 per ``horizon`` = 20,000 requests) is split evenly
 between the two detectors; the shadow detector's horizon in *checks* is the horizon in requests
@@ -33,6 +36,9 @@ from hybridserve.drift.windowacc import LabelledLogits, WindowAccuracy
 from hybridserve.errors import HybridServeError
 from hybridserve.tuning.policy import CascadePolicy
 from hybridserve.tuning.simulate import walk
+
+#: every family model's logits on one labelled set, and its labels
+ShiftSet = tuple[Mapping[str, npt.NDArray[Any]], npt.NDArray[Any]]
 
 WATCH, GUARD = "watch", "guard"
 
@@ -65,14 +71,12 @@ class DriftMonitor:
         logits: Mapping[str, npt.NDArray[Any]],
         labels: npt.ArrayLike | None = None,
         *,
-        shift_sets: Sequence[LabelledLogits] = (),
-        window_accuracy: WindowAccuracy | None = None,
+        shift_sets: Sequence[ShiftSet] = (),
     ) -> DriftMonitor:
         """Learn clean behaviour of ``policy`` from ``logits`` (every chain model). ``labels``
         (optional: agreement is with the giant) fit the accuracy estimator's ATC threshold;
-        ``shift_sets`` (the giant's logits and true labels on clean and shifted validation)
-        fit its ``WindowAccuracy``, unless a fitted one is passed as ``window_accuracy`` (a
-        refit after a re-tune keeps the one it had: it reads raw logits, not the policy)."""
+        ``shift_sets`` (every model's logits and the true labels on clean and shifted
+        validation) fit its ``WindowAccuracy`` (module docstring)."""
         missing = [m for m in policy.chain if m not in logits]
         if missing:
             raise HybridServeError(f"logits: no logits for chain model(s) {missing}")
@@ -105,17 +109,32 @@ class DriftMonitor:
             horizon=self.horizon,
             random_state=self.random_state,
         ).fit(self.signature_.reference_, self.signature_.n_cells_)
-        self.estimator_ = AccuracyEstimator(window_model=window_accuracy)
+        self.estimator_ = AccuracyEstimator()
         if labels is not None:
             q = policy.probabilities(last, outputs[-1])[np.arange(said.size), said]
             self.estimator_.fit(q, said == np.asarray(labels))
-        if window_accuracy is None and shift_sets:
-            self.estimator_.window_model = WindowAccuracy(random_state=self.random_state).fit(
-                list(shift_sets)
-            )
+        self.shift_sets_ = tuple(shift_sets)
+        if self.shift_sets_:
+            model = WindowAccuracy(random_state=self.random_state)
+            self.estimator_.window_model = model.fit(self._window_sets(policy, model.min_rows))
         self.alarms_: list[dict[str, Any]] = []
         self.requests_ = 0
         return self
+
+    def _window_sets(self, policy: CascadePolicy, min_rows: int) -> list[LabelledLogits]:
+        sets: list[LabelledLogits] = []
+        for logits, y in self.shift_sets_:
+            missing = [m for m in policy.chain if m not in logits]
+            if missing:
+                raise HybridServeError(f"shift_sets: no logits for chain model(s) {missing}")
+            giant = np.asarray(logits[policy.giant])
+            labels = np.asarray(y)
+            sets.append((giant, labels, 1.0))
+            _, answer, _ = walk(policy, [np.asarray(logits[m]) for m in policy.chain])
+            hard = answer == len(policy.chain) - 1
+            if hard.sum() >= min_rows and not hard.all():
+                sets.append((giant[hard], labels[hard], float(hard.mean())))
+        return sets
 
     def reset(self) -> None:
         """Forget live traffic: detectors back to their start, no alarms, no requests."""

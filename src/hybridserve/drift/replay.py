@@ -110,6 +110,7 @@ def replay_adaptive(
                 pairs = {m: np.asarray(logits[m])[guard_rows] for m in names}
                 policy = retune(policy, pairs, costs, margin_pt=margin_pt)
                 monitor = _refit(monitor, policy, pairs)
+                estimator.window_model = monitor.window_accuracy_
                 out.events.append(
                     {
                         "request": int(rows[-1]) + 1,
@@ -170,6 +171,6 @@ def _refit(
         random_state=monitor.random_state,
     )
     try:
-        return fresh.fit(policy, pairs, window_accuracy=monitor.window_accuracy_)
+        return fresh.fit(policy, pairs, shift_sets=monitor.shift_sets_)
     except HybridServeError:
         return monitor  # the new policy sends everything to the giant: nothing new to watch

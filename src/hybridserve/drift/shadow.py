@@ -149,7 +149,8 @@ class AccuracyEstimator:
             and len(self._giant_logits) == len(self._giant)
             and len(self._giant) >= model.min_rows
         ):
-            return model.predict(np.stack(self._giant_logits))
+            share = len(self._giant) / (len(self._giant) + self._early)
+            return model.predict(np.stack(self._giant_logits), share)
         return float(np.mean(self._giant))
 
     def estimate(self) -> float | None:

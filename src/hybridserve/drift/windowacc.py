@@ -7,6 +7,9 @@ visibly is the *shape* of a window's outputs: how peaked, how spread over classe
 AutoEval (Deng & Zheng, CVPR 2021), ``WindowAccuracy`` regresses a window's accuracy on a
 summary of the giant's outputs over it, trained on windows drawn from validation images under
 the corruption catalogue (``data.corruptions``, every severity) where the labels are known.
+While a cascade serves, the giant sees only the requests the cheaper models passed on, which
+are harder than random ones; so the windows come from both kinds of row (``DriftMonitor``
+builds them for its policy) and the share of requests they stand for is a feature.
 
 What it can and cannot do: it knows the shifts it was trained on. On the bench's streams, which
 use the same catalogue on *test* images, its error is small; on a corruption left out of its
@@ -25,12 +28,14 @@ import numpy.typing as npt
 from hybridserve.errors import HybridServeError
 
 FloatArray = npt.NDArray[np.float64]
-#: a set of the giant's logits on some inputs and those inputs' true labels
-LabelledLogits = tuple[npt.NDArray[np.floating], npt.NDArray[np.integer]]
+#: a set of the giant's logits on some inputs, those inputs' true labels, and the share of all
+#: requests the set stands for (1.0: every request; less: the ones a cascade sent the giant)
+LabelledLogits = tuple[npt.NDArray[np.floating], npt.NDArray[np.integer], float]
 
 
-def summary(logits: npt.ArrayLike) -> FloatArray:
-    """One window's features: how peaked and how spread the giant's outputs are."""
+def summary(logits: npt.ArrayLike, share: float = 1.0) -> FloatArray:
+    """One window's features: how peaked and how spread the giant's outputs are, and the share
+    of requests the giant answered (its rows are a cascade's hardest when it is small)."""
     z = np.asarray(logits, dtype=np.float64)
     z = z - z.max(axis=1, keepdims=True)
     p = np.exp(z)
@@ -42,7 +47,7 @@ def summary(logits: npt.ArrayLike) -> FloatArray:
     shares = [(conf > t).mean() for t in (0.5, 0.7, 0.9, 0.99)]
     return np.concatenate(
         [
-            [conf.mean(), margin.mean(), entropy.mean()],
+            [share, conf.mean(), margin.mean(), entropy.mean()],
             np.quantile(conf, [0.1, 0.25, 0.5]),
             shares,
             np.sort(p.mean(axis=0)),  # how unevenly the window spreads over classes
@@ -80,7 +85,7 @@ class WindowAccuracy:
 
         rng = np.random.default_rng(self.random_state)
         x, y = [], []
-        for logits, labels in sets:
+        for logits, labels, share in sets:
             z = np.asarray(logits)
             right = z.argmax(axis=1) == np.asarray(labels)
             if z.ndim != 2 or right.shape != (z.shape[0],) or z.shape[0] < self.min_rows:
@@ -89,7 +94,7 @@ class WindowAccuracy:
                 )
             for _ in range(self.windows_per_set):
                 rows = rng.integers(0, z.shape[0], rng.integers(self.min_rows, self.max_rows + 1))
-                x.append(summary(z[rows]))
+                x.append(summary(z[rows], share))
                 y.append(right[rows].mean())
         self.n_classes_ = int(np.asarray(sets[0][0]).shape[1])
         self.model_ = HistGradientBoostingRegressor(
@@ -100,10 +105,11 @@ class WindowAccuracy:
         self.windows_ = len(y)
         return self
 
-    def predict(self, logits: npt.ArrayLike) -> float:
-        """The estimated share of right answers among one window's rows of giant logits."""
+    def predict(self, logits: npt.ArrayLike, share: float = 1.0) -> float:
+        """The estimated share of right answers among one window's rows of giant logits, which
+        stand for ``share`` of the window's requests."""
         z = np.asarray(logits)
         if z.ndim != 2 or z.shape[1] != self.n_classes_ or z.shape[0] == 0:
             raise HybridServeError(f"logits: expected N×{self.n_classes_} giant logits, N ≥ 1")
-        value = float(self.model_.predict(summary(z)[None, :])[0])
+        value = float(self.model_.predict(summary(z, share)[None, :])[0])
         return min(1.0, max(0.0, value))

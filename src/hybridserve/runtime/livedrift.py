@@ -303,6 +303,7 @@ class LiveDrift:
         self.retunes += 1
         if fresh is not None:
             self.monitor = fresh
+            self.estimator.window_model = fresh.window_accuracy_
             self._monitored = new
             self._watched = {version}
         else:  # the new policy answers everything at the giant: nothing to watch
@@ -326,9 +327,7 @@ class LiveDrift:
             random_state=m.random_state,
         )
         try:
-            return fresh.fit(
-                policy, {c: pairs[c] for c in policy.chain}, window_accuracy=m.window_accuracy_
-            )
+            return fresh.fit(policy, {c: pairs[c] for c in policy.chain}, shift_sets=m.shift_sets_)
         except HybridServeError:
             return None
 
