@@ -61,6 +61,11 @@ def windows(values: npt.NDArray[Any], w: int) -> list[float]:
     return [float(values[i : i + w].mean()) for i in range(0, values.size - w + 1, w)]
 
 
+def estimate_errors(res: StreamResult, accuracy: list[float]) -> list[float]:
+    """Per window with an estimate: how far the label-free estimate was from the accuracy."""
+    return [abs(e - a) for e, a in zip(res.estimates, accuracy, strict=True) if e is not None]
+
+
 def summarise(res: StreamResult, y_len: int, w: int) -> dict[str, Any]:
     return {
         "accuracy": windows(res.correct.astype(float), w),
@@ -110,6 +115,22 @@ def run_drift_bench(workdir: Path, args: DriftOptions) -> dict[str, Any]:
     monitor = watcher()
     # per corruption, a monitor whose estimate never saw it (the error on an unseen shift)
     unseen = {name: watcher(name) for name in args.corruptions}
+
+    def adapt(
+        watch: DriftMonitor, logits: dict[str, Any], labels: npt.NDArray[Any], seed: int
+    ) -> StreamResult:
+        return replay_adaptive(
+            policy,
+            watch,
+            logits,
+            labels,
+            costs,
+            window=args.window,
+            seed=seed,
+            guard_pairs=args.guard_pairs,
+            margin_pt=args.margin_pt,
+        )
+
     giant_cost = costs[giant].energy_j * 1e3
     w = args.window
     report: dict[str, Any] = {
@@ -128,17 +149,7 @@ def run_drift_bench(workdir: Path, args: DriftOptions) -> dict[str, Any]:
     for s in range(args.clean_streams):
         idx = rng.integers(0, ty.size, args.clean_length)
         logits = {m: tl[m][idx] for m in names}
-        res = replay_adaptive(
-            policy,
-            monitor,
-            logits,
-            ty[idx],
-            costs,
-            window=w,
-            seed=100 + s,
-            guard_pairs=args.guard_pairs,
-            margin_pt=args.margin_pt,
-        )
+        res = adapt(monitor, logits, ty[idx], 100 + s)
         st = replay_static(policy, logits, ty[idx], costs)
         alarms = [e for e in res.events if e["event"] == "alarm"]
         false_alarms += len(alarms)
@@ -146,7 +157,7 @@ def run_drift_bench(workdir: Path, args: DriftOptions) -> dict[str, Any]:
         shadow_e += res.shadow_energy_j
         static_e += float(st.energy_j.sum())
         acc = windows(res.correct.astype(float), w)
-        errs += [abs(e - a) for e, a in zip(res.estimates, acc, strict=True) if e is not None]
+        errs += estimate_errors(res, acc)
         report["clean"].append(
             {
                 "requests": int(idx.size),
@@ -171,17 +182,7 @@ def run_drift_bench(workdir: Path, args: DriftOptions) -> dict[str, Any]:
             labels = np.concatenate([ty[pre], y[order]])
             change = pre.size
             st = replay_static(policy, logits, labels, costs)
-            ad = replay_adaptive(
-                policy,
-                monitor,
-                logits,
-                labels,
-                costs,
-                window=w,
-                seed=sev,
-                guard_pairs=args.guard_pairs,
-                margin_pt=args.margin_pt,
-            )
+            ad = adapt(monitor, logits, labels, sev)
             g_ok = logits[giant].argmax(1) == labels
             alarm_at: list[int] = [e["request"] for e in ad.events if e["event"] == "alarm"]
             pre_alarms = [a for a in alarm_at if a <= change]
@@ -190,27 +191,10 @@ def run_drift_bench(workdir: Path, args: DriftOptions) -> dict[str, Any]:
             clean_total += change
             gap = 100 * (g_ok[change:].mean() - st.correct[change:].mean())
             acc = windows(ad.correct.astype(float), w)
-            errs_shift += [
-                abs(e - a) for e, a in zip(ad.estimates, acc, strict=True) if e is not None
-            ]
+            errs_shift += estimate_errors(ad, acc)
             # the same stream, its estimate from a window model that never saw this corruption
-            ad_blind = replay_adaptive(
-                policy,
-                unseen[name],
-                logits,
-                labels,
-                costs,
-                window=w,
-                seed=sev,
-                guard_pairs=args.guard_pairs,
-                margin_pt=args.margin_pt,
-            )
-            acc_blind = windows(ad_blind.correct.astype(float), w)
-            errs_unseen += [
-                abs(e - a)
-                for e, a in zip(ad_blind.estimates, acc_blind, strict=True)
-                if e is not None
-            ]
+            ad_blind = adapt(unseen[name], logits, labels, sev)
+            errs_unseen += estimate_errors(ad_blind, windows(ad_blind.correct.astype(float), w))
             swaps = [e for e in ad.events if e["event"] == "swap"]
             after = swaps[0]["request"] if swaps else labels.size
             row = {
