@@ -62,7 +62,7 @@ class WindowAccuracy:
         self,
         *,
         windows_per_set: int = 40,
-        min_rows: int = 100,
+        min_rows: int = 50,
         max_rows: int = 500,
         max_iter: int = 300,
         learning_rate: float = 0.05,
