@@ -48,13 +48,14 @@ from hybridserve.bench.httpload import (
     ServerProcess,
     env_with_src,
     free_port,
-    make_request,
     measure,
 )
 from hybridserve.bench.httprounds import (
+    encoded_requests,
     fmt,
     giant_only_policy,
     median_table,
+    require_workdir,
     run_record,
     serve_command,
 )
@@ -303,21 +304,9 @@ def main(argv: list[str] | None = None) -> None:
     if "litserve" in names and ls is None:
         print("litserve is not installed (pip install litserve): skipping the litserve system")
         names.remove("litserve")
-    for needed in ("calibration.json", "profile.json", "policy-ap.json"):
-        if not (args.workdir / needed).is_file():
-            raise SystemExit(
-                f"{args.workdir / needed} not found: run `hybridserve quickstart --workdir W` "
-                "(or calibrate, profile and tune --mode ap) and pass --workdir W"
-            )
-    from hybridserve.models import load_family
-
-    split = load_family(FAMILY).split("test")
-    x, y = split.x[: args.images], split.y[: args.images]
+    require_workdir(args.workdir)
     kinds = {n: (["lit"] if n == "litserve" else list(args.kinds)) for n in names}
-    requests = {
-        kind: [make_request(kind, x[i : i + 1], FAMILY) for i in range(len(x))]
-        for kind in {k for ks in kinds.values() for k in ks}
-    }
+    requests, y = encoded_requests(FAMILY, args.images, {k for ks in kinds.values() for k in ks})
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp_name:
         tmp = Path(tmp_name)

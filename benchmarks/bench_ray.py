@@ -43,11 +43,13 @@ import numpy as np
 import psutil
 from fastapi import Request  # at module level: FastAPI resolves the endpoint's annotations here
 
-from hybridserve.bench.httpload import ServerProcess, env_with_src, free_port, make_request, measure
+from hybridserve.bench.httpload import ServerProcess, env_with_src, free_port, measure
 from hybridserve.bench.httprounds import (
+    encoded_requests,
     fmt,
     giant_only_policy,
     median_table,
+    require_workdir,
     run_record,
     serve_command,
 )
@@ -251,20 +253,8 @@ def main(argv: list[str] | None = None) -> None:
             args.ray_cpus,
         )
         return
-    for needed in ("calibration.json", "profile.json", "policy-ap.json"):
-        if not (args.workdir / needed).is_file():
-            raise SystemExit(
-                f"{args.workdir / needed} not found: run `hybridserve quickstart --workdir W` "
-                "(or calibrate, profile and tune --mode ap) and pass --workdir W"
-            )
-    from hybridserve.models import load_family
-
-    split = load_family(FAMILY).split("test")
-    x, y = split.x[: args.images], split.y[: args.images]
-    requests = {
-        kind: [make_request(kind, x[i : i + 1], FAMILY) for i in range(len(x))]
-        for kind in {KIND[n] for n in args.systems}
-    }
+    require_workdir(args.workdir)
+    requests, y = encoded_requests(FAMILY, args.images, {KIND[n] for n in args.systems})
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp_name:
         tmp = Path(tmp_name)

@@ -1,6 +1,7 @@
 """What the HTTP benchmarks (``benchmarks/bench_http.py``, ``bench_ray.py``) share around the
-load client: the ``hybridserve serve`` command of a system, the giant-only policy, the table of
-medians over rounds, and the run's record (command, date, machine, settings)."""
+load client: the workdir check, the pre-encoded test requests, the ``hybridserve serve``
+command of a system, the giant-only policy, the table of medians over rounds, and the run's
+record (command, date, machine, settings)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import argparse
 import datetime
 import platform
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import psutil
 
 #: Measures a row of a round carries, each the median over rounds in the table.
@@ -26,6 +28,30 @@ MEDIANS = (
 )
 #: Counts summed over rounds.
 SUMS = ("errors", "wrong_labels", "ok")
+
+
+def require_workdir(workdir: Path) -> None:
+    """Exit with one line unless ``workdir`` has what serving its AP policy needs."""
+    for needed in ("calibration.json", "profile.json", "policy-ap.json"):
+        if not (workdir / needed).is_file():
+            raise SystemExit(
+                f"{workdir / needed} not found: run `hybridserve quickstart --workdir W` "
+                "(or calibrate, profile and tune --mode ap) and pass --workdir W"
+            )
+
+
+def encoded_requests(
+    family: str, images: int, kinds: Iterable[str]
+) -> tuple[dict[str, list[bytes]], npt.NDArray[Any]]:
+    """The first ``images`` test images of ``family``, one request body each per body kind
+    (encoded before any load starts), and their labels."""
+    from hybridserve.bench.httpload import make_request
+    from hybridserve.models import load_family
+
+    split = load_family(family).split("test")
+    x, y = split.x[:images], split.y[:images]
+    bodies = {k: [make_request(k, x[i : i + 1], family) for i in range(len(x))] for k in kinds}
+    return bodies, y
 
 
 def serve_command(workdir: Path, port: int, *extra: str) -> list[str]:
