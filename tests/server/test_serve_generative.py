@@ -74,6 +74,7 @@ def test_bad_setups_exit_2_with_one_line(
     assert "--iteration-level" in _exit_2([*ray, "--iteration-level"], capsys)
     assert "'nope'" in _exit_2([*base, "--backend", "nope"], capsys)
     assert "--plan" in _exit_2([*base, "--plan", str(tmp_path / "plan.json")], capsys)
+    assert "classifier families only" in _exit_2([*base, "--drift"], capsys)
     other = policy(ALWAYS_ESCALATE).to_dict() | {"family": "someone-else"}
     from hybridserve.tuning.policy import CascadePolicy
 

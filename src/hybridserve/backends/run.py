@@ -51,6 +51,11 @@ def _serve_generative(options: ServeOptions, backend: str, family_path: Path) ->
     from hybridserve.genserving import resolve_generative_target
 
     get_backend(backend)  # an unknown backend is one line
+    if options.engine.drift:
+        # accepting it would promise shadow checks and alarms that never run
+        raise HybridServeError(
+            "--drift: drift handling covers classifier families only, not generative ones"
+        )
     if options.plan is not None:
         raise HybridServeError(
             "--plan: plans do not place generative models yet; choose the device with --device"
