@@ -32,8 +32,10 @@ def test_a_ref_is_small_and_picklable_and_loads_only_the_named_model(images: np.
     model = ref.load_model("mlp")
     module = zoo.mlp()
     sha = load_weights(module, BUNDLED.path.parent / "mlp.safetensors")
-    prep = BUNDLED.read().models[1].preprocessing
-    expected = TorchModel("mlp", module, prep, weights_sha256=sha)
+    entry = BUNDLED.read().models[1]
+    expected = TorchModel(
+        "mlp", module, entry.preprocessing, weights_sha256=sha, torchscript=entry.torchscript
+    )
     assert model.name == "mlp"
     assert model.fingerprint == expected.fingerprint
     np.testing.assert_array_equal(model.predict_logits(images), expected.predict_logits(images))

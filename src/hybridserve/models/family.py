@@ -64,6 +64,11 @@ class ModelEntry(BaseModel):
     path: str | None = Field(None, description="built-in loaders: the .onnx file or HF directory")
     preprocessing: Preprocessing = Preprocessing()
     max_length: int | None = Field(None, ge=1, description="hf-text-classifier: token limit")
+    torchscript: bool = Field(
+        False,
+        description="torch loaders: serve a frozen TorchScript trace, optimised for inference "
+        "(fused convolutions); for networks without control flow on input values",
+    )
 
     @field_validator("loader")
     @classmethod

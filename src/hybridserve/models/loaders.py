@@ -40,6 +40,8 @@ def loader_field_problem(
     loader: str, given: set[str], path: str | None, max_length: int | None
 ) -> str | None:
     """Why a model entry's fields do not fit its ``loader`` (None when they do); names a field."""
+    if loader in LOADERS and "torchscript" in given:
+        return f"torchscript: only torch loaders (module:function) take it, not {loader!r}"
     if loader not in LOADERS:
         if "path" in given:
             return f"path: only built-in loaders ({', '.join(LOADERS)}) read it; use 'weights'"
@@ -84,6 +86,7 @@ def _torch_model(
         device=device,
         input_shape=input_shape,
         weights_sha256=sha,
+        torchscript=entry.torchscript,
     )
 
 

@@ -16,6 +16,7 @@ from hybridserve.errors import HybridServeError
 from hybridserve.models.base import Model, ModelInfo
 from hybridserve.models.macs import count_macs, count_params
 from hybridserve.models.preprocessing import Preprocessing
+from hybridserve.models.torchscript import optimized_trace
 
 
 def load_weights(module: nn.Module, path: Path) -> str:
@@ -52,7 +53,12 @@ def _first_line(err: BaseException) -> str:
 
 
 class TorchModel(Model):
-    """Runs an ``nn.Module`` in eval mode under ``torch.inference_mode``."""
+    """Runs an ``nn.Module`` in eval mode under ``torch.inference_mode``.
+
+    ``torchscript=True`` runs a frozen, inference-optimised trace of it instead
+    (``models/torchscript.py``); ``module`` stays the eager module (pipeline parts, MAC counts
+    and ONNX export read it).
+    """
 
     def __init__(
         self,
@@ -63,6 +69,7 @@ class TorchModel(Model):
         device: str = "cpu",
         input_shape: tuple[int, ...] = (28, 28),
         weights_sha256: str | None = None,
+        torchscript: bool = False,
     ) -> None:
         self.name = name
         self.preprocessing = preprocessing or Preprocessing()
@@ -73,10 +80,27 @@ class TorchModel(Model):
         self._input_shape = input_shape
         self._weights_sha256 = weights_sha256
         self._info: ModelInfo | None = None
+        self.torchscript = torchscript
+        self._runner: nn.Module | torch.jit.ScriptModule = self.module
+        if torchscript:
+            self._runner = optimized_trace(name, self.module, self._example())
+
+    def _example(self) -> torch.Tensor:
+        """Two inputs of the module's input shape, as ``to_tensor`` lays them out."""
+        shape = tuple(self.preprocessing.shape or self._input_shape)
+        x = torch.zeros((2, *shape), device=self._device)
+        if self.preprocessing.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
 
     @property
     def device(self) -> str:
         return self._device
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One raw input's shape (before preprocessing)."""
+        return self._input_shape
 
     @property
     def info(self) -> ModelInfo:
@@ -101,7 +125,7 @@ class TorchModel(Model):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Logits tensor for a preprocessed input tensor."""
         with torch.inference_mode():
-            out: torch.Tensor = self.module(inputs)
+            out: torch.Tensor = self._runner(inputs)
         return out
 
     def predict_logits(self, batch: npt.NDArray[np.generic]) -> npt.NDArray[np.float32]:

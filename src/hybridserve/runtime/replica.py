@@ -201,7 +201,14 @@ def _torch_copy(model: TorchModel, device: str, fresh: bool) -> TorchModel:
     if not fresh and model.device == device:
         return model
     module = copy.deepcopy(model.module).to("cpu")
-    return TorchModel(model.name, module, model.preprocessing, device=device)
+    return TorchModel(
+        model.name,
+        module,
+        model.preprocessing,
+        device=device,
+        input_shape=model.input_shape,
+        torchscript=model.torchscript,
+    )
 
 
 def _torch_parts(model: TorchModel, devices: list[str], reuse: bool) -> list[Callable[[Any], Any]]:
