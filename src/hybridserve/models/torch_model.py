@@ -83,15 +83,12 @@ class TorchModel(Model):
         self.torchscript = torchscript
         self._runner: nn.Module | torch.jit.ScriptModule = self.module
         if torchscript:
-            self._runner = optimized_trace(name, self.module, self._example())
-
-    def _example(self) -> torch.Tensor:
-        """Two inputs of the module's input shape, as ``to_tensor`` lays them out."""
-        shape = tuple(self.preprocessing.shape or self._input_shape)
-        x = torch.zeros((2, *shape), device=self._device)
-        if self.preprocessing.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+            # raw inputs through to_tensor, so the trace sees the served layout: two zeros
+            # to trace on, three random inputs (another batch size) to check it against
+            rng = np.random.default_rng(0)
+            example = self.to_tensor(np.zeros((2, *input_shape), dtype=np.float32))
+            probe = self.to_tensor(rng.random((3, *input_shape), dtype=np.float32))
+            self._runner = optimized_trace(name, self.module, example, probe)
 
     @property
     def device(self) -> str:

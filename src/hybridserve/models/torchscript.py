@@ -26,23 +26,21 @@ log = logging.getLogger(__name__)
 
 
 def optimized_trace(
-    name: str, module: nn.Module, example: torch.Tensor
+    name: str, module: nn.Module, example: torch.Tensor, probe: torch.Tensor
 ) -> nn.Module | torch.jit.ScriptModule:
     """``module`` (in eval mode) traced on ``example`` and optimised for inference.
 
     The example should hold at least 2 inputs, so that no size-1 batch dimension is baked into
-    the graph. The trace is then checked against the module on other inputs (another batch
-    size, values of both signs). Raises ``HybridServeError`` naming the model when the module
-    cannot be traced or its trace computes something else; a torch without TorchScript (it
-    is deprecated) gets the eager module back, with a warning.
+    the graph. The trace is then checked against the module on ``example``, ``probe`` and
+    ``-probe`` (give the probe another batch size and values unlike the example's). Raises
+    ``HybridServeError`` naming the model when the module cannot be traced or its trace computes
+    something else; a torch without TorchScript (it is deprecated) gets the eager module back,
+    with a warning.
     """
     module = module.eval()
     if not hasattr(torch.jit, "optimize_for_inference"):  # a torch without TorchScript
         log.warning("model %s: this torch has no TorchScript; serving the eager module", name)
         return module
-    gen = torch.Generator().manual_seed(0)
-    probe = torch.rand((3, *example.shape[1:]), generator=gen).to(example.device)
-    probe = probe.contiguous(memory_format=_layout(example))
     try:
         with torch.no_grad(), warnings.catch_warnings():
             # the tracer warns about Python values it had to freeze (the checks below catch a
@@ -68,9 +66,3 @@ def optimized_trace(
                 "(control flow on input values?); set torchscript: false"
             )
     return optimized
-
-
-def _layout(x: torch.Tensor) -> torch.memory_format:
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
